@@ -1,0 +1,101 @@
+//! Log output on stderr in the seed's style: `ddless => message` for
+//! progress lines (-v), `ddless: warning: message` for warnings. Results go
+//! to stdout, never through here.
+
+use std::fmt;
+use std::io::{self, Write};
+
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::cli::progress;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+    Debug,
+}
+
+impl Verbosity {
+    pub fn from_flags(verbose: u8, quiet: bool) -> Self {
+        match (quiet, verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, 0) => Verbosity::Normal,
+            (false, 1) => Verbosity::Verbose,
+            _ => Verbosity::Debug,
+        }
+    }
+
+    fn max_level(self) -> Level {
+        match self {
+            Verbosity::Quiet => Level::ERROR,
+            Verbosity::Normal => Level::WARN,
+            Verbosity::Verbose => Level::INFO,
+            Verbosity::Debug => Level::TRACE,
+        }
+    }
+}
+
+struct SeedFormat {
+    tool: String,
+}
+
+impl<S, N> FormatEvent<S, N> for SeedFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        match *event.metadata().level() {
+            Level::ERROR => write!(w, "{}: error: ", self.tool)?,
+            Level::WARN => write!(w, "{}: warning: ", self.tool)?,
+            _ => write!(w, "{} => ", self.tool)?,
+        }
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
+/// Writes log lines around the progress bar so they do not tear it.
+struct StderrAroundProgress;
+
+impl Write for StderrAroundProgress {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        progress::suspend(|| io::stderr().lock().write_all(buf))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+impl<'a> MakeWriter<'a> for SeedFormat {
+    type Writer = StderrAroundProgress;
+    fn make_writer(&'a self) -> Self::Writer {
+        StderrAroundProgress
+    }
+}
+
+/// Installs the process-wide log subscriber for `tool`. Calling it twice is
+/// harmless (the first one stays).
+pub fn init(tool: &str, verbosity: Verbosity) {
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(verbosity.max_level())
+        .with_writer(SeedFormat {
+            tool: tool.to_string(),
+        })
+        .event_format(SeedFormat {
+            tool: tool.to_string(),
+        })
+        .finish();
+    let _ = tracing::subscriber::set_global_default(subscriber);
+}

@@ -1,0 +1,339 @@
+//! The commit protocol: how changed segments reach the target and their
+//! records reach the checksum file so that a crash at any instant (kill -9
+//! or power loss) leaves, for every segment, a record that either matches
+//! what the target holds or is INVALID.
+//!
+//! Rules, in the order they are applied:
+//! 1. A segment whose old record is valid is never written until INVALID is
+//!    durable in its place (write INVALID records, fsync the checksum file).
+//!    Such writes wait in a bounded arena so that one fsync covers many.
+//! 2. A segment whose old record is already INVALID (new file, grown volume,
+//!    earlier interruption) is written at once.
+//! 3. A new record is written only after an fsync of the target has made
+//!    the segment's data durable (a checkpoint: every 1 GiB or 30 s, when
+//!    the arena flushes, and at the end).
+//! 4. At the end the checksum file is fsynced.
+//!
+//! So a record on disk is either INVALID, or an old record of data the
+//! target still holds untouched, or a new record of data already durable.
+//! The rerun rewrites exactly the INVALID ones, even if the source went back
+//! to its old bytes in between (the "revert" case).
+
+use std::io;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use super::reader::ChunkResult;
+use crate::shared::checksum_record::ChecksumRecord;
+use crate::shared::failpoint;
+use crate::shared::segment::{RangeBuilder, SegmentGeometry, SegmentRange};
+
+/// Positional writes and durability; implemented by real files and, in
+/// tests, by a store that can lose unsynced writes.
+pub(crate) trait DurableStore {
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes every completed write durable.
+    fn sync(&self) -> io::Result<()>;
+}
+
+/// A target volume: a store that can also zero a range (sparsely where the
+/// file system allows).
+pub(crate) trait TargetStore: DurableStore {
+    fn write_zeros(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Whether zero segments should go through `write_zeros` (regular files).
+    fn prefers_holes(&self) -> bool;
+}
+
+impl DurableStore for std::fs::File {
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(self, buf, offset)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.sync_data()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CommitLimits {
+    /// Bytes of changed data that may wait for invalidation.
+    pub pending_bytes: usize,
+    /// Checkpoint after this many bytes written since the last one.
+    pub checkpoint_bytes: u64,
+    /// ... or after this long, whichever comes first.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for CommitLimits {
+    fn default() -> Self {
+        CommitLimits {
+            pending_bytes: 64 << 20,
+            checkpoint_bytes: 1 << 30,
+            checkpoint_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CommitStats {
+    pub segments_changed: u64,
+    pub bytes_written: u64,
+    pub checkpoints: u64,
+    pub invalidation_syncs: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Class {
+    Immediate,
+    AfterInvalidation,
+}
+
+struct PendingWrite {
+    offset: u64,
+    arena: Range<usize>,
+    zero: bool,
+    len: u64,
+}
+
+#[derive(Default)]
+struct Pending {
+    arena: Vec<u8>,
+    writes: Vec<PendingWrite>,
+    records: Vec<(u64, ChecksumRecord)>,
+}
+
+pub(crate) struct Committer<'a, C: DurableStore, T: TargetStore> {
+    records: Option<&'a C>,
+    target: &'a T,
+    geometry: SegmentGeometry,
+    limits: CommitLimits,
+    pending: Pending,
+    /// Written to the target, record not yet written (waits for a target sync).
+    unrecorded: Vec<(u64, ChecksumRecord)>,
+    dirty_bytes: u64,
+    target_dirty: bool,
+    last_checkpoint: Instant,
+    stats: CommitStats,
+}
+
+fn is_zero(data: &[u8]) -> bool {
+    data.chunks(64)
+        .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
+}
+
+impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
+    pub fn new(
+        records: Option<&'a C>,
+        target: &'a T,
+        geometry: SegmentGeometry,
+        limits: CommitLimits,
+    ) -> Self {
+        Committer {
+            records,
+            target,
+            geometry,
+            limits,
+            pending: Pending::default(),
+            unrecorded: Vec::new(),
+            dirty_bytes: 0,
+            target_dirty: false,
+            last_checkpoint: Instant::now(),
+            stats: CommitStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> CommitStats {
+        self.stats
+    }
+
+    /// Takes one buffer of read segments: decides which changed, writes or
+    /// queues them, and checkpoints when due.
+    pub fn submit(&mut self, chunk: &ChunkResult) -> io::Result<()> {
+        let checksums = self.records.is_some();
+        let holes = self.target.prefers_holes();
+        for run in &chunk.read {
+            // Group consecutive changed segments of the same class and zero-ness.
+            let mut group: Option<(u64, Class, bool)> = None;
+            for seg in run.iter().chain(std::iter::once(run.end)) {
+                let this = if seg < run.end {
+                    let i = chunk.index_of(seg);
+                    let new = chunk.new[i];
+                    let old = if checksums {
+                        chunk.old[i]
+                    } else {
+                        ChecksumRecord::INVALID
+                    };
+                    if checksums && old.vouches_for(&new) {
+                        None
+                    } else {
+                        let class = if old.is_invalid() {
+                            Class::Immediate
+                        } else {
+                            Class::AfterInvalidation
+                        };
+                        let zero =
+                            holes && is_zero(chunk.data(SegmentRange::single(seg), &self.geometry));
+                        Some((class, zero))
+                    }
+                } else {
+                    None
+                };
+                match (group, this) {
+                    (Some((_, gc, gz)), Some((c, z))) if gc == c && gz == z => {}
+                    (prev, next) => {
+                        if let Some((start, class, zero)) = prev {
+                            self.changed(chunk, SegmentRange::new(start, seg), class, zero)?;
+                        }
+                        group = next.map(|(c, z)| (seg, c, z));
+                    }
+                }
+            }
+        }
+        self.maybe_checkpoint()
+    }
+
+    fn changed(
+        &mut self,
+        chunk: &ChunkResult,
+        range: SegmentRange,
+        class: Class,
+        zero: bool,
+    ) -> io::Result<()> {
+        let data = chunk.data(range, &self.geometry);
+        let offset = self.geometry.segment_offset(range.start);
+        let len = data.len() as u64;
+        self.stats.segments_changed += range.len();
+        self.stats.bytes_written += len;
+        let records = range.iter().map(|s| (s, chunk.new[chunk.index_of(s)]));
+        match class {
+            Class::Immediate => {
+                if zero {
+                    self.target.write_zeros(offset, len)?;
+                } else {
+                    self.target.write_at(data, offset)?;
+                }
+                self.target_dirty = true;
+                self.dirty_bytes += len;
+                if self.records.is_some() {
+                    self.unrecorded.extend(records);
+                }
+            }
+            Class::AfterInvalidation => {
+                let needed = if zero { 0 } else { data.len() };
+                if self.pending.arena.len() + needed > self.limits.pending_bytes {
+                    self.flush_pending()?;
+                }
+                let start = self.pending.arena.len();
+                if !zero {
+                    self.pending.arena.extend_from_slice(data);
+                }
+                self.pending.writes.push(PendingWrite {
+                    offset,
+                    arena: start..self.pending.arena.len(),
+                    zero,
+                    len,
+                });
+                self.pending.records.extend(records);
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_checkpoint(&mut self) -> io::Result<()> {
+        let due_by_size = self.dirty_bytes >= self.limits.checkpoint_bytes;
+        let due_by_time =
+            self.target_dirty && self.last_checkpoint.elapsed() >= self.limits.checkpoint_interval;
+        if due_by_size || due_by_time {
+            self.flush_pending()?;
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Rule 1: invalidate durably, then write the waiting segments.
+    fn flush_pending(&mut self) -> io::Result<()> {
+        if self.pending.writes.is_empty() {
+            return Ok(());
+        }
+        let Some(records) = self.records else {
+            return Err(io::Error::other(
+                "internal: pending writes without a checksum file",
+            ));
+        };
+        let mut runs = RangeBuilder::new();
+        let mut segs: Vec<u64> = self.pending.records.iter().map(|(s, _)| *s).collect();
+        segs.sort_unstable();
+        for s in segs {
+            runs.push(s);
+        }
+        for run in runs.finish() {
+            let zeros = vec![0u8; run.len() as usize * ChecksumRecord::SIZE];
+            records.write_at(&zeros, run.start * ChecksumRecord::SIZE as u64)?;
+        }
+        failpoint::hit("ddless.after-invalidate-write");
+        records.sync()?;
+        self.stats.invalidation_syncs += 1;
+        failpoint::hit("ddless.after-invalidate-sync");
+        for w in &self.pending.writes {
+            if w.zero {
+                self.target.write_zeros(w.offset, w.len)?;
+            } else {
+                self.target
+                    .write_at(&self.pending.arena[w.arena.clone()], w.offset)?;
+            }
+            self.dirty_bytes += w.len;
+            failpoint::hit("ddless.mid-pending-write");
+        }
+        self.target_dirty = true;
+        self.unrecorded.append(&mut self.pending.records);
+        self.pending.writes.clear();
+        self.pending.arena.clear();
+        self.checkpoint()
+    }
+
+    /// Rule 3: make the target durable, then record what it now holds.
+    fn checkpoint(&mut self) -> io::Result<()> {
+        if !self.target_dirty {
+            return Ok(());
+        }
+        failpoint::hit("ddless.before-target-sync");
+        self.target.sync()?;
+        failpoint::hit("ddless.after-target-sync");
+        self.target_dirty = false;
+        self.dirty_bytes = 0;
+        self.last_checkpoint = Instant::now();
+        self.stats.checkpoints += 1;
+        if let Some(records) = self.records {
+            self.unrecorded.sort_unstable_by_key(|(s, _)| *s);
+            let mut i = 0;
+            while i < self.unrecorded.len() {
+                let mut j = i + 1;
+                while j < self.unrecorded.len()
+                    && self.unrecorded[j].0 == self.unrecorded[j - 1].0 + 1
+                {
+                    j += 1;
+                }
+                let run: Vec<ChecksumRecord> =
+                    self.unrecorded[i..j].iter().map(|(_, r)| *r).collect();
+                records.write_at(
+                    &crate::shared::checksum_record::encode_records(&run),
+                    self.unrecorded[i].0 * ChecksumRecord::SIZE as u64,
+                )?;
+                failpoint::hit("ddless.mid-record-write");
+                i = j;
+            }
+            self.unrecorded.clear();
+        }
+        Ok(())
+    }
+
+    /// Rule 4: everything durable, records last.
+    pub fn finish(mut self) -> io::Result<CommitStats> {
+        self.flush_pending()?;
+        self.checkpoint()?;
+        if let Some(records) = self.records {
+            failpoint::hit("ddless.before-final-sync");
+            records.sync()?;
+        }
+        Ok(self.stats)
+    }
+}

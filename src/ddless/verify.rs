@@ -1,0 +1,104 @@
+//! Verify mode: recompute every segment's checksum and compare it with the
+//! checksum file, writing nothing. An INVALID record counts as a mismatch
+//! (it is what an interrupted copy leaves).
+
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use super::checksum_access;
+use super::copy::log_source;
+use super::options::VerifyOptions;
+use super::reader::{run_readers, ReadJob, ReadPlan};
+use super::report::{MismatchRange, VerifyReport};
+use super::volume::Volume;
+use crate::progress::Progress;
+use crate::shared::checksum_file::{check_fits, ChecksumFile};
+use crate::shared::segment::{SegmentGeometry, SegmentRange};
+use crate::shared::units::mb_per_s;
+
+pub fn verify(opts: &VerifyOptions, progress: &dyn Progress) -> anyhow::Result<VerifyReport> {
+    let started = Instant::now();
+    if checksum_access::is_dev_null(&opts.checksum) {
+        bail!("verify needs a checksum file, not /dev/null");
+    }
+    let source = Volume::open_source(&opts.source, opts.read.direct_io)?;
+    let geometry = SegmentGeometry::new(source.size);
+    log_source(&source, &geometry, opts.read.workers.get());
+    let ctx = || format!("checksum file {}", opts.checksum.display());
+    let _lock = checksum_access::lock(&opts.checksum)?;
+    let file = std::fs::File::open(&opts.checksum).with_context(ctx)?;
+    check_fits(file.metadata().with_context(ctx)?.len(), &geometry).with_context(ctx)?;
+    let records = ChecksumFile::new(file);
+    let job = ReadJob {
+        source: &source,
+        geometry,
+        old_records: Some(&records),
+        plan: ReadPlan::All,
+        compute_checksums: true,
+        workers: opts.read.workers.get(),
+        read_rate_mb_s: opts.read.read_rate_mb_s,
+    };
+    // (range, invalid-record count) per run of differing segments.
+    let mut runs: Vec<(SegmentRange, u64)> = Vec::new();
+    progress.start(source.size);
+    run_readers(&job, |chunk| {
+        let mut current: Option<(SegmentRange, u64)> = None;
+        for seg in chunk.segments.iter() {
+            let i = chunk.index_of(seg);
+            let (old, new) = (chunk.old[i], chunk.new[i]);
+            if old.vouches_for(&new) {
+                runs.extend(current.take());
+                continue;
+            }
+            let invalid = u64::from(old.is_invalid());
+            match current.as_mut() {
+                Some((r, n)) => {
+                    r.end = seg + 1;
+                    *n += invalid;
+                }
+                None => current = Some((SegmentRange::single(seg), invalid)),
+            }
+        }
+        runs.extend(current);
+        let bytes = geometry.byte_range(chunk.segments);
+        progress.advance(bytes.end - bytes.start);
+        Ok(chunk.buffer)
+    })?;
+    // Buffers finish out of order: sort, then join runs that meet at a buffer edge.
+    runs.sort_unstable_by_key(|(r, _)| r.start);
+    let mut merged: Vec<(SegmentRange, u64)> = Vec::new();
+    for (r, n) in runs {
+        match merged.last_mut() {
+            Some((last, m)) if last.end == r.start => {
+                last.end = r.end;
+                *m += n;
+            }
+            _ => merged.push((r, n)),
+        }
+    }
+    let mismatches: Vec<MismatchRange> = merged
+        .iter()
+        .map(|(r, n)| {
+            let bytes = geometry.byte_range(*r);
+            MismatchRange {
+                first_segment: r.start,
+                last_segment: r.end - 1,
+                first_byte: bytes.start,
+                end_byte: bytes.end,
+                invalid_records: *n,
+            }
+        })
+        .collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(VerifyReport {
+        source: opts.source.clone(),
+        checksum_file: opts.checksum.clone(),
+        source_size: source.size,
+        segments: geometry.segment_count(),
+        segments_differing: merged.iter().map(|(r, _)| r.len()).sum(),
+        mismatches,
+        elapsed_seconds: elapsed,
+        throughput_mb_s: mb_per_s(source.size, elapsed),
+    })
+}

@@ -1,0 +1,15 @@
+//! ddmap: inspect, merge and build ddmap change bitmaps, and drive IET's
+//! ddmap proc controls. The library functions here are what the CLI (and
+//! the archive backup) call; the format and bit math live in
+//! `shared::ddmap_file` and `shared::change_map`.
+
+pub mod cli;
+mod dump;
+mod map_io;
+mod merge;
+mod proc_control;
+
+pub use dump::{data_rows, HeaderInfo, MapStats};
+pub use map_io::{load_ddmap, read_map_bytes};
+pub use merge::{merge_extents, merge_file, MergeReport};
+pub use proc_control::{proc_control, ProcCommand};

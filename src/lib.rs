@@ -1,0 +1,18 @@
+//! santools: the tools of a SAN backup system (ddless, ddmap, and later the
+//! iSCSI portal, LVM, ZFS archive and target tools) as a library, with a
+//! thin multi-call binary in `main.rs`.
+//!
+//! - [`shared`]: formats and math every tool uses (segments, checksum file,
+//!   ddmap, atomic files, locks).
+//! - [`ddless`], [`ddmap`]: the data path, as library functions with typed
+//!   options and reports, plus their command-line front ends.
+//! - [`multicall`], [`cli`], [`config`]: dispatch, shared front-end
+//!   plumbing, the TOML configuration.
+
+pub mod cli;
+pub mod config;
+pub mod ddless;
+pub mod ddmap;
+pub mod multicall;
+pub mod progress;
+pub mod shared;

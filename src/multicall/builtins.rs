@@ -1,0 +1,164 @@
+//! The commands of `santools` itself: usage, version, install-links,
+//! check-config.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use super::tools;
+use crate::cli::exit;
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+
+pub(super) fn usage() -> String {
+    let mut s = format!(
+        "santools {} - SAN backup tools in one binary\n\n\
+         Usage: santools TOOL [ARGS...]\n       TOOL [ARGS...]            (through a symlink named after the tool)\n       santools install-links DIR  create the tool symlinks in DIR\n       santools check-config [--config FILE]\n\nTools:\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for t in tools() {
+        let aliases = if t.aliases.is_empty() {
+            String::new()
+        } else {
+            format!(" (also: {})", t.aliases.join(", "))
+        };
+        s.push_str(&format!("  {:<24} {}{}\n", t.name, t.about, aliases));
+    }
+    s.push_str("\nRun 'santools TOOL --help' for a tool's options.\nExit codes: 0 success, 1 differences found (verify), 2 error.\n");
+    s
+}
+
+fn print_or_broken_pipe(text: &str) -> u8 {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => exit::OK,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+        Err(e) => exit::report_error("santools", &e.into()),
+    }
+}
+
+pub(super) fn print_usage() -> u8 {
+    print_or_broken_pipe(&usage())
+}
+
+pub(super) fn print_version() -> u8 {
+    print_or_broken_pipe(&format!("santools {}\n", env!("CARGO_PKG_VERSION")))
+}
+
+pub(super) fn print_list() -> u8 {
+    let names: String = tools()
+        .iter()
+        .flat_map(|t| t.names())
+        .map(|n| format!("{n}\n"))
+        .collect();
+    print_or_broken_pipe(&names)
+}
+
+/// Create one symlink per tool name in DIR, pointing at this binary
+#[derive(Parser, Debug)]
+#[command(name = "santools install-links")]
+struct InstallLinksArgs {
+    /// Directory to create the links in (e.g. /usr/local/sbin)
+    dir: PathBuf,
+    /// Binary the links point to [default: this executable]
+    #[arg(long, value_name = "PATH")]
+    target: Option<PathBuf>,
+}
+
+pub(super) fn install_links(args: Vec<OsString>) -> u8 {
+    let parsed = match InstallLinksArgs::try_parse_from(args) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::ERROR
+            } else {
+                exit::OK
+            };
+        }
+    };
+    match do_install_links(&parsed) {
+        Ok(()) => exit::OK,
+        Err(e) => exit::report_error("santools install-links", &e),
+    }
+}
+
+fn do_install_links(args: &InstallLinksArgs) -> anyhow::Result<()> {
+    let exe = match &args.target {
+        Some(t) => t.clone(),
+        None => std::env::current_exe().context("finding this executable")?,
+    };
+    let exe = exe
+        .canonicalize()
+        .with_context(|| format!("resolving {}", exe.display()))?;
+    if !args.dir.is_dir() {
+        bail!("{} is not a directory", args.dir.display());
+    }
+    // Check every name first so that a refusal leaves nothing half-done.
+    let mut to_create = Vec::new();
+    for name in tools().iter().flat_map(|t| t.names()) {
+        let link = args.dir.join(name);
+        match std::fs::symlink_metadata(&link) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let dest = std::fs::read_link(&link)
+                    .with_context(|| format!("reading link {}", link.display()))?;
+                let dest_abs = if dest.is_absolute() {
+                    dest.clone()
+                } else {
+                    args.dir.join(&dest)
+                };
+                if dest_abs.canonicalize().ok().as_deref() != Some(exe.as_path()) {
+                    bail!(
+                        "refusing to replace {}: it is a link to {}, not to {}",
+                        link.display(),
+                        dest.display(),
+                        exe.display()
+                    );
+                }
+            }
+            Ok(_) => bail!(
+                "refusing to replace {}: it is not a santools link",
+                link.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => to_create.push(link),
+            Err(e) => return Err(e).with_context(|| format!("inspecting {}", link.display())),
+        }
+    }
+    for link in to_create {
+        std::os::unix::fs::symlink(&exe, &link)
+            .with_context(|| format!("creating link {}", link.display()))?;
+        tracing::info!("linked {} -> {}", link.display(), exe.display());
+    }
+    Ok(())
+}
+
+/// Validate a santools configuration file and report the result
+#[derive(Parser, Debug)]
+#[command(name = "santools check-config")]
+struct CheckConfigArgs {
+    /// File to check
+    #[arg(long = "config", value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+}
+
+pub(super) fn check_config(args: Vec<OsString>) -> u8 {
+    let parsed = match CheckConfigArgs::try_parse_from(args) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::ERROR
+            } else {
+                exit::OK
+            };
+        }
+    };
+    match Config::load(Some(Path::new(&parsed.config))) {
+        Ok(_) => print_or_broken_pipe(&format!(
+            "{}: configuration is valid\n",
+            parsed.config.display()
+        )),
+        Err(e) => exit::report_error("santools check-config", &e.into()),
+    }
+}

@@ -1,0 +1,94 @@
+//! The multi-call front door: one table of tools, dispatched by the name the
+//! binary was started as (a symlink such as `ddless`) or by its first
+//! argument (`santools ddless ...`). Either way the tool sees its own name
+//! as argv[0], so `--help` reads `Usage: ddless ...`.
+
+mod builtins;
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use crate::cli::exit;
+
+/// One tool of the multi-call binary.
+pub struct Tool {
+    pub name: &'static str,
+    /// Further names it answers to (seed-compatible spellings).
+    pub aliases: &'static [&'static str],
+    pub about: &'static str,
+    pub command: fn() -> clap::Command,
+    pub run: fn(&clap::ArgMatches) -> anyhow::Result<u8>,
+}
+
+impl Tool {
+    pub fn names(&self) -> impl Iterator<Item = &'static str> {
+        std::iter::once(self.name).chain(self.aliases.iter().copied())
+    }
+}
+
+/// Every tool, in the order `santools --help` lists them.
+pub fn tools() -> &'static [Tool] {
+    static TOOLS: &[Tool] = &[crate::ddless::cli::TOOL, crate::ddmap::cli::TOOL];
+    TOOLS
+}
+
+pub fn find_tool(name: &str) -> Option<&'static Tool> {
+    tools().iter().find(|t| t.names().any(|n| n == name))
+}
+
+/// Parses `args` (args[0] = the tool's name) and runs the tool.
+pub fn run_tool(tool: &Tool, args: Vec<OsString>) -> u8 {
+    let matches = match (tool.command)().try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::ERROR
+            } else {
+                exit::OK
+            };
+        }
+    };
+    match (tool.run)(&matches) {
+        Ok(code) => code,
+        Err(e) => exit::report_error(tool.name, &e),
+    }
+}
+
+fn invoked_name(arg0: &OsString) -> String {
+    Path::new(arg0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Entry point for `main`: returns the process exit code.
+pub fn main_with_args(mut args: Vec<OsString>) -> u8 {
+    let arg0 = args.first().map(invoked_name).unwrap_or_default();
+    if let Some(tool) = find_tool(&arg0) {
+        return run_tool(tool, args);
+    }
+    if args.len() < 2 {
+        eprint!("{}", builtins::usage());
+        return exit::ERROR;
+    }
+    let first = args[1].to_string_lossy().into_owned();
+    match first.as_str() {
+        "-h" | "--help" | "help" => builtins::print_usage(),
+        "-V" | "--version" => builtins::print_version(),
+        "--list" => builtins::print_list(),
+        "install-links" => builtins::install_links(args.split_off(1)),
+        "check-config" => builtins::check_config(args.split_off(1)),
+        name => match find_tool(name) {
+            Some(tool) => run_tool(tool, args.split_off(1)),
+            None => {
+                let names: Vec<&str> = tools().iter().flat_map(|t| t.names()).collect();
+                eprintln!(
+                    "santools: error: unknown tool '{name}'; available tools: {} (see santools --help)",
+                    names.join(", ")
+                );
+                exit::ERROR
+            }
+        },
+    }
+}

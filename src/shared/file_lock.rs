@@ -1,0 +1,88 @@
+//! Advisory exclusive locks (flock, non-blocking) that keep two runs from
+//! working on the same checksum file, target or map at once.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("{} is locked by another running process", path.display())]
+    Busy { path: PathBuf },
+    #[error("locking {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// Takes an exclusive flock on an open file without blocking.
+pub fn lock_exclusive(file: &File, path: &Path) -> Result<(), LockError> {
+    // SAFETY: flock on a valid open descriptor has no memory effects.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Err(LockError::Busy {
+            path: path.to_path_buf(),
+        })
+    } else {
+        Err(LockError::Io {
+            path: path.to_path_buf(),
+            source: err,
+        })
+    }
+}
+
+/// A held lock on a sidecar lock file (`<path>.lock`). The lock file stays
+/// in place after release: removing it would race with a waiting locker.
+#[derive(Debug)]
+pub struct LockFile {
+    _file: File,
+    path: PathBuf,
+}
+
+impl LockFile {
+    /// Locks `<protected>.lock`, creating it if needed.
+    pub fn for_path(protected: &Path) -> Result<Self, LockError> {
+        let mut name = protected.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+            .map_err(|source| LockError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        lock_exclusive(&file, &path)?;
+        Ok(LockFile { _file: file, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_locker_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sums");
+        let held = LockFile::for_path(&p).unwrap();
+        match LockFile::for_path(&p) {
+            Err(LockError::Busy { path }) => assert!(path.ends_with("sums.lock")),
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        drop(held);
+        LockFile::for_path(&p).unwrap();
+    }
+}
