@@ -3,7 +3,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    ExitCode::from(santools::multicall::main_with_args(
-        std::env::args_os().collect(),
-    ))
+    ExitCode::from(santools::multicall::main_with_args(std::env::args_os().collect()))
 }

@@ -12,10 +12,7 @@ pub const ERROR: u8 = 2;
 
 /// True when the error chain ends in a closed stdout (`ddmap -b | head`).
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-    })
+    err.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe))
 }
 
 /// Prints `tool: error: context: cause` on stderr and returns the exit

@@ -49,12 +49,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut w: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         match *event.metadata().level() {
             Level::ERROR => write!(w, "{}: error: ", self.tool)?,
             Level::WARN => write!(w, "{}: warning: ", self.tool)?,
@@ -90,12 +85,8 @@ impl<'a> MakeWriter<'a> for SeedFormat {
 pub fn init(tool: &str, verbosity: Verbosity) {
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(verbosity.max_level())
-        .with_writer(SeedFormat {
-            tool: tool.to_string(),
-        })
-        .event_format(SeedFormat {
-            tool: tool.to_string(),
-        })
+        .with_writer(SeedFormat { tool: tool.to_string() })
+        .event_format(SeedFormat { tool: tool.to_string() })
         .finish();
     let _ = tracing::subscriber::set_global_default(subscriber);
 }

@@ -24,10 +24,7 @@ impl DdlessConfig {
             return Err(InvalidValue::new("ddless.workers", "must be at most 1024"));
         }
         if self.read_rate_mb_s == Some(0) {
-            return Err(InvalidValue::new(
-                "ddless.read_rate_mb_s",
-                "must be at least 1 (omit it for no limit)",
-            ));
+            return Err(InvalidValue::new("ddless.read_rate_mb_s", "must be at least 1 (omit it for no limit)"));
         }
         Ok(())
     }

@@ -18,9 +18,7 @@ pub struct DdmapConfig {
 
 impl Default for DdmapConfig {
     fn default() -> Self {
-        DdmapConfig {
-            proc_dir: PathBuf::from(DEFAULT_PROC_DIR),
-        }
+        DdmapConfig { proc_dir: PathBuf::from(DEFAULT_PROC_DIR) }
     }
 }
 

@@ -19,18 +19,11 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/santools/santools.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading configuration {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("configuration {}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
     #[error("configuration {}: key `{key}`: {problem}", path.display())]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        problem: String,
-    },
+    Invalid { path: PathBuf, key: String, problem: String },
 }
 
 /// A value that failed validation: which key, and what was expected.
@@ -42,10 +35,7 @@ pub struct InvalidValue {
 
 impl InvalidValue {
     pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
-        InvalidValue {
-            key: key.into(),
-            problem: problem.into(),
-        }
+        InvalidValue { key: key.into(), problem: problem.into() }
     }
 }
 
@@ -86,9 +76,7 @@ impl Config {
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => Config::parse(&text, &path),
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(Config::default())
-            }
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
             Err(source) => Err(ConfigError::Read { path, source }),
         }
     }
@@ -121,21 +109,14 @@ mod tests {
     fn bad_values_are_named() {
         let e = parse("[ddless]\nworkers = 0\n").unwrap_err().to_string();
         assert!(e.contains("ddless.workers"), "{e}");
-        let e = parse("[ddless]\nworkers = \"two\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[ddless]\nworkers = \"two\"\n").unwrap_err().to_string();
         assert!(e.contains("workers"), "{e}");
-        let e = parse("[ddmap]\nproc_dir = \"relative/dir\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[ddmap]\nproc_dir = \"relative/dir\"\n").unwrap_err().to_string();
         assert!(e.contains("ddmap.proc_dir"), "{e}");
     }
 
     #[test]
     fn missing_explicit_file_is_an_error() {
-        assert!(matches!(
-            Config::load(Some(Path::new("/nonexistent/x.toml"))),
-            Err(ConfigError::Read { .. })
-        ));
+        assert!(matches!(Config::load(Some(Path::new("/nonexistent/x.toml"))), Err(ConfigError::Read { .. })));
     }
 }

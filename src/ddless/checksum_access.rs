@@ -16,10 +16,7 @@ use crate::shared::segment::SegmentGeometry;
 
 /// True for `-c /dev/null` (no checksums).
 pub(crate) fn is_dev_null(path: &Path) -> bool {
-    path == Path::new("/dev/null")
-        || path
-            .canonicalize()
-            .is_ok_and(|p| p == Path::new("/dev/null"))
+    path == Path::new("/dev/null") || path.canonicalize().is_ok_and(|p| p == Path::new("/dev/null"))
 }
 
 /// Records in an existing checksum file, None if it does not exist.
@@ -27,8 +24,7 @@ pub(crate) fn is_dev_null(path: &Path) -> bool {
 pub(crate) fn inspect(path: &Path) -> anyhow::Result<Option<u64>> {
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => {
-            let n = record_count(meta.len())
-                .with_context(|| format!("checksum file {}", path.display()))?;
+            let n = record_count(meta.len()).with_context(|| format!("checksum file {}", path.display()))?;
             Ok(Some(n))
         }
         Ok(_) => anyhow::bail!("checksum file {} is not a regular file", path.display()),
@@ -61,10 +57,7 @@ pub(crate) enum SizeChange {
 /// volume with `geometry`. New and grown records are INVALID (zero), and a
 /// short last segment that the source grew past is invalidated, so those
 /// segments are read and written. Durable before returning.
-pub(crate) fn open_for_copy(
-    path: &Path,
-    geometry: &SegmentGeometry,
-) -> anyhow::Result<(ChecksumFile, SizeChange)> {
+pub(crate) fn open_for_copy(path: &Path, geometry: &SegmentGeometry) -> anyhow::Result<(ChecksumFile, SizeChange)> {
     let existed = path.exists();
     let file = OpenOptions::new()
         .read(true)
@@ -81,10 +74,7 @@ pub(crate) fn open_for_copy(
     let change = if !existed {
         SizeChange::Created
     } else if have != want {
-        SizeChange::Resized {
-            from_records: have,
-            to_records: want,
-        }
+        SizeChange::Resized { from_records: have, to_records: want }
     } else {
         SizeChange::None
     };
@@ -92,8 +82,7 @@ pub(crate) fn open_for_copy(
         if have > 0 && have < want {
             // The old last record may describe a short segment that now has
             // more bytes; it no longer vouches for anything.
-            cf.write_records(have - 1, &[ChecksumRecord::INVALID])
-                .with_context(ctx)?;
+            cf.write_records(have - 1, &[ChecksumRecord::INVALID]).with_context(ctx)?;
         }
         cf.set_records(want).with_context(ctx)?;
         cf.sync().with_context(ctx)?;

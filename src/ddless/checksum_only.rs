@@ -18,10 +18,7 @@ use crate::shared::checksum_record::{encode_records, ChecksumRecord};
 use crate::shared::segment::SegmentGeometry;
 use crate::shared::units::mb_per_s;
 
-pub fn compute_checksums(
-    opts: &ChecksumOptions,
-    progress: &dyn Progress,
-) -> anyhow::Result<ChecksumReport> {
+pub fn compute_checksums(opts: &ChecksumOptions, progress: &dyn Progress) -> anyhow::Result<ChecksumReport> {
     let started = Instant::now();
     if checksum_access::is_dev_null(&opts.checksum) {
         bail!("checksum-only mode needs a real checksum file, not /dev/null");
@@ -30,17 +27,12 @@ pub fn compute_checksums(
     let geometry = SegmentGeometry::new(source.size);
     log_source(&source, &geometry, opts.read.workers.get());
     if opts.checksum == opts.source {
-        bail!(
-            "checksum file {} must not be the source",
-            opts.checksum.display()
-        );
+        bail!("checksum file {} must not be the source", opts.checksum.display());
     }
     let _lock = checksum_access::lock(&opts.checksum)?;
     let ctx = || format!("writing checksum file {}", opts.checksum.display());
     let out = AtomicFile::create(&opts.checksum).with_context(ctx)?;
-    out.file()
-        .set_len(geometry.segment_count() * ChecksumRecord::SIZE as u64)
-        .with_context(ctx)?;
+    out.file().set_len(geometry.segment_count() * ChecksumRecord::SIZE as u64).with_context(ctx)?;
     let job = ReadJob {
         source: &source,
         geometry,
@@ -54,10 +46,7 @@ pub fn compute_checksums(
     run_readers(&job, |chunk| {
         use std::os::unix::fs::FileExt;
         out.file()
-            .write_all_at(
-                &encode_records(&chunk.new),
-                chunk.segments.start * ChecksumRecord::SIZE as u64,
-            )
+            .write_all_at(&encode_records(&chunk.new), chunk.segments.start * ChecksumRecord::SIZE as u64)
             .with_context(ctx)?;
         let bytes = geometry.byte_range(chunk.segments);
         progress.advance(bytes.end - bytes.start);
@@ -65,11 +54,7 @@ pub fn compute_checksums(
     })?;
     out.commit().with_context(ctx)?;
     let elapsed = started.elapsed().as_secs_f64();
-    tracing::info!(
-        "checksum file {} written: {} records",
-        opts.checksum.display(),
-        geometry.segment_count()
-    );
+    tracing::info!("checksum file {} written: {} records", opts.checksum.display(), geometry.segment_count());
     Ok(ChecksumReport {
         source: opts.source.clone(),
         checksum_file: opts.checksum.clone(),

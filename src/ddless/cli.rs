@@ -9,8 +9,7 @@ use anyhow::{bail, Context};
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use super::options::{
-    ChecksumMode, ChecksumOptions, CopyOptions, ReadOptions, ReadTestOptions, VerifyOptions,
-    ZoneOptions,
+    ChecksumMode, ChecksumOptions, CommitTuning, CopyOptions, ReadOptions, ReadTestOptions, VerifyOptions, ZoneOptions,
 };
 use super::report::{CopyReport, VerifyReport};
 use crate::cli::common_args::CommonArgs;
@@ -101,6 +100,12 @@ pub struct DdlessArgs {
     /// Print the built-in parameters
     #[arg(short = 'p', long = "params", conflicts_with_all = ["source", "target", "checksum", "ddmap"])]
     params: bool,
+    /// Copy tuning: MB written between checkpoints (target fsync, then checksum update)
+    #[arg(long = "checkpoint-mb", value_name = "MB", value_parser = at_least_one_u64, requires = "target")]
+    checkpoint_mb: Option<u64>,
+    /// Copy tuning: MB of changed data batched per checksum invalidation fsync
+    #[arg(long = "invalidate-batch-mb", value_name = "MB", value_parser = at_least_one_u64, requires = "target")]
+    invalidate_batch_mb: Option<u64>,
     /// Print the report as JSON on stdout
     #[arg(long = "json")]
     json: bool,
@@ -117,6 +122,16 @@ enum Mode {
     ReadTest(ReadTestOptions),
 }
 
+fn tuning(a: &DdlessArgs) -> CommitTuning {
+    let d = CommitTuning::default();
+    CommitTuning {
+        checkpoint_bytes: a.checkpoint_mb.map_or(d.checkpoint_bytes, |m| m.saturating_mul(1 << 20)),
+        invalidate_batch_bytes: a
+            .invalidate_batch_mb
+            .map_or(d.invalidate_batch_bytes, |m| usize::try_from(m.saturating_mul(1 << 20)).unwrap_or(usize::MAX)),
+    }
+}
+
 fn resolve_mode(a: &DdlessArgs, config: &Config) -> anyhow::Result<Mode> {
     if a.params {
         return Ok(Mode::Params);
@@ -125,28 +140,16 @@ fn resolve_mode(a: &DdlessArgs, config: &Config) -> anyhow::Result<Mode> {
         bail!("no source given: use -s SRC (see ddless --help)");
     };
     let direct_io = a.direct || config.ddless.direct_io;
-    let workers = a
-        .workers
-        .or(config.ddless.workers)
-        .and_then(NonZeroUsize::new)
-        .unwrap_or_else(ReadOptions::default_workers);
-    let read_rate_mb_s = a
-        .read_rate
-        .or(config.ddless.read_rate_mb_s)
-        .and_then(NonZeroU64::new);
-    let read = ReadOptions {
-        direct_io,
-        workers,
-        read_rate_mb_s,
-    };
+    let workers =
+        a.workers.or(config.ddless.workers).and_then(NonZeroUsize::new).unwrap_or_else(ReadOptions::default_workers);
+    let read_rate_mb_s = a.read_rate.or(config.ddless.read_rate_mb_s).and_then(NonZeroU64::new);
+    let read = ReadOptions { direct_io, workers, read_rate_mb_s };
     if a.zones {
         return Ok(Mode::Zones(ZoneOptions {
             source,
             direct_io,
             zones: a.zone_count,
-            sample_bytes: a
-                .zone_sample
-                .saturating_mul(NonZeroU64::new(1 << 20).unwrap_or(NonZeroU64::MIN)),
+            sample_bytes: a.zone_sample.saturating_mul(NonZeroU64::new(1 << 20).unwrap_or(NonZeroU64::MIN)),
         }));
     }
     if a.ddmap.is_some() && a.target.is_none() {
@@ -156,11 +159,7 @@ fn resolve_mode(a: &DdlessArgs, config: &Config) -> anyhow::Result<Mode> {
         let Some(checksum) = a.checksum.clone() else {
             bail!("--verify needs the checksum file to compare with: -c CHECKSUM");
         };
-        return Ok(Mode::Verify(VerifyOptions {
-            source,
-            checksum,
-            read,
-        }));
+        return Ok(Mode::Verify(VerifyOptions { source, checksum, read }));
     }
     match (&a.target, &a.checksum) {
         (Some(target), Some(checksum)) => Ok(Mode::Copy(CopyOptions {
@@ -173,15 +172,12 @@ fn resolve_mode(a: &DdlessArgs, config: &Config) -> anyhow::Result<Mode> {
             },
             ddmap: a.ddmap.clone(),
             read,
+            tuning: tuning(a),
         })),
-        (Some(_), None) => bail!(
-            "a copy needs a checksum file: -c CHECKSUM (or -c /dev/null to copy without checksums)"
-        ),
-        (None, Some(checksum)) => Ok(Mode::Checksum(ChecksumOptions {
-            source,
-            checksum: checksum.clone(),
-            read,
-        })),
+        (Some(_), None) => {
+            bail!("a copy needs a checksum file: -c CHECKSUM (or -c /dev/null to copy without checksums)")
+        }
+        (None, Some(checksum)) => Ok(Mode::Checksum(ChecksumOptions { source, checksum: checksum.clone(), read })),
         (None, None) => Ok(Mode::ReadTest(ReadTestOptions { source, direct_io })),
     }
 }
@@ -230,7 +226,9 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     let args = DdlessArgs::from_arg_matches(matches)?;
     logging::init("ddless", args.common.verbosity());
     if args.obsolete_b {
-        tracing::warn!("-b is obsolete and ignored: the checksum file is resized automatically when the source size changes");
+        tracing::warn!(
+            "-b is obsolete and ignored: the checksum file is resized automatically when the source size changes"
+        );
     }
     let config = Config::load(args.common.config.as_deref())?;
     let mode = resolve_mode(&args, &config)?;
@@ -248,23 +246,11 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "version: {}", p.version)?;
                 writeln!(out, "segment size: {} bytes", p.segment_size)?;
-                writeln!(
-                    out,
-                    "read buffer: {} bytes ({} segments)",
-                    p.read_buffer_size, p.segments_per_buffer
-                )?;
+                writeln!(out, "read buffer: {} bytes ({} segments)", p.read_buffer_size, p.segments_per_buffer)?;
                 writeln!(out, "default workers: {}", p.default_workers)?;
-                writeln!(
-                    out,
-                    "checksum record: {} bytes: {}",
-                    p.checksum_record_size, p.checksum_layout
-                )?;
+                writeln!(out, "checksum record: {} bytes: {}", p.checksum_record_size, p.checksum_layout)?;
                 writeln!(out, "invalid record: {}", p.invalid_record)?;
-                writeln!(
-                    out,
-                    "ddmap: {} bytes of volume per u32 word",
-                    p.ddmap_bytes_per_word
-                )?;
+                writeln!(out, "ddmap: {} bytes of volume per u32 word", p.ddmap_bytes_per_word)?;
                 writeln!(out, "murmur3 lanes: {}", p.murmur3_lanes)?;
             }
             Ok(exit::OK)
@@ -302,11 +288,7 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
             } else {
                 print_verify(&report)?;
             }
-            Ok(if report.matches() {
-                exit::OK
-            } else {
-                exit::DIFFERENCES
-            })
+            Ok(if report.matches() { exit::OK } else { exit::DIFFERENCES })
         }
         Mode::Copy(opts) => {
             let report = super::copy(&opts, progress)?;

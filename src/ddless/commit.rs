@@ -23,6 +23,7 @@ use std::io;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use super::options::CommitTuning;
 use super::reader::ChunkResult;
 use crate::shared::checksum_record::ChecksumRecord;
 use crate::shared::failpoint;
@@ -63,13 +64,19 @@ pub(crate) struct CommitLimits {
     pub checkpoint_interval: Duration,
 }
 
-impl Default for CommitLimits {
-    fn default() -> Self {
+impl CommitLimits {
+    pub fn from_tuning(t: CommitTuning) -> Self {
         CommitLimits {
-            pending_bytes: 64 << 20,
-            checkpoint_bytes: 1 << 30,
+            pending_bytes: t.invalidate_batch_bytes,
+            checkpoint_bytes: t.checkpoint_bytes,
             checkpoint_interval: Duration::from_secs(30),
         }
+    }
+}
+
+impl Default for CommitLimits {
+    fn default() -> Self {
+        CommitLimits::from_tuning(CommitTuning::default())
     }
 }
 
@@ -116,17 +123,11 @@ pub(crate) struct Committer<'a, C: DurableStore, T: TargetStore> {
 }
 
 fn is_zero(data: &[u8]) -> bool {
-    data.chunks(64)
-        .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
+    data.chunks(64).all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
 }
 
 impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
-    pub fn new(
-        records: Option<&'a C>,
-        target: &'a T,
-        geometry: SegmentGeometry,
-        limits: CommitLimits,
-    ) -> Self {
+    pub fn new(records: Option<&'a C>, target: &'a T, geometry: SegmentGeometry, limits: CommitLimits) -> Self {
         Committer {
             records,
             target,
@@ -141,10 +142,6 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
         }
     }
 
-    pub fn stats(&self) -> CommitStats {
-        self.stats
-    }
-
     /// Takes one buffer of read segments: decides which changed, writes or
     /// queues them, and checkpoints when due.
     pub fn submit(&mut self, chunk: &ChunkResult) -> io::Result<()> {
@@ -157,21 +154,12 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
                 let this = if seg < run.end {
                     let i = chunk.index_of(seg);
                     let new = chunk.new[i];
-                    let old = if checksums {
-                        chunk.old[i]
-                    } else {
-                        ChecksumRecord::INVALID
-                    };
+                    let old = if checksums { chunk.old[i] } else { ChecksumRecord::INVALID };
                     if checksums && old.vouches_for(&new) {
                         None
                     } else {
-                        let class = if old.is_invalid() {
-                            Class::Immediate
-                        } else {
-                            Class::AfterInvalidation
-                        };
-                        let zero =
-                            holes && is_zero(chunk.data(SegmentRange::single(seg), &self.geometry));
+                        let class = if old.is_invalid() { Class::Immediate } else { Class::AfterInvalidation };
+                        let zero = holes && is_zero(chunk.data(SegmentRange::single(seg), &self.geometry));
                         Some((class, zero))
                     }
                 } else {
@@ -191,13 +179,7 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
         self.maybe_checkpoint()
     }
 
-    fn changed(
-        &mut self,
-        chunk: &ChunkResult,
-        range: SegmentRange,
-        class: Class,
-        zero: bool,
-    ) -> io::Result<()> {
+    fn changed(&mut self, chunk: &ChunkResult, range: SegmentRange, class: Class, zero: bool) -> io::Result<()> {
         let data = chunk.data(range, &self.geometry);
         let offset = self.geometry.segment_offset(range.start);
         let len = data.len() as u64;
@@ -226,12 +208,7 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
                 if !zero {
                     self.pending.arena.extend_from_slice(data);
                 }
-                self.pending.writes.push(PendingWrite {
-                    offset,
-                    arena: start..self.pending.arena.len(),
-                    zero,
-                    len,
-                });
+                self.pending.writes.push(PendingWrite { offset, arena: start..self.pending.arena.len(), zero, len });
                 self.pending.records.extend(records);
             }
         }
@@ -240,8 +217,7 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
 
     fn maybe_checkpoint(&mut self) -> io::Result<()> {
         let due_by_size = self.dirty_bytes >= self.limits.checkpoint_bytes;
-        let due_by_time =
-            self.target_dirty && self.last_checkpoint.elapsed() >= self.limits.checkpoint_interval;
+        let due_by_time = self.target_dirty && self.last_checkpoint.elapsed() >= self.limits.checkpoint_interval;
         if due_by_size || due_by_time {
             self.flush_pending()?;
             self.checkpoint()?;
@@ -255,9 +231,7 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
             return Ok(());
         }
         let Some(records) = self.records else {
-            return Err(io::Error::other(
-                "internal: pending writes without a checksum file",
-            ));
+            return Err(io::Error::other("internal: pending writes without a checksum file"));
         };
         let mut runs = RangeBuilder::new();
         let mut segs: Vec<u64> = self.pending.records.iter().map(|(s, _)| *s).collect();
@@ -277,8 +251,7 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
             if w.zero {
                 self.target.write_zeros(w.offset, w.len)?;
             } else {
-                self.target
-                    .write_at(&self.pending.arena[w.arena.clone()], w.offset)?;
+                self.target.write_at(&self.pending.arena[w.arena.clone()], w.offset)?;
             }
             self.dirty_bytes += w.len;
             failpoint::hit("ddless.mid-pending-write");
@@ -307,13 +280,10 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
             let mut i = 0;
             while i < self.unrecorded.len() {
                 let mut j = i + 1;
-                while j < self.unrecorded.len()
-                    && self.unrecorded[j].0 == self.unrecorded[j - 1].0 + 1
-                {
+                while j < self.unrecorded.len() && self.unrecorded[j].0 == self.unrecorded[j - 1].0 + 1 {
                     j += 1;
                 }
-                let run: Vec<ChecksumRecord> =
-                    self.unrecorded[i..j].iter().map(|(_, r)| *r).collect();
+                let run: Vec<ChecksumRecord> = self.unrecorded[i..j].iter().map(|(_, r)| *r).collect();
                 records.write_at(
                     &crate::shared::checksum_record::encode_records(&run),
                     self.unrecorded[i].0 * ChecksumRecord::SIZE as u64,

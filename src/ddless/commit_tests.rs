@@ -15,9 +15,7 @@ use super::reader::ChunkResult;
 use crate::shared::aligned_buffer::AlignedBuffer;
 use crate::shared::change_map::ChangeMap;
 use crate::shared::checksum_record::{checksum_segments, decode_records, ChecksumRecord};
-use crate::shared::segment::{
-    RangeBuilder, SegmentGeometry, SegmentRange, BUFFER_SIZE, SEGMENT_SIZE,
-};
+use crate::shared::segment::{RangeBuilder, SegmentGeometry, SegmentRange, BUFFER_SIZE, SEGMENT_SIZE};
 
 struct Rng(u64);
 impl Rng {
@@ -60,12 +58,7 @@ struct SimStore {
 
 impl SimStore {
     fn new(content: Vec<u8>, clock: CrashClock, holes: bool) -> Self {
-        SimStore {
-            durable: RefCell::new(content),
-            volatile: RefCell::new(Vec::new()),
-            clock,
-            holes,
-        }
+        SimStore { durable: RefCell::new(content), volatile: RefCell::new(Vec::new()), clock, holes }
     }
     fn apply(buf: &mut Vec<u8>, offset: u64, data: &[u8]) {
         let end = offset as usize + data.len();
@@ -126,12 +119,7 @@ fn records_of(bytes: &[u8]) -> Vec<ChecksumRecord> {
 }
 
 /// What the reader pool would hand over for `source`, given the records on disk.
-fn chunks(
-    source: &[u8],
-    records: &[ChecksumRecord],
-    map: Option<&ChangeMap>,
-    with_records: bool,
-) -> Vec<ChunkResult> {
+fn chunks(source: &[u8], records: &[ChecksumRecord], map: Option<&ChangeMap>, with_records: bool) -> Vec<ChunkResult> {
     let g = SegmentGeometry::new(source.len() as u64);
     (0..g.buffer_count())
         .map(|i| {
@@ -141,15 +129,7 @@ fn chunks(
             buffer[..(bytes.end - bytes.start) as usize]
                 .copy_from_slice(&source[bytes.start as usize..bytes.end as usize]);
             let old: Vec<ChecksumRecord> = if with_records {
-                segments
-                    .iter()
-                    .map(|s| {
-                        records
-                            .get(s as usize)
-                            .copied()
-                            .unwrap_or(ChecksumRecord::INVALID)
-                    })
-                    .collect()
+                segments.iter().map(|s| records.get(s as usize).copied().unwrap_or(ChecksumRecord::INVALID)).collect()
             } else {
                 Vec::new()
             };
@@ -158,11 +138,7 @@ fn chunks(
                 Some(m) => {
                     let mut b = RangeBuilder::new();
                     for s in segments.iter() {
-                        if m.is_set(s)
-                            || old
-                                .get((s - segments.start) as usize)
-                                .is_some_and(|r| r.is_invalid())
-                        {
+                        if m.is_set(s) || old.get((s - segments.start) as usize).is_some_and(|r| r.is_invalid()) {
                             b.push(s);
                         }
                     }
@@ -180,14 +156,7 @@ fn chunks(
             } else {
                 new = vec![ChecksumRecord::INVALID; segments.len() as usize];
             }
-            ChunkResult {
-                segments,
-                buffer,
-                read,
-                new,
-                old,
-                bytes_read: 0,
-            }
+            ChunkResult { segments, buffer, read, new, old, bytes_read: 0 }
         })
         .collect()
 }
@@ -201,10 +170,7 @@ fn check_invariant(target: &[u8], records: &[ChecksumRecord], size: usize, ctx: 
         }
         let bytes = g.byte_range(SegmentRange::single(s));
         let actual = ChecksumRecord::of(&target[bytes.start as usize..bytes.end as usize]);
-        assert_eq!(
-            r, actual,
-            "{ctx}: record of segment {s} vouches for data the target does not hold"
-        );
+        assert_eq!(r, actual, "{ctx}: record of segment {s} vouches for data the target does not hold");
     }
 }
 
@@ -228,11 +194,7 @@ fn run_once(
 fn scenario(seed: u64) {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     // Mostly small volumes; sometimes more than one 8 MiB buffer.
-    let segments = if rng.chance(5) {
-        513 + rng.below(40)
-    } else {
-        1 + rng.below(40)
-    };
+    let segments = if rng.chance(5) { 513 + rng.below(40) } else { 1 + rng.below(40) };
     let size = (segments * SEGMENT_SIZE - rng.below(SEGMENT_SIZE)) as usize;
     let g = SegmentGeometry::new(size as u64);
     let limits = CommitLimits {
@@ -242,11 +204,7 @@ fn scenario(seed: u64) {
     };
     let clock = CrashClock(Rc::new(Cell::new(None)));
     let holes = rng.chance(50);
-    let csum = SimStore::new(
-        vec![0u8; g.segment_count() as usize * 8],
-        clock.clone(),
-        false,
-    );
+    let csum = SimStore::new(vec![0u8; g.segment_count() as usize * 8], clock.clone(), false);
     let target = SimStore::new(vec![0u8; size], clock.clone(), holes);
     let mut first = vec![0u8; size];
     for c in first.chunks_mut(8) {
@@ -274,13 +232,10 @@ fn scenario(seed: u64) {
         // Sometimes a ddmap that flags exactly the segments that differ from the last version.
         let map = if rng.chance(30) && versions.len() > 2 {
             let prev = &versions[versions.len() - 2];
-            let mut m =
-                ChangeMap::new(crate::shared::change_map::words_for_volume(size as u64) as usize);
+            let mut m = ChangeMap::new(crate::shared::change_map::words_for_volume(size as u64) as usize);
             for s in 0..g.segment_count() {
                 let b = g.byte_range(SegmentRange::single(s));
-                if prev[b.start as usize..b.end as usize]
-                    != source[b.start as usize..b.end as usize]
-                {
+                if prev[b.start as usize..b.end as usize] != source[b.start as usize..b.end as usize] {
                     m.set(s);
                 }
             }
@@ -296,11 +251,7 @@ fn scenario(seed: u64) {
             Ok(()) => {
                 // A completed run with a map is only exact if the map covered every change.
                 if map.is_none() {
-                    assert_eq!(
-                        target.content(),
-                        source,
-                        "{ctx}: completed run left target != source"
-                    );
+                    assert_eq!(target.content(), source, "{ctx}: completed run left target != source");
                 }
             }
             Err(_) => {
@@ -318,18 +269,10 @@ fn scenario(seed: u64) {
     // A clean rerun (no map, as after any crash the same command) converges.
     let last = versions.last().cloned().unwrap_or_default();
     run_once(&last, &csum, &target, None, limits).expect("clean run");
-    assert_eq!(
-        target.content(),
-        last,
-        "seed {seed}: rerun did not make target == source"
-    );
+    assert_eq!(target.content(), last, "seed {seed}: rerun did not make target == source");
     let mut expect = Vec::new();
     checksum_segments(&last, &mut expect);
-    assert_eq!(
-        records_of(&csum.content()),
-        expect,
-        "seed {seed}: checksum file differs from a recomputation"
-    );
+    assert_eq!(records_of(&csum.content()), expect, "seed {seed}: checksum file differs from a recomputation");
 }
 
 #[test]
@@ -360,18 +303,9 @@ fn revert_after_crash_is_rewritten() {
         clock.0.set(None);
         csum.kill();
         target.kill();
-        check_invariant(
-            &target.content(),
-            &records_of(&csum.content()),
-            size,
-            &format!("budget {budget}"),
-        );
+        check_invariant(&target.content(), &records_of(&csum.content()), size, &format!("budget {budget}"));
         run_once(&old, &csum, &target, None, limits).unwrap();
-        assert_eq!(
-            target.content(),
-            old,
-            "budget {budget} (crashed: {crashed}): revert left stale data"
-        );
+        assert_eq!(target.content(), old, "budget {budget} (crashed: {crashed}): revert left stale data");
     }
 }
 
@@ -382,16 +316,12 @@ fn no_checksums_writes_everything_and_syncs() {
     let clock = CrashClock(Rc::new(Cell::new(None)));
     let target = SimStore::new(vec![], clock, true);
     let g = SegmentGeometry::new(size as u64);
-    let mut c: Committer<'_, SimStore, SimStore> =
-        Committer::new(None, &target, g, CommitLimits::default());
+    let mut c: Committer<'_, SimStore, SimStore> = Committer::new(None, &target, g, CommitLimits::default());
     for chunk in chunks(&src, &[], None, false) {
         c.submit(&chunk).unwrap();
     }
     let stats = c.finish().unwrap();
     assert_eq!(stats.segments_changed, 4);
-    assert!(
-        target.volatile.borrow().is_empty(),
-        "target not synced at the end"
-    );
+    assert!(target.volatile.borrow().is_empty(), "target not synced at the end");
     assert_eq!(target.content(), src);
 }

@@ -49,43 +49,24 @@ fn log_preamble(opts: &CopyOptions) {
 }
 
 pub(crate) fn log_source(source: &Volume, geometry: &SegmentGeometry, workers: usize) {
-    tracing::info!(
-        "source {} size {} bytes ({})",
-        source.kind.describe(),
-        source.size,
-        gb(source.size)
-    );
-    tracing::info!(
-        "source segments {}, remainder {} bytes",
-        geometry.segment_count(),
-        geometry.remainder()
-    );
+    tracing::info!("source {} size {} bytes ({})", source.kind.describe(), source.size, gb(source.size));
+    tracing::info!("source segments {}, remainder {} bytes", geometry.segment_count(), geometry.remainder());
     tracing::info!("read buffers job {}", geometry.buffer_count());
-    tracing::info!(
-        "read buffers worker {}",
-        geometry.buffer_count().div_ceil(workers as u64)
-    );
+    tracing::info!("read buffers worker {}", geometry.buffer_count().div_ceil(workers as u64));
 }
 
 /// Copies `opts.source` to `opts.target`, writing only changed segments.
 /// Bad input (sizes, formats, locks) is refused before anything is written.
 pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyReport> {
     let started = Instant::now();
-    let started_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     log_preamble(opts);
 
     // Phase 1: inspect everything, change nothing.
     let source = Volume::open_source(&opts.source, opts.read.direct_io)?;
     let geometry = SegmentGeometry::new(source.size);
     log_source(&source, &geometry, opts.read.workers.get());
-    let map = opts
-        .ddmap
-        .as_deref()
-        .map(|p| load_ddmap_for(p, source.size))
-        .transpose()?;
+    let map = opts.ddmap.as_deref().map(|p| load_ddmap_for(p, source.size)).transpose()?;
     let checksum_path = match &opts.checksum {
         ChecksumMode::File(p) if checksum_access::is_dev_null(p) => None,
         ChecksumMode::File(p) => Some(p.as_path()),
@@ -94,10 +75,7 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
     if let Some(p) = checksum_path {
         checksum_access::inspect(p)?;
         if p == opts.source || p == opts.target {
-            bail!(
-                "checksum file {} must not be the source or the target",
-                p.display()
-            );
+            bail!("checksum file {} must not be the source or the target", p.display());
         }
     }
     let check = check_target(&opts.target, source.size)?;
@@ -122,10 +100,7 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
                 ),
                 SizeChange::None => {}
             }
-            tracing::info!(
-                "checksum file size {} bytes",
-                cf.records().map(|n| n * 8).unwrap_or(0)
-            );
+            tracing::info!("checksum file size {} bytes", cf.records().map(|n| n * 8).unwrap_or(0));
             Some((cf, change))
         }
         None => {
@@ -134,11 +109,7 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
             None
         }
     };
-    if map.is_some()
-        && checksum
-            .as_ref()
-            .is_some_and(|(_, c)| *c == SizeChange::Created)
-    {
+    if map.is_some() && checksum.as_ref().is_some_and(|(_, c)| *c == SizeChange::Created) {
         tracing::info!("no checksums yet: every segment is read once, whatever the ddmap says");
     }
     let target = Target::open(&check, source.size)?;
@@ -157,22 +128,14 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
     };
     tracing::info!("launching worker threads");
     progress.start(source.size);
-    let mut committer = Committer::new(record_store, &target, geometry, CommitLimits::default());
+    let mut committer = Committer::new(record_store, &target, geometry, CommitLimits::from_tuning(opts.tuning));
     let reader_stats = run_readers(&job, |chunk| {
-        committer
-            .submit(&chunk)
-            .with_context(|| format!("writing target {}", opts.target.display()))?;
-        progress.advance(
-            geometry.byte_range(chunk.segments).end - geometry.byte_range(chunk.segments).start,
-        );
+        committer.submit(&chunk).with_context(|| format!("writing target {}", opts.target.display()))?;
+        progress.advance(geometry.byte_range(chunk.segments).end - geometry.byte_range(chunk.segments).start);
         Ok(chunk.buffer)
     })?;
-    let commit_stats = committer.finish().with_context(|| {
-        format!(
-            "flushing target {} and checksum file",
-            opts.target.display()
-        )
-    })?;
+    let commit_stats =
+        committer.finish().with_context(|| format!("flushing target {} and checksum file", opts.target.display()))?;
 
     let elapsed = started.elapsed().as_secs_f64();
     let report = CopyReport {
@@ -211,22 +174,13 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
         report.changed_percent,
         report.segments
     );
-    tracing::info!(
-        "wrote {} bytes ({}) to target",
-        report.bytes_written,
-        gb(report.bytes_written)
-    );
-    tracing::info!(
-        "processing time {:.2} seconds ({:.2} minutes)",
-        elapsed,
-        elapsed / 60.0
-    );
+    tracing::info!("wrote {} bytes ({}) to target", report.bytes_written, gb(report.bytes_written));
+    tracing::info!("processing time {:.2} seconds ({:.2} minutes)", elapsed, elapsed / 60.0);
     tracing::info!("processing performance {:.2} MB/s", report.throughput_mb_s);
     if let Some(p) = checksum_path {
         let stats = stats_file::stats_path(p);
         tracing::info!("preparing stats file {}", stats.display());
-        stats_file::write(&stats, &report)
-            .with_context(|| format!("writing stats file {}", stats.display()))?;
+        stats_file::write(&stats, &report).with_context(|| format!("writing stats file {}", stats.display()))?;
     }
     Ok(report)
 }

@@ -31,8 +31,7 @@ mod zones;
 pub use checksum_only::compute_checksums;
 pub use copy::copy;
 pub use options::{
-    ChecksumMode, ChecksumOptions, CopyOptions, ReadOptions, ReadTestOptions, VerifyOptions,
-    ZoneOptions,
+    ChecksumMode, ChecksumOptions, CommitTuning, CopyOptions, ReadOptions, ReadTestOptions, VerifyOptions, ZoneOptions,
 };
 pub use params::{parameters, Parameters};
 pub use read_test::{read_test, BufferTiming, ReadTestReport};

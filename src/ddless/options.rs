@@ -18,20 +18,14 @@ impl ReadOptions {
     /// One worker per CPU, at most 8: hashing runs at several GB/s per core,
     /// so beyond that the disks, not the CPUs, are the limit.
     pub fn default_workers() -> NonZeroUsize {
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         NonZeroUsize::new(cpus.clamp(1, 8)).unwrap_or(NonZeroUsize::MIN)
     }
 }
 
 impl Default for ReadOptions {
     fn default() -> Self {
-        ReadOptions {
-            direct_io: false,
-            workers: Self::default_workers(),
-            read_rate_mb_s: None,
-        }
+        ReadOptions { direct_io: false, workers: Self::default_workers(), read_rate_mb_s: None }
     }
 }
 
@@ -44,6 +38,23 @@ pub enum ChecksumMode {
     Disabled,
 }
 
+/// How often a copy makes its progress durable (see docs/ddless.md, "crash safety").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitTuning {
+    /// Bytes written to the target between checkpoints (target fsync, then
+    /// record update). Smaller: less rework after a crash, more fsyncs.
+    pub checkpoint_bytes: u64,
+    /// Bytes of changed data held in memory while their old records are
+    /// invalidated; one checksum-file fsync covers the whole batch.
+    pub invalidate_batch_bytes: usize,
+}
+
+impl Default for CommitTuning {
+    fn default() -> Self {
+        CommitTuning { checkpoint_bytes: 1 << 30, invalidate_batch_bytes: 64 << 20 }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct CopyOptions {
     pub source: PathBuf,
@@ -53,6 +64,7 @@ pub struct CopyOptions {
     /// record is INVALID).
     pub ddmap: Option<PathBuf>,
     pub read: ReadOptions,
+    pub tuning: CommitTuning,
 }
 
 #[derive(Clone, Debug)]

@@ -33,7 +33,8 @@ pub fn parameters() -> Parameters {
         segments_per_buffer: SEGMENTS_PER_BUFFER,
         default_workers: ReadOptions::default_workers().get(),
         checksum_record_size: ChecksumRecord::SIZE,
-        checksum_layout: "bytes 0-3 CRC-32 (IEEE) LE, bytes 4-7 MurmurHash3_x86_32 seed 0 LE, one record per segment, no header",
+        checksum_layout:
+            "bytes 0-3 CRC-32 (IEEE) LE, bytes 4-7 MurmurHash3_x86_32 seed 0 LE, one record per segment, no header",
         invalid_record: "8 zero bytes = unknown, segment is rewritten",
         ddmap_bytes_per_word: BYTES_PER_WORD,
         murmur3_lanes: if simd { "8 (AVX2)" } else { "1 (scalar)" },

@@ -12,11 +12,7 @@ pub(crate) struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(mb_per_s: NonZeroU64) -> Self {
-        RateLimiter {
-            bytes_per_sec: mb_per_s.get() as f64 * 1024.0 * 1024.0,
-            start: Instant::now(),
-            bytes: 0,
-        }
+        RateLimiter { bytes_per_sec: mb_per_s.get() as f64 * 1024.0 * 1024.0, start: Instant::now(), bytes: 0 }
     }
 
     /// How long to wait after `bytes` more were read at `now`.
@@ -45,9 +41,6 @@ mod tests {
         // 8 MiB at 8 MB/s is due after 1 s.
         assert_eq!(r.delay_after(8 << 20, t0), Duration::from_secs(1));
         // 2 s later another 8 MiB is already late: no wait.
-        assert_eq!(
-            r.delay_after(8 << 20, t0 + Duration::from_secs(3)),
-            Duration::ZERO
-        );
+        assert_eq!(r.delay_after(8 << 20, t0 + Duration::from_secs(3)), Duration::ZERO);
     }
 }

@@ -43,12 +43,8 @@ pub fn read_test(
         let t = Instant::now();
         source.read_at(&mut buf, offset, len)?;
         let secs = t.elapsed().as_secs_f64();
-        let timing = BufferTiming {
-            offset,
-            bytes: len as u64,
-            milliseconds: secs * 1000.0,
-            mb_s: mb_per_s(len as u64, secs),
-        };
+        let timing =
+            BufferTiming { offset, bytes: len as u64, milliseconds: secs * 1000.0, mb_s: mb_per_s(len as u64, secs) };
         slowest = slowest.min(timing.mb_s);
         fastest = fastest.max(timing.mb_s);
         on_buffer(&timing)?;

@@ -79,11 +79,7 @@ pub(crate) struct ReaderStats {
     pub bytes_read: u64,
 }
 
-fn plan_runs(
-    plan: ReadPlan<'_>,
-    segments: SegmentRange,
-    old: &[ChecksumRecord],
-) -> Vec<SegmentRange> {
+fn plan_runs(plan: ReadPlan<'_>, segments: SegmentRange, old: &[ChecksumRecord]) -> Vec<SegmentRange> {
     match plan {
         ReadPlan::All => vec![segments],
         ReadPlan::Map(map) => {
@@ -95,9 +91,7 @@ fn plan_runs(
                     flagged.next();
                 }
                 let in_map = flagged.peek().is_some_and(|r| r.contains(s));
-                let unknown = old
-                    .get((s - segments.start) as usize)
-                    .is_some_and(|r| r.is_invalid());
+                let unknown = old.get((s - segments.start) as usize).is_some_and(|r| r.is_invalid());
                 if in_map || unknown {
                     b.push(s);
                 }
@@ -117,8 +111,7 @@ fn read_chunk(
     let segments = g.buffer_segments(index);
     let mut old = Vec::new();
     if let Some(cf) = job.old_records {
-        cf.read_records(segments.start, &mut old, segments.len() as usize)
-            .context("reading the checksum file")?;
+        cf.read_records(segments.start, &mut old, segments.len() as usize).context("reading the checksum file")?;
     }
     let read = plan_runs(job.plan, segments, &old);
     let mut new = vec![ChecksumRecord::INVALID; segments.len() as usize];
@@ -131,13 +124,7 @@ fn read_chunk(
         let at = (bytes.start - base) as usize;
         job.source
             .read_at(&mut buffer[at..], bytes.start, len)
-            .with_context(|| {
-                format!(
-                    "reading source {} at byte {}",
-                    job.source.path.display(),
-                    bytes.start
-                )
-            })?;
+            .with_context(|| format!("reading source {} at byte {}", job.source.path.display(), bytes.start))?;
         bytes_read += len as u64;
         if let Some(l) = limiter.as_mut() {
             l.throttle(len as u64);
@@ -149,14 +136,7 @@ fn read_chunk(
             new[first..first + scratch.len()].copy_from_slice(&scratch);
         }
     }
-    Ok(ChunkResult {
-        segments,
-        buffer,
-        read,
-        new,
-        old,
-        bytes_read,
-    })
+    Ok(ChunkResult { segments, buffer, read, new, old, bytes_read })
 }
 
 /// Runs the pool over every buffer of the volume. `consume` sees each
@@ -206,11 +186,8 @@ pub(crate) fn run_readers(
         drop(tx);
         for result in rx.iter() {
             let outcome = result.and_then(|chunk| {
-                let (segs, bytes, any) = (
-                    chunk.read.iter().map(|r| r.len()).sum::<u64>(),
-                    chunk.bytes_read,
-                    !chunk.read.is_empty(),
-                );
+                let (segs, bytes, any) =
+                    (chunk.read.iter().map(|r| r.len()).sum::<u64>(), chunk.bytes_read, !chunk.read.is_empty());
                 let buffer = consume(chunk)?;
                 stats.segments_read += segs;
                 stats.bytes_read += bytes;
@@ -248,19 +225,10 @@ mod tests {
         let mut map = ChangeMap::new(1);
         map.set(2);
         map.set(3);
-        let mut old = vec![
-            ChecksumRecord {
-                crc32: 1,
-                murmur3: 1
-            };
-            8
-        ];
+        let mut old = vec![ChecksumRecord { crc32: 1, murmur3: 1 }; 8];
         old[6] = ChecksumRecord::INVALID;
         let runs = plan_runs(ReadPlan::Map(&map), SegmentRange::new(0, 8), &old);
         assert_eq!(runs, vec![SegmentRange::new(2, 4), SegmentRange::new(6, 7)]);
-        assert_eq!(
-            plan_runs(ReadPlan::All, SegmentRange::new(0, 8), &old),
-            vec![SegmentRange::new(0, 8)]
-        );
+        assert_eq!(plan_runs(ReadPlan::All, SegmentRange::new(0, 8), &old), vec![SegmentRange::new(0, 8)]);
     }
 }

@@ -14,9 +14,7 @@ pub fn stats_path(checksum: &Path) -> PathBuf {
 }
 
 fn opt_path(p: &Option<PathBuf>) -> String {
-    p.as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default()
+    p.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
 }
 
 pub(crate) fn render(r: &CopyReport) -> String {
@@ -39,17 +37,11 @@ pub(crate) fn render(r: &CopyReport) -> String {
         ("segments_changed", r.segments_changed.to_string()),
         ("changed_percent", format!("{:.2}", r.changed_percent)),
         ("bytes_written", r.bytes_written.to_string()),
-        (
-            "checksum_file_state",
-            r.checksum_file_state.clone().unwrap_or_default(),
-        ),
+        ("checksum_file_state", r.checksum_file_state.clone().unwrap_or_default()),
         ("elapsed_seconds", format!("{:.3}", r.elapsed_seconds)),
         ("throughput_mb_s", format!("{:.2}", r.throughput_mb_s)),
     ];
-    lines
-        .iter()
-        .map(|(k, v)| format!("{k}={}\n", v.replace('\n', " ")))
-        .collect()
+    lines.iter().map(|(k, v)| format!("{k}={}\n", v.replace('\n', " "))).collect()
 }
 
 pub(crate) fn write(path: &Path, r: &CopyReport) -> std::io::Result<()> {

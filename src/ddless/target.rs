@@ -32,10 +32,8 @@ pub(crate) fn check_target(path: &Path, source_size: u64) -> anyhow::Result<Targ
             let size = match kind {
                 DeviceKind::RegularFile => meta.len(),
                 DeviceKind::BlockDevice => {
-                    let f = File::open(path)
-                        .with_context(|| format!("opening target {}", path.display()))?;
-                    device_size(&f, kind)
-                        .with_context(|| format!("size of target {}", path.display()))?
+                    let f = File::open(path).with_context(|| format!("opening target {}", path.display()))?;
+                    device_size(&f, kind).with_context(|| format!("size of target {}", path.display()))?
                 }
             };
             if kind == DeviceKind::BlockDevice && size < source_size {
@@ -48,10 +46,7 @@ pub(crate) fn check_target(path: &Path, source_size: u64) -> anyhow::Result<Targ
                     gb(source_size)
                 );
             }
-            Ok(TargetCheck {
-                path: path.to_path_buf(),
-                existing: Some((kind, size, (meta.dev(), meta.ino()))),
-            })
+            Ok(TargetCheck { path: path.to_path_buf(), existing: Some((kind, size, (meta.dev(), meta.ino()))) })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let parent = match path.parent() {
@@ -59,16 +54,9 @@ pub(crate) fn check_target(path: &Path, source_size: u64) -> anyhow::Result<Targ
                 _ => Path::new("."),
             };
             if !parent.is_dir() {
-                bail!(
-                    "target {}: directory {} does not exist",
-                    path.display(),
-                    parent.display()
-                );
+                bail!("target {}: directory {} does not exist", path.display(), parent.display());
             }
-            Ok(TargetCheck {
-                path: path.to_path_buf(),
-                existing: None,
-            })
+            Ok(TargetCheck { path: path.to_path_buf(), existing: None })
         }
         Err(e) => Err(e).with_context(|| format!("target {}", path.display())),
     }
@@ -96,41 +84,27 @@ impl Target {
             .open(path)
             .with_context(|| format!("opening target {}", path.display()))?;
         lock_exclusive(&file, path).map_err(|e| match e {
-            LockError::Busy { .. } => anyhow::anyhow!(
-                "target {} is in use by another ddless run (locked)",
-                path.display()
-            ),
+            LockError::Busy { .. } => {
+                anyhow::anyhow!("target {} is in use by another ddless run (locked)", path.display())
+            }
             other => other.into(),
         })?;
         let kind = match check.existing {
             Some((k, _, _)) => k,
             None => DeviceKind::RegularFile,
         };
-        let size = device_size(&file, kind)
-            .with_context(|| format!("size of target {}", path.display()))?;
+        let size = device_size(&file, kind).with_context(|| format!("size of target {}", path.display()))?;
         tracing::info!("opened target {} {}", kind.describe(), path.display());
         if kind == DeviceKind::RegularFile && size != source_size {
             // Grown space reads as zeros and holds no data yet; records of
             // segments there are INVALID (new) so they get written.
-            file.set_len(source_size)
-                .with_context(|| format!("resizing target {}", path.display()))?;
-            file.sync_all()
-                .with_context(|| format!("syncing target {}", path.display()))?;
+            file.set_len(source_size).with_context(|| format!("resizing target {}", path.display()))?;
+            file.sync_all().with_context(|| format!("syncing target {}", path.display()))?;
             tracing::info!("target file resized from {} to {} bytes", size, source_size);
         }
         let size = device_size(&file, kind)?;
-        tracing::info!(
-            "target {} size {} bytes ({})",
-            kind.describe(),
-            size,
-            gb(size)
-        );
-        Ok(Target {
-            file,
-            kind,
-            punch: AtomicBool::new(kind == DeviceKind::RegularFile),
-            zeros: vec![0u8; 1 << 20],
-        })
+        tracing::info!("target {} size {} bytes ({})", kind.describe(), size, gb(size));
+        Ok(Target { file, kind, punch: AtomicBool::new(kind == DeviceKind::RegularFile), zeros: vec![0u8; 1 << 20] })
     }
 
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -165,12 +139,7 @@ impl TargetStore for Target {
         if self.punch.load(Ordering::Relaxed) {
             match self.punch_hole(offset, len) {
                 Ok(()) => return Ok(()),
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
-                    ) =>
-                {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)) => {
                     tracing::debug!("target file system cannot punch holes ({e}); writing zeros");
                     self.punch.store(false, Ordering::Relaxed);
                 }

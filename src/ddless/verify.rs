@@ -26,8 +26,11 @@ pub fn verify(opts: &VerifyOptions, progress: &dyn Progress) -> anyhow::Result<V
     let geometry = SegmentGeometry::new(source.size);
     log_source(&source, &geometry, opts.read.workers.get());
     let ctx = || format!("checksum file {}", opts.checksum.display());
-    let _lock = checksum_access::lock(&opts.checksum)?;
+    // Refuse a file that cannot be right before taking the lock (which
+    // creates CHECKSUM.lock), then check again under the lock.
     let file = std::fs::File::open(&opts.checksum).with_context(ctx)?;
+    check_fits(file.metadata().with_context(ctx)?.len(), &geometry).with_context(ctx)?;
+    let _lock = checksum_access::lock(&opts.checksum)?;
     check_fits(file.metadata().with_context(ctx)?.len(), &geometry).with_context(ctx)?;
     let records = ChecksumFile::new(file);
     let job = ReadJob {

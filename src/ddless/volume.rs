@@ -40,47 +40,28 @@ impl Volume {
         }
         let file = match opts.open(path) {
             Ok(f) => f,
-            Err(e) if direct && is_einval(&e) => bail!(
-                "source {}: the file system refuses O_DIRECT (-d); run without -d",
-                path.display()
-            ),
+            Err(e) if direct && is_einval(&e) => {
+                bail!("source {}: the file system refuses O_DIRECT (-d); run without -d", path.display())
+            }
             Err(e) => return Err(e).with_context(|| format!("opening source {}", path.display())),
         };
-        let size = device_size(&file, kind)
-            .with_context(|| format!("size of source {}", path.display()))?;
+        let size = device_size(&file, kind).with_context(|| format!("size of source {}", path.display()))?;
         tracing::info!("opened source {} {}", kind.describe(), path.display());
-        Ok(Volume {
-            file,
-            path: path.to_path_buf(),
-            kind,
-            size,
-            direct,
-            identity: (meta.dev(), meta.ino()),
-        })
+        Ok(Volume { file, path: path.to_path_buf(), kind, size, direct, identity: (meta.dev(), meta.ino()) })
     }
 
     /// Fills `buf[..len]` from byte `offset`. With O_DIRECT the request is
     /// rounded up to the alignment (`buf` must have room); the kernel stops
     /// at the end of the volume.
     pub fn read_at(&self, buf: &mut [u8], offset: u64, len: usize) -> io::Result<()> {
-        let want = if self.direct {
-            len.div_ceil(DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN
-        } else {
-            len
-        };
+        let want = if self.direct { len.div_ceil(DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN } else { len };
         let mut done = 0;
         while done < len {
-            match self
-                .file
-                .read_at(&mut buf[done..want], offset + done as u64)
-            {
+            match self.file.read_at(&mut buf[done..want], offset + done as u64) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "source ended at byte {} (did it shrink during the run?)",
-                            offset + done as u64
-                        ),
+                        format!("source ended at byte {} (did it shrink during the run?)", offset + done as u64),
                     ))
                 }
                 Ok(n) => done += n,

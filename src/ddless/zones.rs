@@ -36,9 +36,7 @@ pub fn speed_zones(
     let mut out = Vec::new();
     for i in 0..zones {
         let start = zone_start(source.size, zones, i);
-        let end = zone_start(source.size, zones, i + 1)
-            .max(start)
-            .min(source.size);
+        let end = zone_start(source.size, zones, i + 1).max(start).min(source.size);
         let end = if i + 1 == zones { source.size } else { end };
         let sample = (end - start).min(opts.sample_bytes.get());
         let t = Instant::now();

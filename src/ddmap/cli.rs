@@ -55,11 +55,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
         }
         _ => (s, 1),
     };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size in bytes"))?;
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size in bytes"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
 }
 
 /// Dump, merge and build ddmap change bitmaps (one bit per 16 KiB segment)
@@ -131,11 +128,7 @@ fn print_merge(json: bool, r: &MergeReport) -> anyhow::Result<()> {
 
 fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     let a = DdmapArgs::from_arg_matches(matches)?;
-    let verbosity = if a.debug {
-        Verbosity::Debug
-    } else {
-        a.common.verbosity()
-    };
+    let verbosity = if a.debug { Verbosity::Debug } else { a.common.verbosity() };
     logging::init("ddmap", verbosity);
     let config = Config::load(a.common.config.as_deref())?;
 
@@ -156,20 +149,15 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     }
 
     if let Some(list) = &a.from_extents {
-        let (Some(size), Some(name), Some(target)) =
-            (a.size, a.name.as_deref(), a.target.as_deref())
-        else {
+        let (Some(size), Some(name), Some(target)) = (a.size, a.name.as_deref(), a.target.as_deref()) else {
             bail!("--from-extents needs --size, --name and -t TARGET");
         };
         let (text, origin) = if list == "-" {
             let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading the extent list from stdin")?;
+            std::io::stdin().read_to_string(&mut s).context("reading the extent list from stdin")?;
             (s, "<stdin>".to_string())
         } else {
-            let s = std::fs::read_to_string(list)
-                .with_context(|| format!("reading extent list {list}"))?;
+            let s = std::fs::read_to_string(list).with_context(|| format!("reading extent list {list}"))?;
             (s, list.clone())
         };
         let r = merge_extents(&text, &origin, size, name, target)?;
@@ -185,8 +173,7 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
             bail!("-a/-b dump a map; they cannot be combined with -t (merge)");
         }
         let bytes = read_map_bytes(source)?;
-        let header =
-            DdmapHeader::parse(&bytes).with_context(|| format!("ddmap {}", source.display()))?;
+        let header = DdmapHeader::parse(&bytes).with_context(|| format!("ddmap {}", source.display()))?;
         let mut out = std::io::stdout().lock();
         if a.header {
             let info = HeaderInfo::new(&source.display().to_string(), &header);

@@ -79,10 +79,7 @@ mod tests {
         m2.mark_write(798_720, 4096);
         m2.mark_write(802_816, 20480);
         let rows: Vec<String> = data_rows(&m2).collect();
-        assert_eq!(
-            rows[0],
-            "00000000 00000003 00070000 00000000 00000000 00000000 00000000 00000000 00000000"
-        );
+        assert_eq!(rows[0], "00000000 00000003 00070000 00000000 00000000 00000000 00000000 00000000 00000000");
         assert_eq!(rows[1].split(' ').next(), Some("00000020"));
         assert_eq!(rows[2], "00000040 00000000");
     }
@@ -93,10 +90,7 @@ mod tests {
         m.set(5);
         m.set(63);
         let s = MapStats::of(&m);
-        assert_eq!(
-            (s.segments, s.segments_set, s.bytes_flagged),
-            (64, 2, 32768)
-        );
+        assert_eq!((s.segments, s.segments_set, s.bytes_flagged), (64, 2, 32768));
         assert!((s.percent - 3.125).abs() < 1e-9);
     }
 }

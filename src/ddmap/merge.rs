@@ -49,8 +49,7 @@ fn merge_into_target(source: &Ddmap, target: &Path) -> anyhow::Result<MergeRepor
     let before = existing.as_ref().map_or(0, |t| t.map.word_count());
     let merged = match existing {
         Some(mut t) => {
-            t.merge_from(source)
-                .with_context(|| format!("merging into ddmap {}", target.display()))?;
+            t.merge_from(source).with_context(|| format!("merging into ddmap {}", target.display()))?;
             tracing::info!("name sum matches on source and target, good");
             tracing::info!("source is greater or equal to target size, good");
             t
@@ -58,14 +57,8 @@ fn merge_into_target(source: &Ddmap, target: &Path) -> anyhow::Result<MergeRepor
         None => source.clone(),
     };
     tracing::info!("opened target map {}", target.display());
-    tracing::info!(
-        "source->map_size {} target->map_size {}",
-        source.map.word_count(),
-        before
-    );
-    let bytes = merged
-        .to_bytes()
-        .with_context(|| format!("ddmap {}", target.display()))?;
+    tracing::info!("source->map_size {} target->map_size {}", source.map.word_count(), before);
+    let bytes = merged.to_bytes().with_context(|| format!("ddmap {}", target.display()))?;
     write_atomic(target, &bytes).with_context(|| format!("writing ddmap {}", target.display()))?;
     tracing::info!("merge completed");
     Ok(MergeReport {
@@ -93,18 +86,11 @@ pub fn merge_extents(
     name: &str,
     target: &Path,
 ) -> anyhow::Result<MergeReport> {
-    let extents = parse_extents(extents_text, volume_size)
-        .with_context(|| format!("extent list {extents_origin}"))?;
+    let extents = parse_extents(extents_text, volume_size).with_context(|| format!("extent list {extents_origin}"))?;
     let mut map = Ddmap::for_volume(name, volume_size);
     for e in &extents {
-        map.map
-            .set_range(SegmentGeometry::segments_touched(e.offset, e.length));
+        map.map.set_range(SegmentGeometry::segments_touched(e.offset, e.length));
     }
-    tracing::info!(
-        "{} extents from {}, {} segments flagged",
-        extents.len(),
-        extents_origin,
-        map.map.count_set()
-    );
+    tracing::info!("{} extents from {}, {} segments flagged", extents.len(), extents_origin, map.map.count_set());
     merge_into_target(&map, target)
 }

@@ -19,11 +19,7 @@ pub(super) fn usage() -> String {
         env!("CARGO_PKG_VERSION")
     );
     for t in tools() {
-        let aliases = if t.aliases.is_empty() {
-            String::new()
-        } else {
-            format!(" (also: {})", t.aliases.join(", "))
-        };
+        let aliases = if t.aliases.is_empty() { String::new() } else { format!(" (also: {})", t.aliases.join(", ")) };
         s.push_str(&format!("  {:<24} {}{}\n", t.name, t.about, aliases));
     }
     s.push_str("\nRun 'santools TOOL --help' for a tool's options.\nExit codes: 0 success, 1 differences found (verify), 2 error.\n");
@@ -47,11 +43,7 @@ pub(super) fn print_version() -> u8 {
 }
 
 pub(super) fn print_list() -> u8 {
-    let names: String = tools()
-        .iter()
-        .flat_map(|t| t.names())
-        .map(|n| format!("{n}\n"))
-        .collect();
+    let names: String = tools().iter().flat_map(|t| t.names()).map(|n| format!("{n}\n")).collect();
     print_or_broken_pipe(&names)
 }
 
@@ -71,11 +63,7 @@ pub(super) fn install_links(args: Vec<OsString>) -> u8 {
         Ok(p) => p,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                exit::ERROR
-            } else {
-                exit::OK
-            };
+            return if e.use_stderr() { exit::ERROR } else { exit::OK };
         }
     };
     match do_install_links(&parsed) {
@@ -89,9 +77,7 @@ fn do_install_links(args: &InstallLinksArgs) -> anyhow::Result<()> {
         Some(t) => t.clone(),
         None => std::env::current_exe().context("finding this executable")?,
     };
-    let exe = exe
-        .canonicalize()
-        .with_context(|| format!("resolving {}", exe.display()))?;
+    let exe = exe.canonicalize().with_context(|| format!("resolving {}", exe.display()))?;
     if !args.dir.is_dir() {
         bail!("{} is not a directory", args.dir.display());
     }
@@ -101,13 +87,8 @@ fn do_install_links(args: &InstallLinksArgs) -> anyhow::Result<()> {
         let link = args.dir.join(name);
         match std::fs::symlink_metadata(&link) {
             Ok(meta) if meta.file_type().is_symlink() => {
-                let dest = std::fs::read_link(&link)
-                    .with_context(|| format!("reading link {}", link.display()))?;
-                let dest_abs = if dest.is_absolute() {
-                    dest.clone()
-                } else {
-                    args.dir.join(&dest)
-                };
+                let dest = std::fs::read_link(&link).with_context(|| format!("reading link {}", link.display()))?;
+                let dest_abs = if dest.is_absolute() { dest.clone() } else { args.dir.join(&dest) };
                 if dest_abs.canonicalize().ok().as_deref() != Some(exe.as_path()) {
                     bail!(
                         "refusing to replace {}: it is a link to {}, not to {}",
@@ -117,17 +98,13 @@ fn do_install_links(args: &InstallLinksArgs) -> anyhow::Result<()> {
                     );
                 }
             }
-            Ok(_) => bail!(
-                "refusing to replace {}: it is not a santools link",
-                link.display()
-            ),
+            Ok(_) => bail!("refusing to replace {}: it is not a santools link", link.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => to_create.push(link),
             Err(e) => return Err(e).with_context(|| format!("inspecting {}", link.display())),
         }
     }
     for link in to_create {
-        std::os::unix::fs::symlink(&exe, &link)
-            .with_context(|| format!("creating link {}", link.display()))?;
+        std::os::unix::fs::symlink(&exe, &link).with_context(|| format!("creating link {}", link.display()))?;
         tracing::info!("linked {} -> {}", link.display(), exe.display());
     }
     Ok(())
@@ -147,18 +124,11 @@ pub(super) fn check_config(args: Vec<OsString>) -> u8 {
         Ok(p) => p,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                exit::ERROR
-            } else {
-                exit::OK
-            };
+            return if e.use_stderr() { exit::ERROR } else { exit::OK };
         }
     };
     match Config::load(Some(Path::new(&parsed.config))) {
-        Ok(_) => print_or_broken_pipe(&format!(
-            "{}: configuration is valid\n",
-            parsed.config.display()
-        )),
+        Ok(_) => print_or_broken_pipe(&format!("{}: configuration is valid\n", parsed.config.display())),
         Err(e) => exit::report_error("santools check-config", &e.into()),
     }
 }

@@ -42,11 +42,7 @@ pub fn run_tool(tool: &Tool, args: Vec<OsString>) -> u8 {
         Ok(m) => m,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                exit::ERROR
-            } else {
-                exit::OK
-            };
+            return if e.use_stderr() { exit::ERROR } else { exit::OK };
         }
     };
     match (tool.run)(&matches) {
@@ -56,10 +52,7 @@ pub fn run_tool(tool: &Tool, args: Vec<OsString>) -> u8 {
 }
 
 fn invoked_name(arg0: &OsString) -> String {
-    Path::new(arg0)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    Path::new(arg0).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Entry point for `main`: returns the process exit code.

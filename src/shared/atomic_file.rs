@@ -42,29 +42,15 @@ impl AtomicFile {
         let dir = parent_dir(final_path);
         for attempt in 0..100u32 {
             let temp_path = dir.join(format!(".{name}.tmp.{}.{attempt}", std::process::id()));
-            match OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&temp_path)
-            {
+            match OpenOptions::new().read(true).write(true).create_new(true).mode(0o644).open(&temp_path) {
                 Ok(file) => {
-                    return Ok(AtomicFile {
-                        file,
-                        temp_path,
-                        final_path: final_path.to_path_buf(),
-                        committed: false,
-                    })
+                    return Ok(AtomicFile { file, temp_path, final_path: final_path.to_path_buf(), committed: false })
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "no free temporary file name",
-        ))
+        Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free temporary file name"))
     }
 
     pub fn file(&self) -> &File {
@@ -118,10 +104,6 @@ mod tests {
             (&f.file).write_all(b"abandoned").unwrap();
         }
         assert_eq!(fs::read(&p).unwrap(), b"new");
-        assert_eq!(
-            fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "temp file left behind"
-        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "temp file left behind");
     }
 }

@@ -31,9 +31,7 @@ pub struct ChangeMap {
 impl ChangeMap {
     /// An all-clear map of `words` words.
     pub fn new(words: usize) -> Self {
-        ChangeMap {
-            words: vec![0; words],
-        }
+        ChangeMap { words: vec![0; words] }
     }
 
     pub fn from_words(words: Vec<u32>) -> Self {
@@ -55,9 +53,7 @@ impl ChangeMap {
 
     pub fn is_set(&self, segment: u64) -> bool {
         let w = (segment / SEGMENTS_PER_WORD) as usize;
-        self.words
-            .get(w)
-            .is_some_and(|word| word & (1 << (segment % SEGMENTS_PER_WORD)) != 0)
+        self.words.get(w).is_some_and(|word| word & (1 << (segment % SEGMENTS_PER_WORD)) != 0)
     }
 
     /// Sets one segment's bit; segments past the map are ignored, as the
@@ -106,10 +102,7 @@ impl ChangeMap {
     }
 
     fn or_word(&mut self, index: u64, mask: u32) {
-        if let Some(word) = usize::try_from(index)
-            .ok()
-            .and_then(|i| self.words.get_mut(i))
-        {
+        if let Some(word) = usize::try_from(index).ok().and_then(|i| self.words.get_mut(i)) {
             *word |= mask;
         }
     }
@@ -123,11 +116,7 @@ impl ChangeMap {
             let w = (s / SEGMENTS_PER_WORD) as usize;
             let bit = s % SEGMENTS_PER_WORD;
             let n = (SEGMENTS_PER_WORD - bit).min(end - s);
-            let mask = if n == 32 {
-                u32::MAX
-            } else {
-                ((1u32 << n) - 1) << bit
-            };
+            let mask = if n == 32 { u32::MAX } else { ((1u32 << n) - 1) << bit };
             self.words[w] |= mask;
             s += n;
         }
@@ -243,14 +232,8 @@ mod tests {
         let mut a = ChangeMap::new(2);
         a.set_range(SegmentRange::new(3, 6));
         a.set(40);
-        assert_eq!(
-            a.set_ranges(SegmentRange::new(0, 64)),
-            vec![SegmentRange::new(3, 6), SegmentRange::new(40, 41)]
-        );
-        assert_eq!(
-            a.set_ranges(SegmentRange::new(4, 40)),
-            vec![SegmentRange::new(4, 6)]
-        );
+        assert_eq!(a.set_ranges(SegmentRange::new(0, 64)), vec![SegmentRange::new(3, 6), SegmentRange::new(40, 41)]);
+        assert_eq!(a.set_ranges(SegmentRange::new(4, 40)), vec![SegmentRange::new(4, 6)]);
         let mut b = ChangeMap::new(3);
         b.set(70);
         a.merge_or(&b);

@@ -17,11 +17,7 @@ pub enum ChecksumFileError {
     #[error("length {len} bytes is not a multiple of {record} (not a ddless checksum file?)", record = ChecksumRecord::SIZE)]
     NotWholeRecords { len: u64 },
     #[error("holds {found} records ({found_bytes} bytes of volume) but the source has {expected} segments ({volume_size} bytes)", found_bytes = found * crate::shared::segment::SEGMENT_SIZE)]
-    DoesNotFit {
-        found: u64,
-        expected: u64,
-        volume_size: u64,
-    },
+    DoesNotFit { found: u64, expected: u64, volume_size: u64 },
 }
 
 /// Expected checksum file length for a volume.
@@ -72,19 +68,11 @@ impl ChecksumFile {
 
     /// Reads `out.len()` records starting at record `first`. Records past the
     /// end of the file read as [`ChecksumRecord::INVALID`].
-    pub fn read_records(
-        &self,
-        first: u64,
-        out: &mut Vec<ChecksumRecord>,
-        count: usize,
-    ) -> io::Result<()> {
+    pub fn read_records(&self, first: u64, out: &mut Vec<ChecksumRecord>, count: usize) -> io::Result<()> {
         let mut bytes = vec![0u8; count * ChecksumRecord::SIZE];
         let mut done = 0;
         while done < bytes.len() {
-            let n = self.file.read_at(
-                &mut bytes[done..],
-                first * ChecksumRecord::SIZE as u64 + done as u64,
-            )?;
+            let n = self.file.read_at(&mut bytes[done..], first * ChecksumRecord::SIZE as u64 + done as u64)?;
             if n == 0 {
                 break; // past the end: stays zero = INVALID
             }
@@ -96,10 +84,7 @@ impl ChecksumFile {
 
     /// Writes consecutive records starting at record `first`.
     pub fn write_records(&self, first: u64, records: &[ChecksumRecord]) -> io::Result<()> {
-        self.file.write_all_at(
-            &encode_records(records),
-            first * ChecksumRecord::SIZE as u64,
-        )
+        self.file.write_all_at(&encode_records(records), first * ChecksumRecord::SIZE as u64)
     }
 
     /// Grows (new records are INVALID, as the file system fills with zeros)
@@ -122,15 +107,9 @@ mod tests {
         let g = SegmentGeometry::new(5_368_709_120);
         assert_eq!(checksum_file_len(&g), 2_621_440); // the seed's "checksum file size"
         assert_eq!(record_count(16), Ok(2));
-        assert_eq!(
-            record_count(17),
-            Err(ChecksumFileError::NotWholeRecords { len: 17 })
-        );
+        assert_eq!(record_count(17), Err(ChecksumFileError::NotWholeRecords { len: 17 }));
         assert!(check_fits(2_621_440, &g).is_ok());
-        assert!(matches!(
-            check_fits(8, &g),
-            Err(ChecksumFileError::DoesNotFit { found: 1, .. })
-        ));
+        assert!(matches!(check_fits(8, &g), Err(ChecksumFileError::DoesNotFit { found: 1, .. })));
     }
 
     #[test]
@@ -142,15 +121,7 @@ mod tests {
         cf.set_records(3).unwrap();
         let mut out = Vec::new();
         cf.read_records(0, &mut out, 4).unwrap();
-        assert_eq!(
-            out,
-            vec![
-                r,
-                ChecksumRecord::INVALID,
-                ChecksumRecord::INVALID,
-                ChecksumRecord::INVALID
-            ]
-        );
+        assert_eq!(out, vec![r, ChecksumRecord::INVALID, ChecksumRecord::INVALID, ChecksumRecord::INVALID]);
         assert_eq!(cf.records().unwrap(), 3);
     }
 }

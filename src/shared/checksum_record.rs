@@ -20,17 +20,11 @@ impl ChecksumRecord {
     /// Bytes per record in the checksum file.
     pub const SIZE: usize = 8;
     /// The reserved "unknown" record.
-    pub const INVALID: ChecksumRecord = ChecksumRecord {
-        crc32: 0,
-        murmur3: 0,
-    };
+    pub const INVALID: ChecksumRecord = ChecksumRecord { crc32: 0, murmur3: 0 };
 
     /// Checksum of one segment's bytes (the last segment may be short).
     pub fn of(data: &[u8]) -> Self {
-        ChecksumRecord {
-            crc32: crc32fast::hash(data),
-            murmur3: murmur3_x86_32(data, 0),
-        }
+        ChecksumRecord { crc32: crc32fast::hash(data), murmur3: murmur3_x86_32(data, 0) }
     }
 
     /// True for the reserved record, which never vouches for any data.
@@ -69,10 +63,7 @@ pub fn checksum_segments(data: &[u8], out: &mut Vec<ChecksumRecord>) {
         let lanes: [&[u8]; 8] = std::array::from_fn(|l| &data[(i + l) * seg..(i + l + 1) * seg]);
         let mm = murmur3_x86_32_x8(lanes);
         for (l, lane) in lanes.iter().enumerate() {
-            out.push(ChecksumRecord {
-                crc32: crc32fast::hash(lane),
-                murmur3: mm[l],
-            });
+            out.push(ChecksumRecord { crc32: crc32fast::hash(lane), murmur3: mm[l] });
         }
         i += 8;
     }
@@ -94,9 +85,7 @@ pub fn encode_records(records: &[ChecksumRecord]) -> Vec<u8> {
 /// callers validate the length first).
 pub fn decode_records(bytes: &[u8], out: &mut Vec<ChecksumRecord>) {
     for c in bytes.chunks_exact(ChecksumRecord::SIZE) {
-        out.push(ChecksumRecord::from_bytes([
-            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
-        ]));
+        out.push(ChecksumRecord::from_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
     }
 }
 

@@ -29,11 +29,7 @@ pub enum DdmapFormatError {
     #[error("unsupported version {found}: this tool reads version {DDMAP_VERSION}")]
     UnsupportedVersion { found: u32 },
     #[error("header map_size {map_size} words needs {expected} bytes of map data, found {found}")]
-    LengthMismatch {
-        map_size: u32,
-        expected: u64,
-        found: u64,
-    },
+    LengthMismatch { map_size: u32, expected: u64, found: u64 },
     #[error("map of {words} words does not fit the u32 map_size field")]
     TooLarge { words: usize },
 }
@@ -43,10 +39,7 @@ pub enum DdmapMergeError {
     #[error("name_sum mismatch: source 0x{source_sum:08x}, target 0x{target_sum:08x} (maps of different volumes?)")]
     NameMismatch { source_sum: u32, target_sum: u32 },
     #[error("source map_size {source_words} is smaller than target map_size {target_words}")]
-    SourceSmaller {
-        source_words: usize,
-        target_words: usize,
-    },
+    SourceSmaller { source_words: usize, target_words: usize },
 }
 
 /// The fixed header fields.
@@ -72,17 +65,12 @@ impl DdmapHeader {
         if magic != DDMAP_MAGIC {
             return Err(DdmapFormatError::BadMagic { found: magic });
         }
-        let u32_at =
-            |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+        let u32_at = |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
         let version = u32_at(8);
         if version != DDMAP_VERSION {
             return Err(DdmapFormatError::UnsupportedVersion { found: version });
         }
-        Ok(DdmapHeader {
-            version,
-            name_sum: u32_at(12),
-            map_size: u32_at(16),
-        })
+        Ok(DdmapHeader { version, name_sum: u32_at(12), map_size: u32_at(16) })
     }
 
     pub fn to_bytes(&self) -> [u8; DDMAP_HEADER_SIZE] {
@@ -97,8 +85,7 @@ impl DdmapHeader {
 
 /// Wrapping sum of the bytes of a map name such as "<target iqn>.<lun>".
 pub fn name_sum(name: &[u8]) -> u32 {
-    name.iter()
-        .fold(0u32, |acc, &b| acc.wrapping_add(u32::from(b)))
+    name.iter().fold(0u32, |acc, &b| acc.wrapping_add(u32::from(b)))
 }
 
 /// A whole ddmap: its identity and its bitmap.
@@ -111,22 +98,13 @@ pub struct Ddmap {
 impl Ddmap {
     /// An all-clear map for a volume of `volume_size` bytes named `name`.
     pub fn for_volume(name: &str, volume_size: u64) -> Self {
-        Ddmap {
-            name_sum: name_sum(name.as_bytes()),
-            map: ChangeMap::new(words_for_volume(volume_size) as usize),
-        }
+        Ddmap { name_sum: name_sum(name.as_bytes()), map: ChangeMap::new(words_for_volume(volume_size) as usize) }
     }
 
     pub fn header(&self) -> Result<DdmapHeader, DdmapFormatError> {
-        let map_size =
-            u32::try_from(self.map.word_count()).map_err(|_| DdmapFormatError::TooLarge {
-                words: self.map.word_count(),
-            })?;
-        Ok(DdmapHeader {
-            version: DDMAP_VERSION,
-            name_sum: self.name_sum,
-            map_size,
-        })
+        let map_size = u32::try_from(self.map.word_count())
+            .map_err(|_| DdmapFormatError::TooLarge { words: self.map.word_count() })?;
+        Ok(DdmapHeader { version: DDMAP_VERSION, name_sum: self.name_sum, map_size })
     }
 
     /// Parses a complete ddmap; the data must be exactly `map_size` words.
@@ -140,14 +118,8 @@ impl Ddmap {
                 found: data.len() as u64,
             });
         }
-        let words = data
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        Ok(Ddmap {
-            name_sum: header.name_sum,
-            map: ChangeMap::from_words(words),
-        })
+        let words = data.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        Ok(Ddmap { name_sum: header.name_sum, map: ChangeMap::from_words(words) })
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, DdmapFormatError> {
@@ -170,10 +142,7 @@ impl Ddmap {
     /// source grows the target. On error `self` is unchanged.
     pub fn merge_from(&mut self, source: &Ddmap) -> Result<(), DdmapMergeError> {
         if source.name_sum != self.name_sum {
-            return Err(DdmapMergeError::NameMismatch {
-                source_sum: source.name_sum,
-                target_sum: self.name_sum,
-            });
+            return Err(DdmapMergeError::NameMismatch { source_sum: source.name_sum, target_sum: self.name_sum });
         }
         if source.map.word_count() < self.map.word_count() {
             return Err(DdmapMergeError::SourceSmaller {
@@ -211,48 +180,27 @@ mod tests {
     #[test]
     fn name_sum_wraps() {
         assert_eq!(name_sum(b"abc"), 97 + 98 + 99);
-        assert_eq!(
-            name_sum(&vec![0xff; 20_000_000]),
-            (0xffu64 * 20_000_000 % (1 << 32)) as u32
-        );
+        assert_eq!(name_sum(&vec![0xff; 20_000_000]), (0xffu64 * 20_000_000 % (1 << 32)) as u32);
     }
 
     #[test]
     fn rejects_bad_input_naming_the_field() {
         let good = sample().to_bytes().unwrap();
-        assert_eq!(
-            Ddmap::parse(&good[..10]),
-            Err(DdmapFormatError::TooShort { len: 10 })
-        );
+        assert_eq!(Ddmap::parse(&good[..10]), Err(DdmapFormatError::TooShort { len: 10 }));
         let mut bad = good.clone();
         bad[0] = b'x';
-        assert!(matches!(
-            Ddmap::parse(&bad),
-            Err(DdmapFormatError::BadMagic { .. })
-        ));
+        assert!(matches!(Ddmap::parse(&bad), Err(DdmapFormatError::BadMagic { .. })));
         let mut bad = good.clone();
         bad[8] = 2;
-        assert_eq!(
-            Ddmap::parse(&bad),
-            Err(DdmapFormatError::UnsupportedVersion { found: 2 })
-        );
-        assert!(matches!(
-            Ddmap::parse(&good[..good.len() - 1]),
-            Err(DdmapFormatError::LengthMismatch { .. })
-        ));
+        assert_eq!(Ddmap::parse(&bad), Err(DdmapFormatError::UnsupportedVersion { found: 2 }));
+        assert!(matches!(Ddmap::parse(&good[..good.len() - 1]), Err(DdmapFormatError::LengthMismatch { .. })));
         let mut long = good.clone();
         long.extend_from_slice(&[0, 0, 0, 0]);
-        assert!(matches!(
-            Ddmap::parse(&long),
-            Err(DdmapFormatError::LengthMismatch { .. })
-        ));
+        assert!(matches!(Ddmap::parse(&long), Err(DdmapFormatError::LengthMismatch { .. })));
         // A header claiming 4G words must not allocate: the length check fails first.
         let mut huge = good[..20].to_vec();
         huge[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(
-            Ddmap::parse(&huge),
-            Err(DdmapFormatError::LengthMismatch { .. })
-        ));
+        assert!(matches!(Ddmap::parse(&huge), Err(DdmapFormatError::LengthMismatch { .. })));
     }
 
     #[test]
@@ -260,16 +208,10 @@ mod tests {
         let mut target = sample();
         let mut other_name = sample();
         other_name.name_sum ^= 1;
-        assert!(matches!(
-            target.merge_from(&other_name),
-            Err(DdmapMergeError::NameMismatch { .. })
-        ));
+        assert!(matches!(target.merge_from(&other_name), Err(DdmapMergeError::NameMismatch { .. })));
         let mut smaller = sample();
         smaller.map = ChangeMap::new(2);
-        assert!(matches!(
-            target.merge_from(&smaller),
-            Err(DdmapMergeError::SourceSmaller { .. })
-        ));
+        assert!(matches!(target.merge_from(&smaller), Err(DdmapMergeError::SourceSmaller { .. })));
         assert_eq!(target, sample());
         let mut larger = sample();
         larger.map = ChangeMap::new(10);

@@ -31,20 +31,14 @@ pub fn parse_extents(text: &str, volume_size: u64) -> Result<Vec<Extent>, Extent
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let err = |reason| ExtentParseError {
-            line: i + 1,
-            text: raw.chars().take(80).collect(),
-            reason,
-        };
+        let err = |reason| ExtentParseError { line: i + 1, text: raw.chars().take(80).collect(), reason };
         let mut fields = line.split_whitespace();
         let (Some(o), Some(l), None) = (fields.next(), fields.next(), fields.next()) else {
             return Err(err("expected two numbers, OFFSET LENGTH in bytes"));
         };
         let offset = parse_number(o).ok_or_else(|| err("OFFSET is not a non-negative integer"))?;
         let length = parse_number(l).ok_or_else(|| err("LENGTH is not a non-negative integer"))?;
-        let end = offset
-            .checked_add(length)
-            .ok_or_else(|| err("OFFSET + LENGTH overflows"))?;
+        let end = offset.checked_add(length).ok_or_else(|| err("OFFSET + LENGTH overflows"))?;
         if end > volume_size {
             return Err(err("extent ends past the volume size given by --size"));
         }
@@ -60,19 +54,7 @@ mod tests {
     #[test]
     fn parses_lists_with_comments_and_hex() {
         let got = parse_extents("# dirty\n0 4096\n\n  0x10000   16384 \n", 1 << 20).unwrap();
-        assert_eq!(
-            got,
-            vec![
-                Extent {
-                    offset: 0,
-                    length: 4096
-                },
-                Extent {
-                    offset: 65536,
-                    length: 16384
-                }
-            ]
-        );
+        assert_eq!(got, vec![Extent { offset: 0, length: 4096 }, Extent { offset: 65536, length: 16384 }]);
     }
 
     #[test]
@@ -81,14 +63,8 @@ mod tests {
         assert_eq!(e.line, 2);
         assert!(e.to_string().contains("line 2"));
         assert_eq!(parse_extents("1 2 3", 100).unwrap_err().line, 1);
-        assert!(parse_extents("90 20", 100)
-            .unwrap_err()
-            .reason
-            .contains("past the volume"));
-        assert!(parse_extents("18446744073709551615 2", u64::MAX)
-            .unwrap_err()
-            .reason
-            .contains("overflow"));
+        assert!(parse_extents("90 20", 100).unwrap_err().reason.contains("past the volume"));
+        assert!(parse_extents("18446744073709551615 2", u64::MAX).unwrap_err().reason.contains("overflow"));
         assert!(parse_extents("-1 2", 100).is_err());
     }
 }

@@ -24,11 +24,7 @@ fn armed() -> Option<&'static Armed> {
                 Some((n, c)) => (n.to_string(), c.parse().ok()?),
                 None => (spec, 1),
             };
-            Some(Armed {
-                name,
-                nth,
-                hits: AtomicU64::new(0),
-            })
+            Some(Armed { name, nth, hits: AtomicU64::new(0) })
         })
         .as_ref()
 }

@@ -24,14 +24,9 @@ pub fn lock_exclusive(file: &File, path: &Path) -> Result<(), LockError> {
     }
     let err = io::Error::last_os_error();
     if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Err(LockError::Busy {
-            path: path.to_path_buf(),
-        })
+        Err(LockError::Busy { path: path.to_path_buf() })
     } else {
-        Err(LockError::Io {
-            path: path.to_path_buf(),
-            source: err,
-        })
+        Err(LockError::Io { path: path.to_path_buf(), source: err })
     }
 }
 
@@ -56,10 +51,7 @@ impl LockFile {
             .truncate(false)
             .mode(0o644)
             .open(&path)
-            .map_err(|source| LockError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(|source| LockError::Io { path: path.clone(), source })?;
         lock_exclusive(&file, &path)?;
         Ok(LockFile { _file: file, path })
     }

@@ -18,10 +18,7 @@ fn mix_k(k: u32) -> u32 {
 
 #[inline(always)]
 fn mix_h(h: u32, k: u32) -> u32 {
-    (h ^ mix_k(k))
-        .rotate_left(13)
-        .wrapping_mul(5)
-        .wrapping_add(N)
+    (h ^ mix_k(k)).rotate_left(13).wrapping_mul(5).wrapping_add(N)
 }
 
 #[inline(always)]
@@ -162,10 +159,7 @@ mod tests {
         assert_eq!(murmur3_x86_32(b"", 0xffff_ffff), 0x81f1_6f39);
         assert_eq!(murmur3_x86_32(&[0, 0, 0, 0], 0), 0x2362_f9de);
         assert_eq!(murmur3_x86_32(b"Hello, world!", 1234), 0xfaf6_cdb3);
-        assert_eq!(
-            murmur3_x86_32(b"The quick brown fox jumps over the lazy dog", 0),
-            0x2e4f_f723
-        );
+        assert_eq!(murmur3_x86_32(b"The quick brown fox jumps over the lazy dog", 0), 0x2e4f_f723);
     }
 
     proptest! {
@@ -188,9 +182,7 @@ mod tests {
 
     #[test]
     fn x8_on_full_segments() {
-        let data: Vec<u8> = (0..8 * 16384u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
+        let data: Vec<u8> = (0..8 * 16384u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         let lanes: [&[u8]; 8] = std::array::from_fn(|i| &data[i * 16384..(i + 1) * 16384]);
         let got = murmur3_x86_32_x8(lanes);
         for (i, lane) in lanes.iter().enumerate() {
@@ -202,16 +194,7 @@ mod tests {
     fn x8_with_unequal_lengths_falls_back() {
         let a = [1u8; 10];
         let b = [2u8; 11];
-        let lanes = [
-            &a[..],
-            &b[..],
-            &a[..],
-            &a[..],
-            &a[..],
-            &a[..],
-            &a[..],
-            &a[..],
-        ];
+        let lanes = [&a[..], &b[..], &a[..], &a[..], &a[..], &a[..], &a[..], &a[..]];
         let got = murmur3_x86_32_x8(lanes);
         assert_eq!(got[1], oracle(&b, 0));
         assert_eq!(got[0], oracle(&a, 0));

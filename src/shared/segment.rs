@@ -160,7 +160,7 @@ mod tests {
             (1, 1, 1, 1),
             (16384, 1, 0, 1),
             (16385, 2, 1, 1),
-            (5_368_709_120, 327_680, 0, 640), // the seed's 5 GB volume
+            (5_368_709_120, 327_680, 0, 640),         // the seed's 5 GB volume
             (536_870_912_000, 32_768_000, 0, 64_000), // the seed's 500 GB volume
         ];
         for (size, segs, rem, bufs) in cases {
@@ -177,10 +177,7 @@ mod tests {
         assert_eq!(g.segment_len(0), SEGMENT_SIZE);
         assert_eq!(g.segment_len(3), 100);
         assert_eq!(g.segment_len(4), 0);
-        assert_eq!(
-            g.byte_range(SegmentRange::new(2, 4)),
-            2 * SEGMENT_SIZE..3 * SEGMENT_SIZE + 100
-        );
+        assert_eq!(g.byte_range(SegmentRange::new(2, 4)), 2 * SEGMENT_SIZE..3 * SEGMENT_SIZE + 100);
     }
 
     #[test]
@@ -194,22 +191,10 @@ mod tests {
 
     #[test]
     fn segments_touched_by_byte_ranges() {
-        assert_eq!(
-            SegmentGeometry::segments_touched(0, 16384),
-            SegmentRange::new(0, 1)
-        );
-        assert_eq!(
-            SegmentGeometry::segments_touched(0, 16385),
-            SegmentRange::new(0, 2)
-        );
-        assert_eq!(
-            SegmentGeometry::segments_touched(16383, 2),
-            SegmentRange::new(0, 2)
-        );
-        assert_eq!(
-            SegmentGeometry::segments_touched(17000, 1),
-            SegmentRange::new(1, 2)
-        );
+        assert_eq!(SegmentGeometry::segments_touched(0, 16384), SegmentRange::new(0, 1));
+        assert_eq!(SegmentGeometry::segments_touched(0, 16385), SegmentRange::new(0, 2));
+        assert_eq!(SegmentGeometry::segments_touched(16383, 2), SegmentRange::new(0, 2));
+        assert_eq!(SegmentGeometry::segments_touched(17000, 1), SegmentRange::new(1, 2));
         assert!(SegmentGeometry::segments_touched(17000, 0).is_empty());
     }
 
@@ -221,13 +206,6 @@ mod tests {
         }
         b.push_range(SegmentRange::new(10, 12));
         b.push_range(SegmentRange::new(12, 13));
-        assert_eq!(
-            b.finish(),
-            vec![
-                SegmentRange::new(1, 4),
-                SegmentRange::new(7, 9),
-                SegmentRange::new(10, 13)
-            ]
-        );
+        assert_eq!(b.finish(), vec![SegmentRange::new(1, 4), SegmentRange::new(7, 9), SegmentRange::new(10, 13)]);
     }
 }

@@ -1,0 +1,145 @@
+//! kill -9 tests: ddless is killed at random moments and at each step of
+//! its commit protocol; afterwards every record must vouch only for data the
+//! target holds (checked with `ddless --verify` against the target), and
+//! rerunning the same command must make the target identical to the
+//! source, including when the source went back to its old bytes.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+const FAILPOINTS: &[&str] = &[
+    "ddless.after-invalidate-write",
+    "ddless.after-invalidate-sync",
+    "ddless.mid-pending-write",
+    "ddless.before-target-sync",
+    "ddless.after-target-sync",
+    "ddless.mid-record-write",
+    "ddless.before-final-sync",
+    "atomic.before-rename",
+];
+
+fn copy_cmd(src: &Path, sums: &Path, tgt: &Path) -> Command {
+    let mut c = tool("ddless");
+    c.arg("-s").arg(src).arg("-c").arg(sums).arg("-t").arg(tgt);
+    // Small checkpoints and batches: many protocol steps per run.
+    c.args(["-w", "2", "--checkpoint-mb", "4", "--invalidate-batch-mb", "2", "-q"]);
+    c
+}
+
+/// Every segment whose record does not match the target must have an
+/// INVALID record: a valid record never lies.
+fn assert_records_never_lie(tgt: &Path, sums: &Path, ctx: &str) {
+    if !sums.exists() || !tgt.exists() {
+        return;
+    }
+    let len = std::fs::metadata(sums).unwrap().len();
+    let tlen = std::fs::metadata(tgt).unwrap().len();
+    if len % 8 != 0 || len / 8 != tlen.div_ceil(SEG as u64) {
+        return; // resized state: the next run resizes again; checked by the rerun
+    }
+    let o = run(tool("ddless").arg("--verify").arg("--json").arg("-s").arg(tgt).arg("-c").arg(sums));
+    assert!(o.status.code() == Some(0) || o.status.code() == Some(1), "{ctx}: verify failed: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    for m in v["mismatches"].as_array().unwrap() {
+        let segs = m["last_segment"].as_u64().unwrap() - m["first_segment"].as_u64().unwrap() + 1;
+        assert_eq!(
+            m["invalid_records"].as_u64().unwrap(),
+            segs,
+            "{ctx}: a valid record vouches for data the target does not hold: {m}"
+        );
+    }
+}
+
+#[test]
+fn kill_at_random_moments_then_rerun_converges() {
+    let d = tempfile::tempdir().unwrap();
+    let (src, sums, tgt) = (d.path().join("src"), d.path().join("sums"), d.path().join("tgt"));
+    let mut rng = Rng(0xC0FFEE);
+    let size = 48 << 20;
+    let mut versions = vec![rng.bytes(size)];
+    write(&src, &versions[0]);
+    // Time one full run to spread the kills over it.
+    let t = Instant::now();
+    assert!(copy_cmd(&src, &sums, &tgt).status().unwrap().success());
+    let full = t.elapsed().max(Duration::from_millis(20));
+    let mut killed = 0;
+    for round in 0..40 {
+        let mut data = if round % 5 == 4 {
+            versions[rng.below(versions.len() as u64) as usize].clone()
+        } else {
+            versions.last().unwrap().clone()
+        };
+        if round % 5 != 4 {
+            let n = 1 + rng.below(size as u64 / SEG as u64 / 2) as usize;
+            mutate_segments(&mut rng, &mut data, n);
+        }
+        write(&src, &data);
+        versions.push(data.clone());
+        let mut child = copy_cmd(&src, &sums, &tgt).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(full.mul_f64(rng.below(1000) as f64 / 1000.0));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed += 1;
+        }
+        child.wait().unwrap();
+        assert_records_never_lie(&tgt, &sums, &format!("round {round}"));
+    }
+    assert!(killed >= 10, "only {killed} of 40 runs were killed mid-way; the test did not exercise crashes");
+    let last = versions.last().unwrap();
+    assert!(copy_cmd(&src, &sums, &tgt).status().unwrap().success());
+    assert_eq!(&read(&tgt), last, "rerun after kills left the target different from the source");
+    assert_eq!(read(&sums), reference_checksums(last));
+}
+
+#[test]
+fn kill_at_each_protocol_step_then_rerun_converges_even_after_revert() {
+    for (i, fp) in FAILPOINTS.iter().enumerate() {
+        for nth in [1u32, 2, 5] {
+            let d = tempfile::tempdir().unwrap();
+            let (src, sums, tgt) = (d.path().join("src"), d.path().join("sums"), d.path().join("tgt"));
+            let mut rng = Rng(100 + i as u64 * 7 + u64::from(nth));
+            let old = rng.bytes(24 << 20);
+            write(&src, &old);
+            assert!(copy_cmd(&src, &sums, &tgt).status().unwrap().success());
+            let mut new = old.clone();
+            mutate_segments(&mut rng, &mut new, 900);
+            write(&src, &new);
+            let status = copy_cmd(&src, &sums, &tgt).env("SANTOOLS_FAILPOINT", format!("{fp}:{nth}")).status().unwrap();
+            let ctx = format!("{fp}:{nth}");
+            assert_records_never_lie(&tgt, &sums, &ctx);
+            // The revert case: the source goes back to its old bytes.
+            write(&src, &old);
+            assert!(copy_cmd(&src, &sums, &tgt).status().unwrap().success(), "{ctx}");
+            assert_eq!(read(&tgt), old, "{ctx} (killed: {}): stale data after revert", !status.success());
+            assert_eq!(read(&sums), reference_checksums(&old), "{ctx}");
+        }
+    }
+}
+
+#[test]
+fn kill_during_first_copy_and_checksum_only_leaves_nothing_half_made() {
+    let d = tempfile::tempdir().unwrap();
+    let (src, sums, tgt) = (d.path().join("src"), d.path().join("sums"), d.path().join("tgt"));
+    let data = Rng(77).bytes(20 << 20);
+    write(&src, &data);
+    let s = copy_cmd(&src, &sums, &tgt).env("SANTOOLS_FAILPOINT", "ddless.mid-record-write:1").status().unwrap();
+    assert!(!s.success());
+    assert_records_never_lie(&tgt, &sums, "first copy");
+    assert!(copy_cmd(&src, &sums, &tgt).status().unwrap().success());
+    assert_eq!(read(&tgt), data);
+    // Checksum-only replaces atomically: a kill before the rename keeps the old file.
+    let before = read(&sums);
+    let s = tool("ddless")
+        .arg("-s")
+        .arg(&tgt)
+        .arg("-c")
+        .arg(&sums)
+        .env("SANTOOLS_FAILPOINT", "atomic.before-rename")
+        .status()
+        .unwrap();
+    assert!(!s.success());
+    assert_eq!(read(&sums), before);
+}

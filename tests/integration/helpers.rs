@@ -1,0 +1,143 @@
+//! Shared test helpers: running the binary, making volumes, and gating on
+//! real components (skip loudly, or fail when SANTOOLS_REQUIRE_REAL=1).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_santools"))
+}
+
+/// `santools TOOL ARGS...`
+pub fn tool(name: &str) -> Command {
+    let mut c = Command::new(bin());
+    c.arg(name);
+    c.env_remove("SANTOOLS_FAILPOINT");
+    c.stdin(Stdio::null());
+    c
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("running santools")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs and asserts success, returning stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let o = run(cmd);
+    assert!(o.status.success(), "command failed: {:?}\nstdout: {}\nstderr: {}", cmd, stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+/// Runs and asserts exit code 2 with all `needles` in stderr.
+pub fn fails_with(cmd: &mut Command, needles: &[&str]) -> String {
+    let o = run(cmd);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "expected exit 2 from {:?}\nstdout: {}\nstderr: {}", cmd, stdout(&o), err);
+    for n in needles {
+        assert!(err.contains(n), "stderr of {:?} lacks {:?}:\n{}", cmd, n, err);
+    }
+    assert!(!err.contains("panicked"), "panic: {err}");
+    err
+}
+
+/// Deterministic pseudo-random bytes.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        self.fill(&mut v);
+        v
+    }
+}
+
+pub const SEG: usize = 16384;
+
+/// Overwrites `count` random segments of `data` with fresh random bytes;
+/// returns the segment indices changed.
+pub fn mutate_segments(rng: &mut Rng, data: &mut [u8], count: usize) -> Vec<usize> {
+    let segs = data.len().div_ceil(SEG);
+    let mut changed = Vec::new();
+    for _ in 0..count {
+        let s = rng.below(segs as u64) as usize;
+        let end = ((s + 1) * SEG).min(data.len());
+        rng.fill(&mut data[s * SEG..end]);
+        changed.push(s);
+    }
+    changed
+}
+
+/// Independent recomputation of a checksum file with the reference crates.
+pub fn reference_checksums(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for seg in data.chunks(SEG) {
+        out.extend_from_slice(&crc32fast::hash(seg).to_le_bytes());
+        let mm = murmur3::murmur3_32(&mut std::io::Cursor::new(seg), 0).unwrap();
+        out.extend_from_slice(&mm.to_le_bytes());
+    }
+    out
+}
+
+pub fn require_real_components() -> bool {
+    std::env::var("SANTOOLS_REQUIRE_REAL").is_ok_and(|v| v == "1")
+}
+
+/// Returns true if the component is usable; otherwise skips loudly, or
+/// panics when SANTOOLS_REQUIRE_REAL=1.
+pub fn real_component(name: &str, available: bool, why: &str) -> bool {
+    if available {
+        return true;
+    }
+    let msg = format!("SKIPPED: real component '{name}' unavailable: {why}");
+    if require_real_components() {
+        panic!("{msg} (SANTOOLS_REQUIRE_REAL=1 forbids skipping)");
+    }
+    eprintln!("\n**************** {msg} ****************\n");
+    false
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no side effects.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain(["/usr/sbin", "/sbin"].iter().map(PathBuf::from))
+            .map(|d| d.join(cmd))
+            .find(|p| p.is_file())
+    })
+}
+
+pub fn write(path: &Path, data: &[u8]) {
+    std::fs::write(path, data).unwrap();
+}
+
+pub fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}

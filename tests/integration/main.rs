@@ -1,0 +1,11 @@
+//! Integration tests: the real santools binary on temp files, loop devices
+//! and (later) real daemons. One test binary, one module per area.
+
+mod helpers;
+
+mod ddless_cli;
+mod ddless_crash;
+mod ddless_loopdev;
+mod ddless_property;
+mod ddmap_cli;
+mod multicall;

@@ -1,0 +1,109 @@
+//! The multi-call front door: tool list, unknown names, dispatch through
+//! real symlinks, install-links, check-config.
+
+use std::process::Command;
+
+use crate::helpers::*;
+
+#[test]
+fn help_lists_the_tools() {
+    let out = ok(Command::new(bin()).arg("--help"));
+    assert!(out.contains("Usage: santools TOOL"));
+    for t in ["ddless", "ddmap", "install-links", "check-config", "Exit codes"] {
+        assert!(out.contains(t), "--help lacks {t}:\n{out}");
+    }
+    let list = ok(Command::new(bin()).arg("--list"));
+    assert!(list.lines().any(|l| l == "ddless") && list.lines().any(|l| l == "ddmap"));
+    assert!(ok(Command::new(bin()).arg("--version")).starts_with("santools "));
+}
+
+#[test]
+fn unknown_tool_is_a_clear_error() {
+    let o = run(Command::new(bin()).arg("ddmore"));
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("unknown tool 'ddmore'") && e.contains("ddless") && e.contains("ddmap"), "{e}");
+    let o = run(&mut Command::new(bin()));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("Usage"));
+}
+
+#[test]
+fn install_links_and_argv0_dispatch() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("bin");
+    std::fs::create_dir(&dir).unwrap();
+    ok(Command::new(bin()).arg("install-links").arg(&dir));
+    let out = ok(Command::new(dir.join("ddless")).arg("--help"));
+    assert!(out.contains("Usage: ddless"), "{out}");
+    let out = ok(Command::new(dir.join("ddmap")).arg("--help"));
+    assert!(out.contains("Usage: ddmap"));
+    // Through `santools ddless`, the usage line names the tool too.
+    assert!(ok(Command::new(bin()).args(["ddless", "--help"])).contains("Usage: ddless"));
+    // Idempotent; refuses to replace a foreign file or link.
+    ok(Command::new(bin()).arg("install-links").arg(&dir));
+    std::fs::remove_file(dir.join("ddmap")).unwrap();
+    std::fs::write(dir.join("ddmap"), "#!/bin/sh\n").unwrap();
+    let o = run(Command::new(bin()).arg("install-links").arg(&dir));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("refusing to replace") && stderr(&o).contains("ddmap"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(dir.join("ddmap")).unwrap(), "#!/bin/sh\n");
+    std::fs::remove_file(dir.join("ddmap")).unwrap();
+    std::os::unix::fs::symlink("/bin/true", dir.join("ddmap")).unwrap();
+    let o = run(Command::new(bin()).arg("install-links").arg(&dir));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("it is a link to /bin/true"), "{}", stderr(&o));
+    let o = run(Command::new(bin()).arg("install-links").arg(d.path().join("nope")));
+    assert!(stderr(&o).contains("not a directory"));
+}
+
+#[test]
+fn check_config_validates_and_names_keys() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("santools.toml");
+    std::fs::write(&cfg, "[ddless]\nworkers = 2\n[ddmap]\nproc_dir = \"/proc/net/iet/ddmap\"\n").unwrap();
+    assert!(ok(Command::new(bin()).arg("check-config").arg("--config").arg(&cfg)).contains("configuration is valid"));
+    std::fs::write(&cfg, "[ddless]\nread_rate_mb_s = 0\n").unwrap();
+    let o = run(Command::new(bin()).arg("check-config").arg("--config").arg(&cfg));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("ddless.read_rate_mb_s"), "{}", stderr(&o));
+}
+
+#[test]
+fn every_example_config_parses() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut seen = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            seen += 1;
+            let o = run(Command::new(bin()).arg("check-config").arg("--config").arg(&p));
+            assert!(o.status.success(), "{}: {}", p.display(), stderr(&o));
+        }
+    }
+    assert!(seen > 0, "no example configs in {}", dir.display());
+}
+
+#[test]
+fn broken_pipe_is_not_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("m");
+    let mut b = b"ddmap\0\0\0".to_vec();
+    b.extend(1u32.to_le_bytes());
+    b.extend(0u32.to_le_bytes());
+    b.extend(200_000u32.to_le_bytes());
+    b.extend(vec![0u8; 800_000]);
+    write(&m, &b);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' ddmap -s '{}' -b | head -1; echo \"status=${{PIPESTATUS:-x}}\"",
+            bin().display(),
+            m.display()
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("00000000 00000000"), "{text}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("error"), "{}", String::from_utf8_lossy(&out.stderr));
+}
