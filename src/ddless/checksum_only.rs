@@ -50,7 +50,7 @@ pub fn compute_checksums(opts: &ChecksumOptions, progress: &dyn Progress) -> any
             .with_context(ctx)?;
         let bytes = geometry.byte_range(chunk.segments);
         progress.advance(bytes.end - bytes.start);
-        Ok(chunk.buffer)
+        Ok(())
     })?;
     out.commit().with_context(ctx)?;
     let elapsed = started.elapsed().as_secs_f64();

@@ -6,13 +6,19 @@
 //! Rules, in the order they are applied:
 //! 1. A segment whose old record is valid is never written until INVALID is
 //!    durable in its place (write INVALID records, fsync the checksum file).
-//!    Such writes wait in a bounded arena so that one fsync covers many.
+//!    Such writes wait in a bounded arena so that one fsync covers many;
+//!    the arena is flushed while reading goes on.
 //! 2. A segment whose old record is already INVALID (new file, grown volume,
 //!    earlier interruption) is written at once.
 //! 3. A new record is written only after an fsync of the target has made
 //!    the segment's data durable (a checkpoint: every 1 GiB or 30 s, when
 //!    the arena flushes, and at the end).
 //! 4. At the end the checksum file is fsynced.
+//!
+//! Records are written a whole read buffer at a time: 512 segments' records
+//! are one 4 KiB page of the checksum file, built from the old records the
+//! reader passed along, so a buffer costs at most two record writes (the
+//! invalidation image and the final image) however many segments changed.
 //!
 //! So a record on disk is either INVALID, or an old record of data the
 //! target still holds untouched, or a new record of data already durable.
@@ -25,9 +31,9 @@ use std::time::{Duration, Instant};
 
 use super::options::CommitTuning;
 use super::reader::ChunkResult;
-use crate::shared::checksum_record::ChecksumRecord;
+use crate::shared::checksum_record::{encode_records, ChecksumRecord};
 use crate::shared::failpoint;
-use crate::shared::segment::{RangeBuilder, SegmentGeometry, SegmentRange};
+use crate::shared::segment::{SegmentGeometry, SegmentRange};
 
 /// Positional writes and durability; implemented by real files and, in
 /// tests, by a store that can lose unsynced writes.
@@ -41,6 +47,9 @@ pub(crate) trait DurableStore {
 /// file system allows).
 pub(crate) trait TargetStore: DurableStore {
     fn write_zeros(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Starts writing dirty data back without waiting (a hint that lets the
+    /// disk work while reading continues; durability still needs `sync`).
+    fn start_writeback(&self) -> io::Result<()>;
     /// Whether zero segments should go through `write_zeros` (regular files).
     fn prefers_holes(&self) -> bool;
 }
@@ -101,11 +110,32 @@ struct PendingWrite {
     len: u64,
 }
 
+/// The records of one read buffer as they are to be written.
+struct RecordPage {
+    first_segment: u64,
+    records: Vec<ChecksumRecord>,
+}
+
+impl RecordPage {
+    fn write<C: DurableStore>(&self, store: &C) -> io::Result<()> {
+        store.write_at(&encode_records(&self.records), self.first_segment * ChecksumRecord::SIZE as u64)
+    }
+}
+
+/// Written bytes after which writeback is started early.
+const WRITEBACK_KICK_BYTES: u64 = 32 << 20;
+
+/// Record pages held in memory before a forced flush (64 MiB of images).
+const MAX_HELD_PAGES: usize = 16 * 1024;
+
 #[derive(Default)]
 struct Pending {
     arena: Vec<u8>,
     writes: Vec<PendingWrite>,
-    records: Vec<(u64, ChecksumRecord)>,
+    /// Old records with INVALID over the segments waiting in the arena.
+    invalidations: Vec<RecordPage>,
+    /// Final records of those buffers, written after the data is durable.
+    finals: Vec<RecordPage>,
 }
 
 pub(crate) struct Committer<'a, C: DurableStore, T: TargetStore> {
@@ -114,12 +144,18 @@ pub(crate) struct Committer<'a, C: DurableStore, T: TargetStore> {
     geometry: SegmentGeometry,
     limits: CommitLimits,
     pending: Pending,
-    /// Written to the target, record not yet written (waits for a target sync).
-    unrecorded: Vec<(u64, ChecksumRecord)>,
+    /// Final pages of buffers whose data is written but not yet synced.
+    unrecorded: Vec<RecordPage>,
     dirty_bytes: u64,
+    /// Written since writeback was last started.
+    unstarted_bytes: u64,
     target_dirty: bool,
     last_checkpoint: Instant,
     stats: CommitStats,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
 }
 
 fn is_zero(data: &[u8]) -> bool {
@@ -136,6 +172,7 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
             pending: Pending::default(),
             unrecorded: Vec::new(),
             dirty_bytes: 0,
+            unstarted_bytes: 0,
             target_dirty: false,
             last_checkpoint: Instant::now(),
             stats: CommitStats::default(),
@@ -144,9 +181,10 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
 
     /// Takes one buffer of read segments: decides which changed, writes or
     /// queues them, and checkpoints when due.
-    pub fn submit(&mut self, chunk: &ChunkResult) -> io::Result<()> {
+    pub fn submit(&mut self, chunk: &ChunkResult<'_>) -> io::Result<()> {
         let checksums = self.records.is_some();
         let holes = self.target.prefers_holes();
+        let mut groups: Vec<(SegmentRange, Class, bool)> = Vec::new();
         for run in &chunk.read {
             // Group consecutive changed segments of the same class and zero-ness.
             let mut group: Option<(u64, Class, bool)> = None;
@@ -169,23 +207,64 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
                     (Some((_, gc, gz)), Some((c, z))) if gc == c && gz == z => {}
                     (prev, next) => {
                         if let Some((start, class, zero)) = prev {
-                            self.changed(chunk, SegmentRange::new(start, seg), class, zero)?;
+                            groups.push((SegmentRange::new(start, seg), class, zero));
                         }
                         group = next.map(|(c, z)| (seg, c, z));
                     }
                 }
             }
         }
+        if groups.is_empty() {
+            return self.maybe_checkpoint();
+        }
+        let waits = groups.iter().any(|(_, c, _)| *c == Class::AfterInvalidation);
+        if waits {
+            let needed: usize = groups
+                .iter()
+                .filter(|(_, c, z)| *c == Class::AfterInvalidation && !*z)
+                .map(|(r, _, _)| chunk.data(*r, &self.geometry).len())
+                .sum();
+            if self.pending.arena.len() + needed > self.limits.pending_bytes
+                || self.pending.finals.len() >= MAX_HELD_PAGES
+            {
+                self.flush_pending()?;
+            }
+        }
+        for (range, class, zero) in &groups {
+            self.changed(chunk, *range, *class, *zero)?;
+        }
+        if checksums {
+            let mut fin = chunk.old.clone();
+            for (range, _, _) in &groups {
+                for s in range.iter() {
+                    fin[chunk.index_of(s)] = chunk.new[chunk.index_of(s)];
+                }
+            }
+            let page = RecordPage { first_segment: chunk.segments.start, records: fin };
+            if waits {
+                let mut inval = chunk.old.clone();
+                for (range, class, _) in &groups {
+                    if *class == Class::AfterInvalidation {
+                        for s in range.iter() {
+                            inval[chunk.index_of(s)] = ChecksumRecord::INVALID;
+                        }
+                    }
+                }
+                self.pending.invalidations.push(RecordPage { first_segment: chunk.segments.start, records: inval });
+                self.pending.finals.push(page);
+            } else {
+                self.unrecorded.push(page);
+            }
+        }
         self.maybe_checkpoint()
     }
 
-    fn changed(&mut self, chunk: &ChunkResult, range: SegmentRange, class: Class, zero: bool) -> io::Result<()> {
+    fn changed(&mut self, chunk: &ChunkResult<'_>, range: SegmentRange, class: Class, zero: bool) -> io::Result<()> {
         let data = chunk.data(range, &self.geometry);
         let offset = self.geometry.segment_offset(range.start);
         let len = data.len() as u64;
         self.stats.segments_changed += range.len();
         self.stats.bytes_written += len;
-        let records = range.iter().map(|s| (s, chunk.new[chunk.index_of(s)]));
         match class {
             Class::Immediate => {
                 if zero {
@@ -195,28 +274,25 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
                 }
                 self.target_dirty = true;
                 self.dirty_bytes += len;
-                if self.records.is_some() {
-                    self.unrecorded.extend(records);
+                self.unstarted_bytes += len;
+                if self.unstarted_bytes >= WRITEBACK_KICK_BYTES {
+                    self.target.start_writeback()?;
+                    self.unstarted_bytes = 0;
                 }
             }
             Class::AfterInvalidation => {
-                let needed = if zero { 0 } else { data.len() };
-                if self.pending.arena.len() + needed > self.limits.pending_bytes {
-                    self.flush_pending()?;
-                }
                 let start = self.pending.arena.len();
                 if !zero {
                     self.pending.arena.extend_from_slice(data);
                 }
                 self.pending.writes.push(PendingWrite { offset, arena: start..self.pending.arena.len(), zero, len });
-                self.pending.records.extend(records);
             }
         }
         Ok(())
     }
 
     fn maybe_checkpoint(&mut self) -> io::Result<()> {
-        let due_by_size = self.dirty_bytes >= self.limits.checkpoint_bytes;
+        let due_by_size = self.dirty_bytes >= self.limits.checkpoint_bytes || self.unrecorded.len() >= MAX_HELD_PAGES;
         let due_by_time = self.target_dirty && self.last_checkpoint.elapsed() >= self.limits.checkpoint_interval;
         if due_by_size || due_by_time {
             self.flush_pending()?;
@@ -233,20 +309,16 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
         let Some(records) = self.records else {
             return Err(io::Error::other("internal: pending writes without a checksum file"));
         };
-        let mut runs = RangeBuilder::new();
-        let mut segs: Vec<u64> = self.pending.records.iter().map(|(s, _)| *s).collect();
-        segs.sort_unstable();
-        for s in segs {
-            runs.push(s);
-        }
-        for run in runs.finish() {
-            let zeros = vec![0u8; run.len() as usize * ChecksumRecord::SIZE];
-            records.write_at(&zeros, run.start * ChecksumRecord::SIZE as u64)?;
+        let t = Instant::now();
+        for page in &self.pending.invalidations {
+            page.write(records)?;
         }
         failpoint::hit("ddless.after-invalidate-write");
         records.sync()?;
+        tracing::debug!("invalidated {} record pages in {:.1} ms", self.pending.invalidations.len(), ms(t));
         self.stats.invalidation_syncs += 1;
         failpoint::hit("ddless.after-invalidate-sync");
+        let t = Instant::now();
         for w in &self.pending.writes {
             if w.zero {
                 self.target.write_zeros(w.offset, w.len)?;
@@ -256,11 +328,15 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
             self.dirty_bytes += w.len;
             failpoint::hit("ddless.mid-pending-write");
         }
+        tracing::debug!("wrote {} waiting extents in {:.1} ms", self.pending.writes.len(), ms(t));
         self.target_dirty = true;
-        self.unrecorded.append(&mut self.pending.records);
+        self.target.start_writeback()?;
+        // Their records wait for the next checkpoint like any other write.
+        self.unrecorded.append(&mut self.pending.finals);
+        self.pending.invalidations.clear();
         self.pending.writes.clear();
         self.pending.arena.clear();
-        self.checkpoint()
+        Ok(())
     }
 
     /// Rule 3: make the target durable, then record what it now holds.
@@ -269,30 +345,21 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
             return Ok(());
         }
         failpoint::hit("ddless.before-target-sync");
+        let t = Instant::now();
         self.target.sync()?;
         failpoint::hit("ddless.after-target-sync");
+        tracing::debug!("checkpoint: target synced in {:.1} ms", ms(t));
         self.target_dirty = false;
         self.dirty_bytes = 0;
         self.last_checkpoint = Instant::now();
         self.stats.checkpoints += 1;
         if let Some(records) = self.records {
-            self.unrecorded.sort_unstable_by_key(|(s, _)| *s);
-            let mut i = 0;
-            while i < self.unrecorded.len() {
-                let mut j = i + 1;
-                while j < self.unrecorded.len() && self.unrecorded[j].0 == self.unrecorded[j - 1].0 + 1 {
-                    j += 1;
-                }
-                let run: Vec<ChecksumRecord> = self.unrecorded[i..j].iter().map(|(_, r)| *r).collect();
-                records.write_at(
-                    &crate::shared::checksum_record::encode_records(&run),
-                    self.unrecorded[i].0 * ChecksumRecord::SIZE as u64,
-                )?;
+            for page in &self.unrecorded {
+                page.write(records)?;
                 failpoint::hit("ddless.mid-record-write");
-                i = j;
             }
-            self.unrecorded.clear();
         }
+        self.unrecorded.clear();
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use std::io;
 use std::rc::Rc;
 
 use super::commit::{CommitLimits, Committer, DurableStore, TargetStore};
-use super::reader::ChunkResult;
+use super::reader::{ChunkBytes, ChunkResult};
 use crate::shared::aligned_buffer::AlignedBuffer;
 use crate::shared::change_map::ChangeMap;
 use crate::shared::checksum_record::{checksum_segments, decode_records, ChecksumRecord};
@@ -107,6 +107,9 @@ impl TargetStore for SimStore {
     fn write_zeros(&self, offset: u64, len: u64) -> io::Result<()> {
         self.write_at(&vec![0u8; len as usize], offset)
     }
+    fn start_writeback(&self) -> io::Result<()> {
+        self.clock.tick()
+    }
     fn prefers_holes(&self) -> bool {
         self.holes
     }
@@ -119,7 +122,12 @@ fn records_of(bytes: &[u8]) -> Vec<ChecksumRecord> {
 }
 
 /// What the reader pool would hand over for `source`, given the records on disk.
-fn chunks(source: &[u8], records: &[ChecksumRecord], map: Option<&ChangeMap>, with_records: bool) -> Vec<ChunkResult> {
+fn chunks(
+    source: &[u8],
+    records: &[ChecksumRecord],
+    map: Option<&ChangeMap>,
+    with_records: bool,
+) -> Vec<ChunkResult<'static>> {
     let g = SegmentGeometry::new(source.len() as u64);
     (0..g.buffer_count())
         .map(|i| {
@@ -156,7 +164,7 @@ fn chunks(source: &[u8], records: &[ChecksumRecord], map: Option<&ChangeMap>, wi
             } else {
                 new = vec![ChecksumRecord::INVALID; segments.len() as usize];
             }
-            ChunkResult { segments, buffer, read, new, old, bytes_read: 0 }
+            ChunkResult { segments, bytes: ChunkBytes::Buffer(buffer), read, new, old, bytes_read: 0 }
         })
         .collect()
 }

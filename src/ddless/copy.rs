@@ -130,10 +130,11 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
     progress.start(source.size);
     let mut committer = Committer::new(record_store, &target, geometry, CommitLimits::from_tuning(opts.tuning));
     let reader_stats = run_readers(&job, |chunk| {
-        committer.submit(&chunk).with_context(|| format!("writing target {}", opts.target.display()))?;
+        committer.submit(chunk).with_context(|| format!("writing target {}", opts.target.display()))?;
         progress.advance(geometry.byte_range(chunk.segments).end - geometry.byte_range(chunk.segments).start);
-        Ok(chunk.buffer)
+        Ok(())
     })?;
+    tracing::debug!("all buffers read after {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
     let commit_stats =
         committer.finish().with_context(|| format!("flushing target {} and checksum file", opts.target.display()))?;
 

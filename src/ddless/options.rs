@@ -51,7 +51,7 @@ pub struct CommitTuning {
 
 impl Default for CommitTuning {
     fn default() -> Self {
-        CommitTuning { checkpoint_bytes: 1 << 30, invalidate_batch_bytes: 64 << 20 }
+        CommitTuning { checkpoint_bytes: 1 << 30, invalidate_batch_bytes: 16 << 20 }
     }
 }
 

@@ -1,11 +1,21 @@
-//! Advisory exclusive locks (flock, non-blocking) that keep two runs from
-//! working on the same checksum file, target or map at once.
+//! Advisory exclusive locks (flock) that keep two runs from working on the
+//! same checksum file, target or map at once.
+//!
+//! A lock is retried for a short while before it counts as busy: in a
+//! process that spawns commands from other threads (the archive backup runs
+//! ddless in-process), a child between fork and exec briefly shares our
+//! open files and with them a lock we just released. A real concurrent run
+//! holds its lock for its whole duration, so it is still refused.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a lock is retried before it counts as held by someone else.
+pub const LOCK_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -15,18 +25,23 @@ pub enum LockError {
     Io { path: PathBuf, source: io::Error },
 }
 
-/// Takes an exclusive flock on an open file without blocking.
+/// Takes an exclusive flock on an open file, retrying for [`LOCK_WAIT`].
 pub fn lock_exclusive(file: &File, path: &Path) -> Result<(), LockError> {
-    // SAFETY: flock on a valid open descriptor has no memory effects.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Err(LockError::Busy { path: path.to_path_buf() })
-    } else {
-        Err(LockError::Io { path: path.to_path_buf(), source: err })
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on a valid open descriptor has no memory effects.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(LockError::Io { path: path.to_path_buf(), source: err });
+        }
+        if Instant::now() >= deadline {
+            return Err(LockError::Busy { path: path.to_path_buf() });
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

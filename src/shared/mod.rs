@@ -16,6 +16,7 @@ pub mod ddmap_file;
 pub mod extents;
 pub mod failpoint;
 pub mod file_lock;
+pub mod mapped_file;
 pub mod murmur3;
 pub mod segment;
 pub mod units;
