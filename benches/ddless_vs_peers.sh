@@ -31,6 +31,9 @@ ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 gbs() { python3 -c "print(f'{$SIZE / $1 / 1e9:.2f}')"; }
 # Drop one file's pages from the page cache (POSIX_FADV_DONTNEED via dd).
 uncache() { for f in "$@"; do dd if="$f" iflag=nocache count=0 status=none; sync "$f"; done; }
+# Page cache hot, filled the way a plain read fills it (large folios), so
+# every hot scenario starts from the same state whatever ran before.
+warm() { uncache "$@"; cat "$@" > /dev/null; }
 # mutate N_SEGMENTS MAPFILE: overwrite random segments of SRC; write a ddmap of them.
 mutate() {
   python3 - "$SRC" "$1" "$SIZE" > extents.txt <<'PY'
@@ -53,7 +56,7 @@ if [ ! -f $SRC ] || [ "$(stat -c %s $SRC)" != "$SIZE" ]; then
   echo "# creating random source..."
   head -c "$SIZE" /dev/urandom > $SRC
 fi
-cat $SRC > /dev/null   # page cache hot
+warm $SRC
 
 echo
 echo "## (a) first copy, source in page cache"
@@ -69,6 +72,7 @@ cmp $SRC $TGT
 
 echo
 echo "## (b) second run, no changes, source in page cache"
+warm $SRC
 b_dd=(); b_rs=(); b_dl=()
 for i in $(seq "$REPS"); do
   b_dd+=("$(elapsed dd if=$SRC of=$COPY bs=8M conv=notrunc,fsync)")
@@ -89,7 +93,7 @@ for i in $(seq "$REPS"); do
   mutate $N change.ddmap; uncache $SRC; c_map+=("$(elapsed "$SANTOOLS" ddless -s $SRC -c $SUMS -t $TGT -m change.ddmap)")
   cmp $SRC $TGT
 done
-cat $SRC > /dev/null
+warm $SRC
 for i in $(seq "$REPS"); do
   mutate $N change.ddmap; h_full+=("$(elapsed "$SANTOOLS" ddless -s $SRC -c $SUMS -t $TGT)")
   mutate $N change.ddmap; h_map+=("$(elapsed "$SANTOOLS" ddless -s $SRC -c $SUMS -t $TGT -m change.ddmap)")
@@ -118,6 +122,7 @@ PY
 
 echo
 echo "## (d) checksum only, page cache hot"
+warm $SRC
 d1=(); d2=()
 for i in $(seq "$REPS"); do
   d1+=("$(elapsed "$SANTOOLS" ddless -s $SRC -c sums.only -w 1)")

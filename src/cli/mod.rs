@@ -4,4 +4,5 @@
 pub mod common_args;
 pub mod exit;
 pub mod logging;
+pub mod output;
 pub mod progress;

@@ -15,6 +15,7 @@ use super::report::{CopyReport, VerifyReport};
 use crate::cli::common_args::CommonArgs;
 use crate::cli::exit;
 use crate::cli::logging;
+use crate::cli::output::print_json;
 use crate::cli::progress::TerminalProgress;
 use crate::config::Config;
 use crate::multicall::Tool;
@@ -180,13 +181,6 @@ fn resolve_mode(a: &DdlessArgs, config: &Config) -> anyhow::Result<Mode> {
         (None, Some(checksum)) => Ok(Mode::Checksum(ChecksumOptions { source, checksum: checksum.clone(), read })),
         (None, None) => Ok(Mode::ReadTest(ReadTestOptions { source, direct_io })),
     }
-}
-
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
-    Ok(())
 }
 
 fn print_verify(r: &VerifyReport) -> anyhow::Result<()> {

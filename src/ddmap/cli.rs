@@ -14,9 +14,10 @@ use super::proc_control::{proc_control, ProcCommand};
 use crate::cli::common_args::CommonArgs;
 use crate::cli::exit;
 use crate::cli::logging::{self, Verbosity};
+use crate::cli::output::print_json;
 use crate::config::Config;
 use crate::multicall::Tool;
-use crate::shared::ddmap_file::DdmapHeader;
+use crate::shared::ddmap_file::{Ddmap, DdmapHeader};
 
 pub const TOOL: Tool = Tool {
     name: "ddmap",
@@ -112,10 +113,14 @@ pub struct DdmapArgs {
     common: CommonArgs,
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+fn print_header(info: &HeaderInfo) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
+    writeln!(out, "ddmap device: {}", info.device)?;
+    writeln!(out, "ddmap info: {}", info.info)?;
+    writeln!(out, "ddmap version: {}", info.version)?;
+    writeln!(out, "ddmap name_sum: 0x{:08x}", info.name_sum)?;
+    writeln!(out, "ddmap map_size: {} (u32)", info.map_size)?;
+    writeln!(out, "ddmap map_size_bytes: {}", info.map_size_bytes)?;
     Ok(())
 }
 
@@ -174,24 +179,17 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
         }
         let bytes = read_map_bytes(source)?;
         let header = DdmapHeader::parse(&bytes).with_context(|| format!("ddmap {}", source.display()))?;
-        let mut out = std::io::stdout().lock();
         if a.header {
             let info = HeaderInfo::new(&source.display().to_string(), &header);
             if a.json {
-                serde_json::to_writer_pretty(&mut out, &info)?;
-                writeln!(out)?;
+                print_json(&info)?;
             } else {
-                writeln!(out, "ddmap device: {}", info.device)?;
-                writeln!(out, "ddmap info: {}", info.info)?;
-                writeln!(out, "ddmap version: {}", info.version)?;
-                writeln!(out, "ddmap name_sum: 0x{:08x}", info.name_sum)?;
-                writeln!(out, "ddmap map_size: {} (u32)", info.map_size)?;
-                writeln!(out, "ddmap map_size_bytes: {}", info.map_size_bytes)?;
+                print_header(&info)?;
             }
         }
         if a.data {
-            let map = crate::shared::ddmap_file::Ddmap::parse(&bytes)
-                .with_context(|| format!("ddmap {}", source.display()))?;
+            let map = Ddmap::parse(&bytes).with_context(|| format!("ddmap {}", source.display()))?;
+            let mut out = std::io::stdout().lock();
             for row in data_rows(&map.map) {
                 writeln!(out, "{row}")?;
             }

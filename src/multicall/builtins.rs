@@ -58,13 +58,22 @@ struct InstallLinksArgs {
     target: Option<PathBuf>,
 }
 
-pub(super) fn install_links(args: Vec<OsString>) -> u8 {
-    let parsed = match InstallLinksArgs::try_parse_from(args) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { exit::ERROR } else { exit::OK };
+/// Parses a builtin's arguments; on failure (or --help) prints and gives the exit code.
+fn parse_args<T: Parser>(args: Vec<OsString>) -> Result<T, u8> {
+    T::try_parse_from(args).map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            exit::ERROR
+        } else {
+            exit::OK
         }
+    })
+}
+
+pub(super) fn install_links(args: Vec<OsString>) -> u8 {
+    let parsed: InstallLinksArgs = match parse_args(args) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     match do_install_links(&parsed) {
         Ok(()) => exit::OK,
@@ -120,12 +129,9 @@ struct CheckConfigArgs {
 }
 
 pub(super) fn check_config(args: Vec<OsString>) -> u8 {
-    let parsed = match CheckConfigArgs::try_parse_from(args) {
+    let parsed: CheckConfigArgs = match parse_args(args) {
         Ok(p) => p,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { exit::ERROR } else { exit::OK };
-        }
+        Err(code) => return code,
     };
     match Config::load(Some(Path::new(&parsed.config))) {
         Ok(_) => print_or_broken_pipe(&format!("{}: configuration is valid\n", parsed.config.display())),

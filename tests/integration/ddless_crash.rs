@@ -143,3 +143,33 @@ fn kill_during_first_copy_and_checksum_only_leaves_nothing_half_made() {
     assert!(!s.success());
     assert_eq!(read(&sums), before);
 }
+
+#[test]
+fn source_shrinking_under_a_mapped_read_is_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    let (src, sums, tgt) = (d.path().join("src"), d.path().join("sums"), d.path().join("tgt"));
+    write(&src, &Rng(31).bytes(64 << 20));
+    assert!(copy_cmd(&src, &sums, &tgt).status().unwrap().success());
+    let before = read(&sums);
+    // 16 MB/s on one worker: the run takes ~4 s; cut the source short meanwhile.
+    let child = tool("ddless")
+        .arg("-s")
+        .arg(&src)
+        .arg("-c")
+        .arg(&sums)
+        .arg("-t")
+        .arg(&tgt)
+        .args(["-w", "1", "-r", "16"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    std::fs::OpenOptions::new().write(true).open(&src).unwrap().set_len(SEG as u64).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(err.contains("SIGBUS") && err.contains("shrank"), "{err}");
+    // Nothing was changed, so the checksum file still vouches for the old target.
+    assert_eq!(read(&sums), before);
+    assert_records_never_lie(&tgt, &sums, "after SIGBUS");
+}
