@@ -30,7 +30,8 @@ impl TerminalProgress {
         if quiet || !std::io::stderr().is_terminal() {
             return None;
         }
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        // Hidden until start() knows the total, so no empty frame is drawn.
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
         bar.set_style(
             ProgressStyle::with_template("{prefix} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -47,6 +48,7 @@ impl TerminalProgress {
 impl Progress for TerminalProgress {
     fn start(&self, total_bytes: u64) {
         self.bar.set_length(total_bytes);
+        self.bar.set_draw_target(ProgressDrawTarget::stderr());
     }
     fn advance(&self, bytes: u64) {
         self.bar.inc(bytes);

@@ -529,3 +529,32 @@ fn help_lists_modes_and_flags() {
         assert!(out.contains(needle), "--help lacks {needle:?}:\n{out}");
     }
 }
+
+#[test]
+fn progress_bar_only_on_a_terminal() {
+    let d = tempfile::tempdir().unwrap();
+    let (src, sums, tgt) = (d.path().join("src"), d.path().join("sums"), d.path().join("tgt"));
+    write(&src, &Rng(16).bytes(48 << 20));
+    // Not a terminal: nothing on stderr.
+    let o = run(copy_args(&mut tool("ddless"), &src, &sums, &tgt).args(["-r", "100", "-w", "1"]));
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
+    // A real pseudo-terminal through script(1): the bar is drawn.
+    if !real_component("script (util-linux)", which("script").is_some(), "script(1) not installed") {
+        return;
+    }
+    std::fs::remove_file(&sums).unwrap();
+    let cmd = format!(
+        "{} ddless -s {} -c {} -t {} -r 100 -w 1",
+        bin().display(),
+        src.display(),
+        sums.display(),
+        tgt.display()
+    );
+    let o = std::process::Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("ddless [") && text.contains("MiB/48.00 MiB"), "no progress bar on a terminal:\n{text}");
+    assert!(!text.contains("0 B/0 B"), "empty frame drawn:\n{text}");
+    let o = std::process::Command::new("script").args(["-qec", &format!("{cmd} -q"), "/dev/null"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("ddless ["), "-q must hide the bar");
+}

@@ -232,3 +232,15 @@ fn ddmap_help_and_usage_errors() {
     fails_with(&mut tool("ddmap"), &["no source given"]);
     fails_with(tool("ddmap").args(["-s", "/nonexistent", "-a"]), &["/nonexistent"]);
 }
+
+#[test]
+fn source_that_reports_size_zero_is_read_to_the_end() {
+    // Live /proc/net/iet/ddmap entries report size 0; a pipe behaves the same.
+    let d = tempfile::tempdir().unwrap();
+    let (m, t) = (d.path().join("m"), d.path().join("t"));
+    make_map(&m, NAME, &[5, 6, 7]);
+    let f = std::fs::File::open(&m).unwrap();
+    let o = tool("ddmap").args(["-s", "/dev/stdin", "-t"]).arg(&t).stdin(f).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(words_of(&t), vec![5, 6, 7]);
+}
