@@ -13,6 +13,8 @@ pub mod cli;
 pub mod config;
 pub mod ddless;
 pub mod ddmap;
+pub mod iscsi;
 pub mod multicall;
+pub mod portal;
 pub mod progress;
 pub mod shared;

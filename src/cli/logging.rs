@@ -53,6 +53,8 @@ where
         match *event.metadata().level() {
             Level::ERROR => write!(w, "{}: error: ", self.tool)?,
             Level::WARN => write!(w, "{}: warning: ", self.tool)?,
+            // The portal's access log keeps the seed's label.
+            _ if event.metadata().target() == "access_log" => write!(w, "access_log => ")?,
             _ => write!(w, "{} => ", self.tool)?,
         }
         ctx.field_format().format_fields(w.by_ref(), event)?;
@@ -78,6 +80,54 @@ impl<'a> MakeWriter<'a> for SeedFormat {
     fn make_writer(&'a self) -> Self::Writer {
         StderrAroundProgress
     }
+}
+
+/// Sends each formatted line to syslog (background daemons).
+struct SyslogWriter {
+    line: Vec<u8>,
+}
+
+impl Write for SyslogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SyslogWriter {
+    fn drop(&mut self) {
+        let text: Vec<u8> = self.line.iter().copied().filter(|&b| b != 0 && b != b'\n').collect();
+        if let Ok(c) = std::ffi::CString::new(text) {
+            // SAFETY: "%s" with one valid C string argument.
+            unsafe { libc::syslog(libc::LOG_INFO, c"%s".as_ptr(), c.as_ptr()) };
+        }
+    }
+}
+
+struct SyslogMake;
+
+impl<'a> MakeWriter<'a> for SyslogMake {
+    type Writer = SyslogWriter;
+    fn make_writer(&'a self) -> Self::Writer {
+        SyslogWriter { line: Vec::new() }
+    }
+}
+
+/// Logs to syslog (facility daemon, identity `tool`) instead of stderr.
+pub fn init_syslog(tool: &'static str, verbosity: Verbosity) {
+    static IDENT: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
+    let ident = IDENT.get_or_init(|| std::ffi::CString::new(tool).unwrap_or_default());
+    // SAFETY: ident lives for the rest of the process, as openlog requires.
+    unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(verbosity.max_level())
+        .with_writer(SyslogMake)
+        .event_format(SeedFormat { tool: tool.to_string() })
+        .finish();
+    let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
 /// Installs the process-wide log subscriber for `tool`. Calling it twice is

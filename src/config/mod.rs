@@ -9,9 +9,11 @@ use serde::Deserialize;
 
 pub mod ddless;
 pub mod ddmap;
+pub mod portal;
 
 pub use self::ddless::DdlessConfig;
 pub use self::ddmap::DdmapConfig;
+pub use self::portal::{DiscoveryPortal, PortalConfig};
 
 /// Where the configuration is read from when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/santools/santools.toml";
@@ -44,6 +46,8 @@ impl InvalidValue {
 pub struct Config {
     pub ddless: DdlessConfig,
     pub ddmap: DdmapConfig,
+    /// Required by the portal daemon and its tools.
+    pub portal: Option<PortalConfig>,
 }
 
 impl Config {
@@ -64,6 +68,9 @@ impl Config {
     fn validate(&self) -> Result<(), InvalidValue> {
         self.ddless.validate()?;
         self.ddmap.validate()?;
+        if let Some(p) = &self.portal {
+            p.validate()?;
+        }
         Ok(())
     }
 

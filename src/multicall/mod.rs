@@ -28,7 +28,13 @@ impl Tool {
 
 /// Every tool, in the order `santools --help` lists them.
 pub fn tools() -> &'static [Tool] {
-    static TOOLS: &[Tool] = &[crate::ddless::cli::TOOL, crate::ddmap::cli::TOOL];
+    static TOOLS: &[Tool] = &[
+        crate::ddless::cli::TOOL,
+        crate::ddmap::cli::TOOL,
+        crate::portal::cli::daemon_cli::TOOL,
+        crate::portal::cli::query_cli::TOOL,
+        crate::portal::cli::sendtargets_cli::TOOL,
+    ];
     TOOLS
 }
 

@@ -61,6 +61,15 @@ impl AtomicFile {
         &self.temp_path
     }
 
+    /// Puts the new content in place without fsync: atomic (readers see the
+    /// old or the new file) but not durable across a power cut. For state
+    /// that is cheap to lose and written too often to sync.
+    pub fn commit_unsynced(mut self) -> io::Result<()> {
+        fs::rename(&self.temp_path, &self.final_path)?;
+        self.committed = true;
+        Ok(())
+    }
+
     /// Makes the new content durable and puts it in place.
     pub fn commit(mut self) -> io::Result<()> {
         self.file.sync_all()?;

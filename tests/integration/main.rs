@@ -2,6 +2,7 @@
 //! and (later) real daemons. One test binary, one module per area.
 
 mod helpers;
+mod iscsi_lab;
 
 mod ddless_cli;
 mod ddless_crash;
@@ -9,3 +10,4 @@ mod ddless_loopdev;
 mod ddless_property;
 mod ddmap_cli;
 mod multicall;
+mod portal;

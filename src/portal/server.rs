@@ -1,0 +1,186 @@
+//! The daemon's network side: bind the listen addresses, accept with a cap
+//! on connections, serve each on its own thread, and on shutdown stop
+//! accepting and wait (bounded) for open connections.
+//!
+//! Thread per connection: a login is a few PDUs, so threads are short-lived;
+//! slow or silent clients only hold their own thread until their deadline.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use super::nodes::NodeCache;
+use super::session;
+use super::state_store::StateStore;
+use crate::config::PortalConfig;
+
+/// Stack for connection threads: sessions are shallow.
+const CONNECTION_STACK: usize = 256 * 1024;
+
+/// State shared by all connections of a running portal.
+pub struct Portal {
+    config: RwLock<Arc<PortalConfig>>,
+    pub store: StateStore,
+    pub nodes: NodeCache,
+    /// Log every PDU (`-d`).
+    pub log_pdus: bool,
+    /// Set on SIGTERM: stop accepting, end failover waits.
+    pub stop: AtomicBool,
+    active: AtomicUsize,
+    tsih: AtomicU16,
+}
+
+impl Portal {
+    pub fn new(config: PortalConfig, log_pdus: bool) -> Portal {
+        Portal {
+            store: StateStore::new(&config.state_directory),
+            config: RwLock::new(Arc::new(config)),
+            nodes: NodeCache::default(),
+            log_pdus,
+            stop: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            tsih: AtomicU16::new(0),
+        }
+    }
+
+    /// The configuration in force (a reload swaps it; running connections
+    /// keep the one they started with).
+    pub fn config(&self) -> Arc<PortalConfig> {
+        self.config.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Replaces the configuration. Listen addresses and the state directory
+    /// are fixed at start; a change to them is reported and needs a restart.
+    pub fn reload(&self, new: PortalConfig) {
+        let old = self.config();
+        if new.listen != old.listen {
+            tracing::warn!("reload: the listen addresses changed; they take effect at the next restart");
+        }
+        if new.state_directory != old.state_directory {
+            tracing::warn!("reload: state_directory changed; it takes effect at the next restart");
+        }
+        if let Ok(mut c) = self.config.write() {
+            *c = Arc::new(new);
+        }
+    }
+
+    pub fn active_connections(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// A fresh non-zero TSIH for a completed discovery login.
+    pub fn next_tsih(&self) -> u16 {
+        loop {
+            let t = self.tsih.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            if t != 0 {
+                return t;
+            }
+        }
+    }
+}
+
+/// Binds every listen address; errors name the address.
+pub fn bind(addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
+    addrs
+        .iter()
+        .map(|a| {
+            let l = TcpListener::bind(a).map_err(|e| anyhow::anyhow!("binding {a}: {e}"))?;
+            l.set_nonblocking(true).map_err(|e| anyhow::anyhow!("listener {a}: {e}"))?;
+            Ok(l)
+        })
+        .collect()
+}
+
+struct ActiveGuard<'a>(&'a AtomicUsize);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn accept_one(stream: TcpStream, peer: SocketAddr, portal: &Arc<Portal>) {
+    let cfg = portal.config();
+    let n = portal.active.fetch_add(1, Ordering::Relaxed);
+    if n >= cfg.max_connections {
+        portal.active.fetch_sub(1, Ordering::Relaxed);
+        tracing::warn!("refusing connection from {}: {} connections open (max_connections)", peer.ip(), n);
+        return;
+    }
+    if let Err(e) = stream.set_nonblocking(false) {
+        portal.active.fetch_sub(1, Ordering::Relaxed);
+        tracing::warn!("connection from {}: {e}", peer.ip());
+        return;
+    }
+    let p = Arc::clone(portal);
+    let spawned =
+        std::thread::Builder::new().name("portal-conn".into()).stack_size(CONNECTION_STACK).spawn(move || {
+            let _guard = ActiveGuard(&p.active);
+            session::serve(stream, &p);
+        });
+    if let Err(e) = spawned {
+        portal.active.fetch_sub(1, Ordering::Relaxed);
+        tracing::error!("cannot start a thread for {}: {e}", peer.ip());
+    }
+}
+
+/// Serves until `portal.stop` is set, then drains. Logs one
+/// "listening on ADDR" line per listener first.
+pub fn serve(listeners: Vec<TcpListener>, portal: Arc<Portal>) -> io::Result<()> {
+    for l in &listeners {
+        tracing::info!("listening on {}", l.local_addr()?);
+    }
+    let mut fds: Vec<libc::pollfd> =
+        listeners.iter().map(|l| libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+    while !portal.stop.load(Ordering::Relaxed) {
+        // SAFETY: fds points at fds.len() initialised pollfd structs.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 200) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        for (i, l) in listeners.iter().enumerate() {
+            if fds[i].revents == 0 {
+                continue;
+            }
+            loop {
+                match l.accept() {
+                    Ok((stream, peer)) => accept_one(stream, peer, &portal),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::error!(
+                            "accept on {}: {e}",
+                            l.local_addr().map_or_else(|_| "?".into(), |a| a.to_string())
+                        );
+                        std::thread::sleep(Duration::from_millis(100));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    drop(listeners);
+    let cfg = portal.config();
+    let deadline = Instant::now() + cfg.drain_timeout();
+    let open = portal.active_connections();
+    if open > 0 {
+        tracing::info!("shutting down: waiting up to {}s for {open} open connections", cfg.drain_timeout_sec);
+    }
+    while portal.active_connections() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = portal.active_connections();
+    if left > 0 {
+        tracing::warn!("shutting down with {left} connections still open");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
