@@ -2,6 +2,7 @@
 //! and (later) real daemons. One test binary, one module per area.
 
 mod helpers;
+mod iscsi_captures;
 mod iscsi_lab;
 
 mod ddless_cli;

@@ -9,7 +9,17 @@ use crate::helpers::*;
 fn help_lists_the_tools() {
     let out = ok(Command::new(bin()).arg("--help"));
     assert!(out.contains("Usage: santools TOOL"));
-    for t in ["ddless", "ddmap", "install-links", "check-config", "Exit codes"] {
+    for t in [
+        "ddless",
+        "ddmap",
+        "iscsi-portal",
+        "iscsi_portal_daemon",
+        "iscsi-portal-query",
+        "iscsi-portal-sendtargets",
+        "install-links",
+        "check-config",
+        "Exit codes",
+    ] {
         assert!(out.contains(t), "--help lacks {t}:\n{out}");
     }
     let list = ok(Command::new(bin()).arg("--list"));
@@ -38,6 +48,12 @@ fn install_links_and_argv0_dispatch() {
     assert!(out.contains("Usage: ddless"), "{out}");
     let out = ok(Command::new(dir.join("ddmap")).arg("--help"));
     assert!(out.contains("Usage: ddmap"));
+    // The seed's names work too, and each tool sees its own name.
+    let out = ok(Command::new(dir.join("iscsi_portal_daemon")).arg("--help"));
+    assert!(out.contains("Usage: iscsi_portal_daemon") && out.contains("-D, --daemon"), "{out}");
+    for t in ["iscsi-portal-query", "iscsi_portal_query", "iscsi-portal-sendtargets", "iscsi_portal_sendtargets"] {
+        assert!(ok(Command::new(dir.join(t)).arg("--help")).contains(&format!("Usage: {t}")), "{t}");
+    }
     // Through `santools ddless`, the usage line names the tool too.
     assert!(ok(Command::new(bin()).args(["ddless", "--help"])).contains("Usage: ddless"));
     // Idempotent; refuses to replace a foreign file or link.

@@ -250,6 +250,16 @@ fn read_pdu(s: &mut TcpStream, limits: &DecodeLimits) -> Pdu {
 /// Discovery login + SendTargets=All with our codec; returns the number of
 /// text response PDUs and the assembled answer.
 fn raw_send_targets(addr: &str, initiator: &str, max_recv: u32, digests: Digests) -> (usize, TextParams) {
+    raw_send_targets_for(addr, initiator, max_recv, digests, "All")
+}
+
+fn raw_send_targets_for(
+    addr: &str,
+    initiator: &str,
+    max_recv: u32,
+    digests: Digests,
+    query: &str,
+) -> (usize, TextParams) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut keys = TextParams::new();
@@ -283,7 +293,7 @@ fn raw_send_targets(addr: &str, initiator: &str, max_recv: u32, digests: Digests
     assert_eq!(answered.get("HeaderDigest"), Some(dig(digests.header)));
     let limits = DecodeLimits { max_data_segment: max_recv, digests };
     let mut keys = TextParams::new();
-    keys.push("SendTargets", "All");
+    keys.push("SendTargets", query);
     let mut req = TextRequest::new(2, 1, rsp.statsn + 1, keys.to_bytes());
     let mut asm = TextAssembler::new(1 << 22);
     let mut pdus = 0;
@@ -540,4 +550,31 @@ fn portal_config_errors_name_the_key() {
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/santools.toml");
     let out = ok(Command::new(bin()).args(["iscsi-portal", "--check", "--config"]).arg(&example));
     assert!(out.contains("configuration is valid"));
+}
+
+#[test]
+fn send_targets_for_one_name_and_the_connection_cap() {
+    if !iscsi_tools_present() {
+        return;
+    }
+    let (lab, portal) = cluster("max_connections = 3\nlogin_timeout_sec = 5");
+    let addr = format!("{}:{PORTAL_PORT}", lab.portal_ip());
+    let (_, t) = raw_send_targets_for(&addr, INIT_A, 8192, Digests::default(), "iqn.2024-01.test:vol1");
+    assert_eq!(t.get("TargetName"), Some("iqn.2024-01.test:vol1"));
+    let (_, t) = raw_send_targets_for(&addr, INIT_A, 8192, Digests::default(), "iqn.2024-01.test:vol2");
+    assert!(t.is_empty(), "A may not see vol2: {t:?}");
+    // Three idle connections fill the cap; a fourth is closed at once.
+    let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    assert!(portal.wait_for_log("connect to", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = TcpStream::connect(&addr).unwrap();
+    extra.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(extra.read(&mut b).ok(), Some(0), "the connection over the cap must be closed");
+    assert!(portal.wait_for_log("(max_connections)", Duration::from_secs(5)), "{}", portal.log());
+    drop(held);
+    // Freed slots serve again.
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, t) = raw_send_targets(&addr, INIT_A, 8192, Digests::default());
+    assert_eq!(t.get("TargetName"), Some("iqn.2024-01.test:vol1"));
 }

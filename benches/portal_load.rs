@@ -1,0 +1,306 @@
+//! Load generator for the iSCSI portal: opens connections on loopback and
+//! performs normal-session logins (answered by a redirect) and discovery
+//! sessions (login + SendTargets=All + logout), at 1, 64 and 1024
+//! concurrent clients, with the portal's state cached; and, side by side,
+//! the same discovery sessions straight against a tgtd node.
+//!
+//! Run: `cargo bench --bench portal_load` (needs tgtd and root for
+//! loopback addresses beyond 127.0.0.1; it starts and stops its own
+//! processes by PID). SECONDS=N sets the duration of each step (default 5).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use santools::iscsi::login::{LoginRequest, LoginResponse, LoginStatus, Stage};
+use santools::iscsi::logout::LogoutRequest;
+use santools::iscsi::pdu::{decode, encode, DecodeLimits, Digests, Pdu};
+use santools::iscsi::text::TextParams;
+use santools::iscsi::text_pdu::{TextRequest, TextResponse};
+
+const NET: &str = "127.0.223";
+const NODE_PORT: u16 = 13460;
+const PORTAL_PORT: u16 = 13470;
+const TARGET: &str = "iqn.2024-01.bench:vol1";
+const INITIATORS: usize = 64;
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(addr: &str) {
+    let a: SocketAddr = addr.parse().unwrap();
+    let t = Instant::now();
+    while TcpStream::connect_timeout(&a, Duration::from_millis(100)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "{addr} did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn tgtadm(ctl: &str, args: &[&str]) {
+    let s = Command::new("tgtadm").args(["-C", ctl, "--lld", "iscsi"]).args(args).status().unwrap();
+    assert!(s.success(), "tgtadm {args:?}");
+}
+
+fn initiator(i: usize) -> String {
+    format!("iqn.2024-01.bench:initiator-{i:03}")
+}
+
+fn read_pdu(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Pdu> {
+    let limits = DecodeLimits { max_data_segment: 1 << 20, digests: Digests::default() };
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Ok(Some((p, n))) = decode(buf, &limits) {
+            buf.drain(..n);
+            return Ok(p);
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn login_pdu(init: &str, session: &str, target: Option<&str>) -> Vec<u8> {
+    let mut keys = TextParams::new();
+    keys.push("InitiatorName", init);
+    keys.push("SessionType", session);
+    if let Some(t) = target {
+        keys.push("TargetName", t);
+    }
+    keys.push("HeaderDigest", "None");
+    keys.push("DataDigest", "None");
+    keys.push("MaxRecvDataSegmentLength", "262144");
+    let r = LoginRequest {
+        transit: true,
+        cont: false,
+        csg: Stage::Operational,
+        nsg: Stage::FullFeature,
+        version_max: 0,
+        version_min: 0,
+        isid: [0x80, 0, 0, 0, 1, 0],
+        tsih: 0,
+        itt: 1,
+        cid: 0,
+        cmdsn: 1,
+        exp_statsn: 0,
+        data: keys.to_bytes(),
+    };
+    encode(&r.to_pdu(), Digests::default())
+}
+
+/// One normal-session login; Ok if redirected.
+fn one_redirect(addr: SocketAddr, req: &[u8]) -> std::io::Result<()> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(req)?;
+    let mut buf = Vec::new();
+    let rsp = LoginResponse::from_pdu(&read_pdu(&mut s, &mut buf)?).map_err(std::io::Error::other)?;
+    if rsp.status != LoginStatus::TARGET_MOVED_TEMPORARILY {
+        return Err(std::io::Error::other(format!("status {}", rsp.status)));
+    }
+    // Let the portal close first, so TIME_WAIT lands on its side.
+    let mut rest = [0u8; 64];
+    let _ = s.read(&mut rest);
+    Ok(())
+}
+
+/// One discovery session: login, SendTargets=All, logout.
+fn one_discovery(addr: SocketAddr, req: &[u8]) -> std::io::Result<()> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(req)?;
+    let mut buf = Vec::new();
+    let rsp = LoginResponse::from_pdu(&read_pdu(&mut s, &mut buf)?).map_err(std::io::Error::other)?;
+    if rsp.status != LoginStatus::SUCCESS || !rsp.transit {
+        return Err(std::io::Error::other(format!("login status {}", rsp.status)));
+    }
+    let mut keys = TextParams::new();
+    keys.push("SendTargets", "All");
+    let t = TextRequest::new(2, 1, rsp.statsn + 1, keys.to_bytes());
+    s.write_all(&encode(&t.to_pdu(), Digests::default()))?;
+    let tr = TextResponse::from_pdu(&read_pdu(&mut s, &mut buf)?).map_err(std::io::Error::other)?;
+    if !tr.fin || !String::from_utf8_lossy(&tr.data).contains(TARGET) {
+        return Err(std::io::Error::other("SendTargets answer lacks the target"));
+    }
+    let lo = LogoutRequest { reason: 0, itt: 3, cid: 0, cmdsn: 1, exp_statsn: tr.statsn + 1 };
+    s.write_all(&encode(&lo.to_pdu(), Digests::default()))?;
+    let _ = read_pdu(&mut s, &mut buf)?;
+    Ok(())
+}
+
+struct Outcome {
+    ops: usize,
+    errors: usize,
+    first_error: Option<String>,
+    secs: f64,
+    latencies_us: Vec<u64>,
+}
+
+fn run_load(clients: usize, secs: f64, op: Arc<dyn Fn(usize) -> std::io::Result<()> + Send + Sync>) -> Outcome {
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            let (stop, op) = (Arc::clone(&stop), Arc::clone(&op));
+            std::thread::Builder::new()
+                .stack_size(128 * 1024)
+                .spawn(move || {
+                    let mut lat = Vec::new();
+                    let (mut errors, mut first) = (0usize, None);
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        match op(c) {
+                            Ok(()) => lat.push(t.elapsed().as_micros() as u64),
+                            Err(e) => {
+                                errors += 1;
+                                first.get_or_insert(e.to_string());
+                            }
+                        }
+                    }
+                    (lat, errors, first)
+                })
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    let mut out = Outcome { ops: 0, errors: 0, first_error: None, secs: 0.0, latencies_us: Vec::new() };
+    for h in handles {
+        let (lat, errors, first) = h.join().unwrap();
+        out.ops += lat.len();
+        out.latencies_us.extend(lat);
+        out.errors += errors;
+        if out.first_error.is_none() {
+            out.first_error = first;
+        }
+    }
+    out.secs = start.elapsed().as_secs_f64();
+    out.latencies_us.sort_unstable();
+    out
+}
+
+fn pct(v: &[u64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)] as f64 / 1000.0
+}
+
+fn report(label: &str, clients: usize, o: &Outcome) -> f64 {
+    let rate = o.ops as f64 / o.secs;
+    println!(
+        "{label:<34} {clients:>5} clients  {rate:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}{}",
+        pct(&o.latencies_us, 0.50),
+        pct(&o.latencies_us, 0.99),
+        o.errors,
+        o.first_error.as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+    );
+    rate
+}
+
+fn main() {
+    if Command::new("tgtd").arg("-V").output().is_err() {
+        eprintln!("portal_load: tgtd not installed (apt-get install tgt); nothing measured");
+        return;
+    }
+    let secs: f64 = std::env::var("SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let dir = tempfile::tempdir().unwrap();
+    let lun = dir.path().join("lun.img");
+    std::fs::write(&lun, vec![0u8; 1 << 20]).unwrap();
+    let mut nodes = Vec::new();
+    for n in 1..=2 {
+        let ip = format!("{NET}.{n}");
+        let ctl = format!("{}", 3900 + n);
+        nodes.push(Proc(
+            Command::new("tgtd")
+                .args(["-f", "-C", &ctl, "--iscsi", &format!("portal={ip}:{NODE_PORT}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ));
+        wait_port(&format!("{ip}:{NODE_PORT}"));
+        tgtadm(&ctl, &["--op", "new", "--mode", "target", "--tid", "1", "-T", TARGET]);
+        tgtadm(
+            &ctl,
+            &["--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "-b", lun.to_str().unwrap()],
+        );
+        tgtadm(&ctl, &["--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL"]);
+    }
+    let cfg = dir.path().join("santools.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[portal]\nlisten = [\"{NET}.100:{PORTAL_PORT}\"]\nstate_time_sec = 3600\nstate_directory = \"{}/state\"\nmax_connections = 8192\n\n[[portal.discovery_portals]]\naddress = \"{NET}.100\"\nportal_group_name = \"bench\"\nportal_port = {NODE_PORT}\n[portal.discovery_portals.portal_addresses]\nnode1 = [\"{NET}.1\"]\nnode2 = [\"{NET}.2\"]\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("portal.log")).unwrap();
+    let _portal = Proc(
+        Command::new(env!("CARGO_BIN_EXE_santools"))
+            .args(["iscsi-portal", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let portal: SocketAddr = format!("{NET}.100:{PORTAL_PORT}").parse().unwrap();
+    let node: SocketAddr = format!("{NET}.1:{NODE_PORT}").parse().unwrap();
+    wait_port(&portal.to_string());
+
+    let redirect_reqs: Arc<Vec<Vec<u8>>> =
+        Arc::new((0..INITIATORS).map(|i| login_pdu(&initiator(i), "Normal", Some(TARGET))).collect());
+    let discovery_reqs: Arc<Vec<Vec<u8>>> =
+        Arc::new((0..INITIATORS).map(|i| login_pdu(&initiator(i), "Discovery", None)).collect());
+    // Warm the state: one login and one discovery per initiator.
+    for i in 0..INITIATORS {
+        one_redirect(portal, &redirect_reqs[i]).expect("warm-up redirect");
+        one_discovery(portal, &discovery_reqs[i]).expect("warm-up discovery");
+    }
+    println!("# iscsi-portal load: {secs} s per step, {INITIATORS} initiators x 1 target, state cached, access log to a file");
+    println!("# {} CPUs; client and daemon share them", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut at64 = (0.0, 0.0);
+    for clients in [1usize, 64, 1024] {
+        let r = Arc::clone(&redirect_reqs);
+        let o = run_load(clients, secs, Arc::new(move |c| one_redirect(portal, &r[c % INITIATORS])));
+        let rate = report("normal login -> redirect (portal)", clients, &o);
+        if clients == 64 {
+            at64 = (rate, pct(&o.latencies_us, 0.99));
+        }
+        std::thread::sleep(Duration::from_secs(2)); // let TIME_WAIT drain a little
+    }
+    let mut discovery = (0.0, 0.0);
+    for clients in [1usize, 64, 1024] {
+        let d = Arc::clone(&discovery_reqs);
+        let o = run_load(clients, secs, Arc::new(move |c| one_discovery(portal, &d[c % INITIATORS])));
+        let rate = report("discovery session (portal)", clients, &o);
+        if clients == 64 {
+            discovery.0 = rate;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let d = Arc::clone(&discovery_reqs);
+    let o = run_load(64, secs, Arc::new(move |c| one_discovery(node, &d[c % INITIATORS])));
+    discovery.1 = report("discovery session (tgtd directly)", 64, &o);
+    println!();
+    println!("targets: >= 5000 redirects/s at 64 clients: {:.0}/s; p99 < 10 ms: {:.2} ms", at64.0, at64.1);
+    println!(
+        "discovery at 64 clients: portal {:.0}/s vs tgtd directly {:.0}/s = {:.2}x",
+        discovery.0,
+        discovery.1,
+        discovery.0 / discovery.1.max(1.0)
+    );
+}
