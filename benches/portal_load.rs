@@ -6,7 +6,8 @@
 //!
 //! Run: `cargo bench --bench portal_load` (needs tgtd and root for
 //! loopback addresses beyond 127.0.0.1; it starts and stops its own
-//! processes by PID). SECONDS=N sets the duration of each step (default 5).
+//! processes by PID). SECONDS=N sets the duration of each step (default 5);
+//! ONLY=redirect or ONLY=discovery runs just those steps (for profiling).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -272,8 +273,12 @@ fn main() {
     }
     println!("# iscsi-portal load: {secs} s per step, {INITIATORS} initiators x 1 target, state cached, access log to a file");
     println!("# {} CPUs; client and daemon share them", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let only = std::env::var("ONLY").unwrap_or_default();
     let mut at64 = (0.0, 0.0);
     for clients in [1usize, 64, 1024] {
+        if only == "discovery" {
+            break;
+        }
         let r = Arc::clone(&redirect_reqs);
         let o = run_load(clients, secs, Arc::new(move |c| one_redirect(portal, &r[c % INITIATORS])));
         let rate = report("normal login -> redirect (portal)", clients, &o);
@@ -284,6 +289,9 @@ fn main() {
     }
     let mut discovery = (0.0, 0.0);
     for clients in [1usize, 64, 1024] {
+        if only == "redirect" {
+            break;
+        }
         let d = Arc::clone(&discovery_reqs);
         let o = run_load(clients, secs, Arc::new(move |c| one_discovery(portal, &d[c % INITIATORS])));
         let rate = report("discovery session (portal)", clients, &o);
@@ -292,9 +300,11 @@ fn main() {
         }
         std::thread::sleep(Duration::from_secs(2));
     }
-    let d = Arc::clone(&discovery_reqs);
-    let o = run_load(64, secs, Arc::new(move |c| one_discovery(node, &d[c % INITIATORS])));
-    discovery.1 = report("discovery session (tgtd directly)", 64, &o);
+    if only != "redirect" {
+        let d = Arc::clone(&discovery_reqs);
+        let o = run_load(64, secs, Arc::new(move |c| one_discovery(node, &d[c % INITIATORS])));
+        discovery.1 = report("discovery session (tgtd directly)", 64, &o);
+    }
     println!();
     println!("targets: >= 5000 redirects/s at 64 clients: {:.0}/s; p99 < 10 ms: {:.2} ms", at64.0, at64.1);
     println!(

@@ -65,9 +65,25 @@ pub struct NodeQuery<'a> {
     pub cache: Option<(&'a NodeCache, Duration)>,
 }
 
-/// Asks every node portal of `q.portal`, all at once.
+/// Asks every node portal of `q.portal`, all at once (cached answers first:
+/// a fully cached query starts no thread).
 pub fn query_nodes(q: &NodeQuery<'_>) -> Vec<NodeAnswer> {
     let portals = q.portal.node_portals();
+    if let Some((cache, ttl)) = q.cache {
+        let cached: Vec<NodeAnswer> = portals
+            .iter()
+            .map_while(|(node, addr)| {
+                cache.get(*addr, q.initiator, ttl).map(|t| NodeAnswer {
+                    node: node.clone(),
+                    addr: *addr,
+                    targets: Ok(t),
+                })
+            })
+            .collect();
+        if cached.len() == portals.len() {
+            return cached;
+        }
+    }
     std::thread::scope(|scope| {
         let handles: Vec<_> = portals
             .iter()

@@ -3,11 +3,13 @@
 //! a lock on the sibling `.lck` file, so the daemon's threads, a restarted
 //! daemon and `iscsi-portal-query` share it (the seed's layout).
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::rotation::PortalState;
@@ -29,16 +31,45 @@ fn encode_component(name: &str) -> String {
     out
 }
 
-#[derive(Debug, Clone)]
-pub struct StateStore {
-    dir: PathBuf,
+/// Threads of this process wanting the same entry queue here rather than
+/// polling flock (which they would otherwise do every few milliseconds).
+#[derive(Default)]
+struct Gate {
+    busy: Mutex<bool>,
+    free: Condvar,
 }
 
-/// A held lock on one (initiator, target) entry.
+#[derive(Clone, Default)]
+pub struct StateStore {
+    dir: PathBuf,
+    gates: Arc<Mutex<HashMap<PathBuf, Arc<Gate>>>>,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore").field("dir", &self.dir).finish()
+    }
+}
+
+/// A held lock on one (initiator, target) entry: the in-process gate, then
+/// the flock that other processes (iscsi-portal-query) respect.
 pub struct EntryLock {
     _lock: File,
     data: PathBuf,
+    gate: Arc<Gate>,
 }
+
+impl Drop for EntryLock {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.gate.busy.lock() {
+            *busy = false;
+        }
+        self.gate.free.notify_one();
+    }
+}
+
+/// Gates kept before unused ones are dropped.
+const MAX_GATES: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -50,7 +81,15 @@ pub enum StateError {
 
 impl StateStore {
     pub fn new(dir: &Path) -> Self {
-        StateStore { dir: dir.to_path_buf() }
+        StateStore { dir: dir.to_path_buf(), gates: Arc::default() }
+    }
+
+    fn gate(&self, key: &Path) -> Arc<Gate> {
+        let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        if gates.len() >= MAX_GATES {
+            gates.retain(|_, g| Arc::strong_count(g) > 1);
+        }
+        Arc::clone(gates.entry(key.to_path_buf()).or_default())
     }
 
     pub fn dir(&self) -> &Path {
@@ -66,6 +105,32 @@ impl StateStore {
     /// Locks the entry, waiting up to `wait` for another holder.
     pub fn lock(&self, initiator: &str, target: &str, wait: Duration) -> Result<EntryLock, StateError> {
         let (dir, data, lck) = self.paths(initiator, target);
+        let deadline = Instant::now() + wait;
+        let gate = self.gate(&data);
+        {
+            let mut busy = gate.busy.lock().unwrap_or_else(|p| p.into_inner());
+            while *busy {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(StateError::Busy { path: lck, waited: wait });
+                }
+                busy = gate.free.wait_timeout(busy, left).unwrap_or_else(|p| p.into_inner()).0;
+            }
+            *busy = true;
+        }
+        // From here on the gate is ours; a guard releases it on every exit.
+        struct Release<'a>(&'a Gate, bool);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    if let Ok(mut b) = self.0.busy.lock() {
+                        *b = false;
+                    }
+                    self.0.free.notify_one();
+                }
+            }
+        }
+        let mut release = Release(&gate, true);
         fs::create_dir_all(&dir).map_err(|source| StateError::Io { path: dir.clone(), source })?;
         let f = OpenOptions::new()
             .read(true)
@@ -75,11 +140,12 @@ impl StateStore {
             .mode(0o644)
             .open(&lck)
             .map_err(|source| StateError::Io { path: lck.clone(), source })?;
-        let deadline = Instant::now() + wait;
         loop {
             // SAFETY: flock on a valid descriptor.
             if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(EntryLock { _lock: f, data });
+                release.1 = false;
+                drop(release);
+                return Ok(EntryLock { _lock: f, data, gate });
             }
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EWOULDBLOCK) {

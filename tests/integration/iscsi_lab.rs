@@ -211,6 +211,18 @@ impl PortalProc {
         false
     }
 
+    /// Waits until `needle` occurs at least `n` times in the log.
+    pub fn wait_for_log_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < timeout {
+            if self.log().matches(needle).count() >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// Redirect destinations logged so far, in order.
     pub fn redirects(&self) -> Vec<String> {
         self.log()

@@ -557,16 +557,18 @@ fn send_targets_for_one_name_and_the_connection_cap() {
     if !iscsi_tools_present() {
         return;
     }
-    let (lab, portal) = cluster("max_connections = 3\nlogin_timeout_sec = 5");
+    let (lab, portal) = cluster("max_connections = 3\nlogin_timeout_sec = 20");
     let addr = format!("{}:{PORTAL_PORT}", lab.portal_ip());
     let (_, t) = raw_send_targets_for(&addr, INIT_A, 8192, Digests::default(), "iqn.2024-01.test:vol1");
     assert_eq!(t.get("TargetName"), Some("iqn.2024-01.test:vol1"));
     let (_, t) = raw_send_targets_for(&addr, INIT_A, 8192, Digests::default(), "iqn.2024-01.test:vol2");
     assert!(t.is_empty(), "A may not see vol2: {t:?}");
+    // The two discovery sessions must have ended (slots freed) before the
+    // cap is filled, or a loaded machine sees one of the held ones refused.
+    assert!(portal.wait_for_log_count("disconnected", 2, Duration::from_secs(10)), "{}", portal.log());
     // Three idle connections fill the cap; a fourth is closed at once.
     let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(&addr).unwrap()).collect();
-    assert!(portal.wait_for_log("connect to", Duration::from_secs(5)));
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(portal.wait_for_log_count("connect to", 5, Duration::from_secs(10)), "{}", portal.log());
     let mut extra = TcpStream::connect(&addr).unwrap();
     extra.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let mut b = [0u8; 1];
