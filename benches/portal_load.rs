@@ -191,6 +191,164 @@ fn run_load(clients: usize, secs: f64, op: Arc<dyn Fn(usize) -> std::io::Result<
     out
 }
 
+/// One connection of the event-driven generator.
+enum Slot {
+    Connecting {
+        fd: TcpStream,
+        since: Instant,
+    },
+    Reading {
+        fd: TcpStream,
+        since: Instant,
+        buf: Vec<u8>,
+    },
+    /// Answer checked; waiting for the portal to close.
+    Draining {
+        fd: TcpStream,
+    },
+}
+
+fn open_nonblocking(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(a) = addr else { return Err(std::io::Error::other("IPv4 only")) };
+    // SAFETY: plain socket(2); the descriptor is owned by the TcpStream below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sin is a valid sockaddr_in of the given length.
+    let rc = unsafe {
+        libc::connect(fd, &sin as *const _ as *const libc::sockaddr, std::mem::size_of_val(&sin) as libc::socklen_t)
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+fn epoll_ctl(ep: i32, op: i32, fd: &TcpStream, events: u32, token: usize) {
+    use std::os::fd::AsRawFd;
+    let mut ev = libc::epoll_event { events, u64: token as u64 };
+    // SAFETY: valid epoll and socket descriptors.
+    unsafe { libc::epoll_ctl(ep, op, fd.as_raw_fd(), &mut ev) };
+}
+
+/// Normal-session logins from `clients` connections driven by one epoll
+/// thread (as wrk drives HTTP load), so that the latency measured is the
+/// portal's and not the generator's own thread scheduling.
+fn run_redirects_evented(clients: usize, secs: f64, portal: SocketAddr, reqs: &[Vec<u8>]) -> Outcome {
+    let limits = DecodeLimits { max_data_segment: 1 << 20, digests: Digests::default() };
+    // SAFETY: plain epoll_create1.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    assert!(ep >= 0);
+    let mut out = Outcome { ops: 0, errors: 0, first_error: None, secs: 0.0, latencies_us: Vec::new() };
+    let fail = |out: &mut Outcome, e: String| {
+        out.errors += 1;
+        out.first_error.get_or_insert(e);
+    };
+    let start_one = |c: usize| -> std::io::Result<Slot> {
+        let fd = open_nonblocking(portal)?;
+        epoll_ctl(ep, libc::EPOLL_CTL_ADD, &fd, (libc::EPOLLOUT | libc::EPOLLIN) as u32, c);
+        Ok(Slot::Connecting { fd, since: Instant::now() })
+    };
+    let mut slots: Vec<Option<Slot>> = (0..clients).map(|c| start_one(c).ok()).collect();
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(secs);
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    let mut chunk = [0u8; 4096];
+    while Instant::now() < end {
+        // SAFETY: events has room for events.len() entries.
+        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 100) };
+        for ev in events.iter().take(n.max(0) as usize) {
+            let c = ev.u64 as usize;
+            let Some(slot) = slots[c].take() else { continue };
+            let next = match slot {
+                Slot::Connecting { mut fd, since } => match fd.take_error() {
+                    Ok(None) => match fd.write_all(&reqs[c % INITIATORS]) {
+                        Ok(()) => {
+                            epoll_ctl(ep, libc::EPOLL_CTL_MOD, &fd, libc::EPOLLIN as u32, c);
+                            Some(Slot::Reading { fd, since, buf: Vec::new() })
+                        }
+                        Err(e) => {
+                            fail(&mut out, format!("write: {e}"));
+                            None
+                        }
+                    },
+                    Ok(Some(e)) | Err(e) => {
+                        fail(&mut out, format!("connect: {e}"));
+                        None
+                    }
+                },
+                Slot::Reading { mut fd, since, mut buf } => match fd.read(&mut chunk) {
+                    Ok(0) => {
+                        fail(&mut out, "closed before the answer".into());
+                        None
+                    }
+                    Ok(k) => {
+                        buf.extend_from_slice(&chunk[..k]);
+                        match decode(&buf, &limits) {
+                            Ok(Some((pdu, _))) => {
+                                match LoginResponse::from_pdu(&pdu) {
+                                    Ok(r) if r.status == LoginStatus::TARGET_MOVED_TEMPORARILY => {
+                                        out.ops += 1;
+                                        out.latencies_us.push(since.elapsed().as_micros() as u64);
+                                    }
+                                    Ok(r) => fail(&mut out, format!("status {}", r.status)),
+                                    Err(e) => fail(&mut out, e.to_string()),
+                                }
+                                Some(Slot::Draining { fd })
+                            }
+                            Ok(None) => Some(Slot::Reading { fd, since, buf }),
+                            Err(e) => {
+                                fail(&mut out, e.to_string());
+                                None
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(Slot::Reading { fd, since, buf }),
+                    Err(e) => {
+                        fail(&mut out, format!("read: {e}"));
+                        None
+                    }
+                },
+                Slot::Draining { mut fd } => match fd.read(&mut chunk) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(Slot::Draining { fd }),
+                    _ => None, // closed by the portal (or reset): done
+                },
+            };
+            slots[c] = match next {
+                Some(s) => Some(s),
+                // The old descriptor is dropped (closed) here; start anew.
+                None => match start_one(c) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        fail(&mut out, format!("socket: {e}"));
+                        None
+                    }
+                },
+            };
+        }
+    }
+    out.secs = start.elapsed().as_secs_f64();
+    drop(slots);
+    // SAFETY: closing our epoll descriptor.
+    unsafe { libc::close(ep) };
+    out.latencies_us.sort_unstable();
+    out
+}
+
 fn pct(v: &[u64], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -281,11 +439,14 @@ fn main() {
         }
         let r = Arc::clone(&redirect_reqs);
         let o = run_load(clients, secs, Arc::new(move |c| one_redirect(portal, &r[c % INITIATORS])));
-        let rate = report("normal login -> redirect (portal)", clients, &o);
+        report("redirect, a thread per client", clients, &o);
+        std::thread::sleep(Duration::from_secs(2)); // let TIME_WAIT drain a little
+        let o = run_redirects_evented(clients, secs, portal, &redirect_reqs);
+        let rate = report("redirect, one epoll client thread", clients, &o);
         if clients == 64 {
             at64 = (rate, pct(&o.latencies_us, 0.99));
         }
-        std::thread::sleep(Duration::from_secs(2)); // let TIME_WAIT drain a little
+        std::thread::sleep(Duration::from_secs(2));
     }
     let mut discovery = (0.0, 0.0);
     for clients in [1usize, 64, 1024] {
@@ -306,7 +467,10 @@ fn main() {
         discovery.1 = report("discovery session (tgtd directly)", 64, &o);
     }
     println!();
-    println!("targets: >= 5000 redirects/s at 64 clients: {:.0}/s; p99 < 10 ms: {:.2} ms", at64.0, at64.1);
+    println!(
+        "targets (epoll client): >= 5000 redirects/s at 64 clients: {:.0}/s; p99 < 10 ms: {:.2} ms",
+        at64.0, at64.1
+    );
     println!(
         "discovery at 64 clients: portal {:.0}/s vs tgtd directly {:.0}/s = {:.2}x",
         discovery.0,

@@ -18,9 +18,11 @@ use std::time::{Duration, Instant};
 
 use super::nodes::NodeCache;
 use super::session;
-use super::state_store::StateStore;
+use super::state_store::{StateStore, FLUSH_INTERVAL};
 use crate::config::PortalConfig;
 
+/// Pending connections the kernel queues for accept().
+const LISTEN_BACKLOG: libc::c_int = 4096;
 /// Stack for connection threads: sessions are shallow.
 const CONNECTION_STACK: usize = 256 * 1024;
 /// An idle worker beyond this many exits after IDLE_WORKER_EXIT.
@@ -43,7 +45,7 @@ pub struct Portal {
 impl Portal {
     pub fn new(config: PortalConfig, log_pdus: bool) -> Portal {
         Portal {
-            store: StateStore::new(&config.state_directory),
+            store: StateStore::write_behind(&config.state_directory),
             config: RwLock::new(Arc::new(config)),
             nodes: NodeCache::default(),
             log_pdus,
@@ -95,6 +97,15 @@ pub fn bind(addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
         .iter()
         .map(|a| {
             let l = TcpListener::bind(a).map_err(|e| anyhow::anyhow!("binding {a}: {e}"))?;
+            // std listens with a backlog of 128: a burst of logins (every
+            // initiator of a cluster after a switch reboot) overflows it and
+            // the dropped SYNs come back only after a 1 s retransmit. Linux
+            // takes a second listen() as a new backlog (capped at somaxconn).
+            // SAFETY: listen on a valid, bound socket descriptor.
+            if unsafe { libc::listen(l.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+                let e = io::Error::last_os_error();
+                return Err(anyhow::anyhow!("listening on {a}: {e}"));
+            }
             l.set_nonblocking(true).map_err(|e| anyhow::anyhow!("listener {a}: {e}"))?;
             Ok(l)
         })
@@ -199,6 +210,15 @@ pub fn serve(listeners: Vec<TcpListener>, portal: Arc<Portal>) -> io::Result<()>
         tracing::info!("listening on {}", l.local_addr()?);
     }
     let pool = Arc::new(WorkerPool::default());
+    let flusher = {
+        let p = Arc::clone(&portal);
+        std::thread::Builder::new().name("portal-state".into()).spawn(move || {
+            while !p.stop.load(Ordering::Relaxed) {
+                std::thread::sleep(FLUSH_INTERVAL);
+                p.store.flush(false);
+            }
+        })?
+    };
     let mut fds: Vec<libc::pollfd> =
         listeners.iter().map(|l| libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
     while !portal.stop.load(Ordering::Relaxed) {
@@ -248,6 +268,9 @@ pub fn serve(listeners: Vec<TcpListener>, portal: Arc<Portal>) -> io::Result<()>
     if left > 0 {
         tracing::warn!("shutting down with {left} connections still open");
     }
+    let _ = flusher.join();
+    let written = portal.store.flush(true);
+    tracing::debug!("rotation state saved ({written} entries)");
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,19 +1,32 @@
 //! Rotation state on disk, one small JSON file per (initiator, target):
-//! `<state_directory>/<initiator>/<target>.json`, updated atomically under
+//! `<state_directory>/<initiator>/<target>.json`, replaced atomically under
 //! a lock on the sibling `.lck` file, so the daemon's threads, a restarted
 //! daemon and `iscsi-portal-query` share it (the seed's layout).
+//!
+//! The daemon's store is write-behind: a redirect reads and advances the
+//! state in memory and a flusher writes changed entries every
+//! [`FLUSH_INTERVAL`] (and at shutdown). Writing the file on every login
+//! made each redirect a file create + rename, and ext4 starts writeback of
+//! a file renamed over another, so logins waited for the disk (~5,000/s,
+//! p99 48 ms at 64 clients). A file changed by another process (the query
+//! tool) is noticed by its stamp and wins over the memory. A daemon killed
+//! outright loses at most the last interval's rotation steps: harmless, the
+//! next login simply starts from an earlier portal.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::rotation::PortalState;
 use crate::shared::atomic_file::AtomicFile;
+
+/// How often the daemon writes changed rotation state.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Characters kept as they are in file names; anything else is %XX.
 fn encode_component(name: &str) -> String {
@@ -31,45 +44,100 @@ fn encode_component(name: &str) -> String {
     out
 }
 
-/// Threads of this process wanting the same entry queue here rather than
-/// polling flock (which they would otherwise do every few milliseconds).
+/// Identity of one version of a state file: every save is a new inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    ino: u64,
+    mtime_ns: i64,
+    size: u64,
+}
+
+fn stamp_of(path: &Path) -> Option<FileStamp> {
+    let m = fs::metadata(path).ok()?;
+    Some(FileStamp { ino: m.ino(), mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(), size: m.size() })
+}
+
+/// What the daemon remembers of one entry.
+struct Remembered {
+    state: PortalState,
+    /// The file version `state` was read from or last written as (None:
+    /// no file).
+    stamp: Option<FileStamp>,
+    /// Changed in memory since.
+    dirty: bool,
+}
+
+/// One (initiator, target) entry inside this process: threads wanting it
+/// queue on `busy` rather than polling flock, and the write-behind memory.
 #[derive(Default)]
-struct Gate {
+struct Entry {
     busy: Mutex<bool>,
     free: Condvar,
+    memory: Mutex<Option<Remembered>>,
 }
+
+impl Entry {
+    fn memory(&self) -> MutexGuard<'_, Option<Remembered>> {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_dirty(&self) -> bool {
+        self.memory().as_ref().is_some_and(|m| m.dirty)
+    }
+
+    /// Takes the entry, waiting until `deadline`; false on timeout.
+    fn acquire(&self, deadline: Option<Instant>) -> bool {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy {
+            let Some(deadline) = deadline else { return false };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            busy = self.free.wait_timeout(busy, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        *busy = true;
+        true
+    }
+
+    fn release(&self) {
+        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.free.notify_one();
+    }
+}
+
+/// Entries kept before clean, unused ones are dropped.
+const MAX_ENTRIES: usize = 65536;
 
 #[derive(Clone, Default)]
 pub struct StateStore {
     dir: PathBuf,
-    gates: Arc<Mutex<HashMap<PathBuf, Arc<Gate>>>>,
+    entries: Arc<Mutex<HashMap<PathBuf, Arc<Entry>>>>,
+    write_behind: bool,
 }
 
 impl std::fmt::Debug for StateStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateStore").field("dir", &self.dir).finish()
+        f.debug_struct("StateStore").field("dir", &self.dir).field("write_behind", &self.write_behind).finish()
     }
 }
 
-/// A held lock on one (initiator, target) entry: the in-process gate, then
-/// the flock that other processes (iscsi-portal-query) respect.
+/// A held lock on one (initiator, target) entry: the in-process entry,
+/// then (writing through) the flock that other processes respect.
 pub struct EntryLock {
-    _lock: File,
+    _lock: Option<File>,
+    dir: PathBuf,
     data: PathBuf,
-    gate: Arc<Gate>,
+    lck: PathBuf,
+    entry: Arc<Entry>,
+    write_behind: bool,
 }
 
 impl Drop for EntryLock {
     fn drop(&mut self) {
-        if let Ok(mut busy) = self.gate.busy.lock() {
-            *busy = false;
-        }
-        self.gate.free.notify_one();
+        self.entry.release();
     }
 }
-
-/// Gates kept before unused ones are dropped.
-const MAX_GATES: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -79,17 +147,73 @@ pub enum StateError {
     Busy { path: PathBuf, waited: Duration },
 }
 
+/// Opens and flocks `lck` (creating `dir`), waiting until `deadline`.
+fn flock_file(dir: &Path, lck: &Path, deadline: Instant, wait: Duration) -> Result<File, StateError> {
+    fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.to_path_buf(), source })?;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(lck)
+        .map_err(|source| StateError::Io { path: lck.to_path_buf(), source })?;
+    loop {
+        // SAFETY: flock on a valid descriptor.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(StateError::Io { path: lck.to_path_buf(), source: e });
+        }
+        if Instant::now() >= deadline {
+            return Err(StateError::Busy { path: lck.to_path_buf(), waited: wait });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn read_state(data: &Path) -> Option<PortalState> {
+    let bytes = fs::read(data).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("ignoring unreadable state {}: {e}", data.display());
+            None
+        }
+    }
+}
+
+/// Replaces `data` atomically. Not fsynced: losing the last few rotation
+/// steps to a power cut is harmless, and a login must not wait for the disk.
+fn write_state(data: &Path, state: &PortalState) -> Result<(), StateError> {
+    let err = |source| StateError::Io { path: data.to_path_buf(), source };
+    let mut bytes = serde_json::to_vec_pretty(state).map_err(|e| err(io::Error::other(e)))?;
+    bytes.push(b'\n');
+    let f = AtomicFile::create(data).map_err(err)?;
+    f.file().write_all(&bytes).map_err(err)?;
+    f.commit_unsynced().map_err(err)
+}
+
 impl StateStore {
+    /// A store that writes every change at once (the query tool).
     pub fn new(dir: &Path) -> Self {
-        StateStore { dir: dir.to_path_buf(), gates: Arc::default() }
+        StateStore { dir: dir.to_path_buf(), entries: Arc::default(), write_behind: false }
     }
 
-    fn gate(&self, key: &Path) -> Arc<Gate> {
-        let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
-        if gates.len() >= MAX_GATES {
-            gates.retain(|_, g| Arc::strong_count(g) > 1);
+    /// The daemon's store: changes are kept in memory and written by
+    /// [`StateStore::flush`].
+    pub fn write_behind(dir: &Path) -> Self {
+        StateStore { write_behind: true, ..StateStore::new(dir) }
+    }
+
+    fn entry(&self, key: &Path) -> Arc<Entry> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= MAX_ENTRIES {
+            entries.retain(|_, e| Arc::strong_count(e) > 1 || e.is_dirty());
         }
-        Arc::clone(gates.entry(key.to_path_buf()).or_default())
+        Arc::clone(entries.entry(key.to_path_buf()).or_default())
     }
 
     pub fn dir(&self) -> &Path {
@@ -106,56 +230,58 @@ impl StateStore {
     pub fn lock(&self, initiator: &str, target: &str, wait: Duration) -> Result<EntryLock, StateError> {
         let (dir, data, lck) = self.paths(initiator, target);
         let deadline = Instant::now() + wait;
-        let gate = self.gate(&data);
-        {
-            let mut busy = gate.busy.lock().unwrap_or_else(|p| p.into_inner());
-            while *busy {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(StateError::Busy { path: lck, waited: wait });
-                }
-                busy = gate.free.wait_timeout(busy, left).unwrap_or_else(|p| p.into_inner()).0;
-            }
-            *busy = true;
+        let entry = self.entry(&data);
+        if !entry.acquire(Some(deadline)) {
+            return Err(StateError::Busy { path: lck, waited: wait });
         }
-        // From here on the gate is ours; a guard releases it on every exit.
-        struct Release<'a>(&'a Gate, bool);
-        impl Drop for Release<'_> {
-            fn drop(&mut self) {
-                if self.1 {
-                    if let Ok(mut b) = self.0.busy.lock() {
-                        *b = false;
-                    }
-                    self.0.free.notify_one();
-                }
-            }
+        // From here on the entry is ours; the EntryLock (or this guard,
+        // should the flock fail) releases it.
+        let mut held = EntryLock { _lock: None, dir, data, lck, entry, write_behind: self.write_behind };
+        if !self.write_behind {
+            held._lock = Some(flock_file(&held.dir, &held.lck, deadline, wait)?);
         }
-        let mut release = Release(&gate, true);
-        fs::create_dir_all(&dir).map_err(|source| StateError::Io { path: dir.clone(), source })?;
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&lck)
-            .map_err(|source| StateError::Io { path: lck.clone(), source })?;
-        loop {
-            // SAFETY: flock on a valid descriptor.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                release.1 = false;
-                drop(release);
-                return Ok(EntryLock { _lock: f, data, gate });
+        Ok(held)
+    }
+
+    /// Writes every entry changed in memory (write-behind store). An entry
+    /// busy right now is left for the next round unless `all` (shutdown).
+    /// Returns how many files were written.
+    pub fn flush(&self, all: bool) -> usize {
+        let dirty: Vec<(PathBuf, Arc<Entry>)> = {
+            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            entries.iter().filter(|(_, e)| e.is_dirty()).map(|(k, e)| (k.clone(), Arc::clone(e))).collect()
+        };
+        let mut written = 0;
+        for (data, entry) in dirty {
+            let wait = Duration::from_secs(2);
+            if !entry.acquire(all.then(|| Instant::now() + wait)) {
+                continue;
             }
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(StateError::Io { path: lck, source: e });
+            match self.flush_entry(&data, &entry, wait) {
+                Ok(true) => written += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!("saving rotation state: {e}"),
             }
-            if Instant::now() >= deadline {
-                return Err(StateError::Busy { path: lck, waited: wait });
-            }
-            std::thread::sleep(Duration::from_millis(5));
+            entry.release();
         }
+        written
+    }
+
+    fn flush_entry(&self, data: &Path, entry: &Entry, wait: Duration) -> Result<bool, StateError> {
+        let (Some(dir), Some(name)) = (data.parent(), data.file_stem()) else { return Ok(false) };
+        let lck = dir.join(format!("{}.lck", name.to_string_lossy()));
+        let _lock = flock_file(dir, &lck, Instant::now() + wait, wait)?;
+        let mut memory = entry.memory();
+        let Some(m) = memory.as_mut().filter(|m| m.dirty) else { return Ok(false) };
+        if stamp_of(data) != m.stamp {
+            // Another process wrote it since we read it: its version wins.
+            *memory = None;
+            return Ok(false);
+        }
+        write_state(data, &m.state)?;
+        m.stamp = stamp_of(data);
+        m.dirty = false;
+        Ok(true)
     }
 }
 
@@ -163,24 +289,35 @@ impl EntryLock {
     /// The stored state, or None if there is none (or it is unreadable,
     /// which only costs a rescan: the file is rewritten on save).
     pub fn load(&self) -> Option<PortalState> {
-        let bytes = fs::read(&self.data).ok()?;
-        match serde_json::from_slice(&bytes) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!("ignoring unreadable state {}: {e}", self.data.display());
-                None
-            }
+        if !self.write_behind {
+            return read_state(&self.data);
         }
+        let stamp = stamp_of(&self.data);
+        let mut memory = self.entry.memory();
+        if let Some(m) = memory.as_ref().filter(|m| m.stamp == stamp) {
+            return Some(m.state.clone());
+        }
+        // Changed (or removed) by someone else: the file wins.
+        *memory = None;
+        let state = read_state(&self.data)?;
+        *memory = Some(Remembered { state: state.clone(), stamp, dirty: false });
+        Some(state)
     }
 
-    /// Replaces the state atomically. Not fsynced: losing the last few
-    /// rotations to a power cut is harmless, and a login must not wait for
-    /// the disk.
+    /// Replaces the state: at once, or (write-behind) at the next flush.
     pub fn save(&self, state: &PortalState) -> Result<(), StateError> {
-        let err = |source| StateError::Io { path: self.data.clone(), source };
-        let f = AtomicFile::create(&self.data).map_err(err)?;
-        serde_json::to_writer_pretty(f.file(), state).map_err(|e| err(io::Error::other(e)))?;
-        f.commit_unsynced().map_err(err)
+        if !self.write_behind {
+            return write_state(&self.data, state);
+        }
+        let mut memory = self.entry.memory();
+        match memory.as_mut() {
+            Some(m) => {
+                m.state = state.clone();
+                m.dirty = true;
+            }
+            None => *memory = Some(Remembered { state: state.clone(), stamp: stamp_of(&self.data), dirty: true }),
+        }
+        Ok(())
     }
 }
 
@@ -211,6 +348,70 @@ mod tests {
         let t = Instant::now();
         assert!(matches!(store.lock("iqn.i", "iqn.t", Duration::from_millis(50)), Err(StateError::Busy { .. })));
         assert!(t.elapsed() >= Duration::from_millis(50));
+    }
+
+    fn state_at(index: usize) -> PortalState {
+        let mut s = PortalState::new("iqn.i", "iqn.t");
+        s.refresh(
+            vec![
+                TargetAddress::parse("10.0.1.1:3260,1").unwrap(),
+                TargetAddress::parse("10.0.1.2:3260,1").unwrap(),
+                TargetAddress::parse("10.0.1.3:3260,1").unwrap(),
+            ],
+            42,
+        );
+        s.last_portal_index = Some(index);
+        s
+    }
+
+    #[test]
+    fn write_behind_reaches_the_disk_at_the_flush() {
+        let d = tempfile::tempdir().unwrap();
+        let daemon = StateStore::write_behind(d.path());
+        let direct = StateStore::new(d.path());
+        let w = Duration::from_secs(1);
+        daemon.lock("iqn.i", "iqn.t", w).unwrap().save(&state_at(0)).unwrap();
+        assert_eq!(direct.lock("iqn.i", "iqn.t", w).unwrap().load(), None, "not written before the flush");
+        assert_eq!(daemon.lock("iqn.i", "iqn.t", w).unwrap().load(), Some(state_at(0)), "memory serves");
+        assert_eq!(daemon.flush(false), 1);
+        assert_eq!(daemon.flush(false), 0, "clean entries are not rewritten");
+        assert_eq!(direct.lock("iqn.i", "iqn.t", w).unwrap().load(), Some(state_at(0)));
+        // A later change overwrites the file at the next flush.
+        daemon.lock("iqn.i", "iqn.t", w).unwrap().save(&state_at(1)).unwrap();
+        assert_eq!(daemon.flush(true), 1);
+        assert_eq!(direct.lock("iqn.i", "iqn.t", w).unwrap().load(), Some(state_at(1)));
+    }
+
+    #[test]
+    fn another_process_write_wins_over_memory() {
+        let d = tempfile::tempdir().unwrap();
+        let daemon = StateStore::write_behind(d.path());
+        let direct = StateStore::new(d.path());
+        let w = Duration::from_secs(1);
+        daemon.lock("iqn.i", "iqn.t", w).unwrap().save(&state_at(0)).unwrap();
+        daemon.flush(true);
+        // The query tool advances the rotation on disk.
+        direct.lock("iqn.i", "iqn.t", w).unwrap().save(&state_at(2)).unwrap();
+        assert_eq!(daemon.lock("iqn.i", "iqn.t", w).unwrap().load(), Some(state_at(2)));
+        // A daemon change not yet flushed when the file changes is dropped
+        // in favour of the file.
+        daemon.lock("iqn.i", "iqn.t", w).unwrap().save(&state_at(1)).unwrap();
+        direct.lock("iqn.i", "iqn.t", w).unwrap().save(&state_at(0)).unwrap();
+        assert_eq!(daemon.flush(true), 0);
+        assert_eq!(direct.lock("iqn.i", "iqn.t", w).unwrap().load(), Some(state_at(0)));
+        assert_eq!(daemon.lock("iqn.i", "iqn.t", w).unwrap().load(), Some(state_at(0)));
+    }
+
+    #[test]
+    fn a_busy_entry_waits_for_the_next_flush_round() {
+        let d = tempfile::tempdir().unwrap();
+        let daemon = StateStore::write_behind(d.path());
+        let w = Duration::from_secs(1);
+        let held = daemon.lock("iqn.i", "iqn.t", w).unwrap();
+        held.save(&state_at(0)).unwrap();
+        assert_eq!(daemon.flush(false), 0);
+        drop(held);
+        assert_eq!(daemon.flush(false), 1);
     }
 
     #[test]

@@ -98,6 +98,24 @@ fn logins_reach_the_lun_and_alternate_between_nodes() {
 }
 
 #[test]
+fn rotation_survives_a_restart() {
+    if !iscsi_tools_present() {
+        return;
+    }
+    let (lab, mut portal) = cluster("");
+    let url = lun_url(&lab, "iqn.2024-01.test:vol1");
+    assert_eq!(libiscsi("iscsi-inq", &["-i", INIT_A, &url], T).0, Some(0));
+    let first = portal.redirects();
+    assert!(portal.stop().unwrap().success(), "{}", portal.log());
+    let cfg = lab.dir.path().join("santools.toml");
+    let portal = PortalProc::start(&cfg, &[]);
+    assert_eq!(libiscsi("iscsi-inq", &["-i", INIT_A, &url], T).0, Some(0));
+    let second = portal.redirects();
+    assert_eq!((first.len(), second.len()), (1, 1), "{}", portal.log());
+    assert_ne!(first[0], second[0], "a restart must not reset the rotation");
+}
+
+#[test]
 fn with_a_node_down_logins_go_to_the_survivor() {
     if !iscsi_tools_present() {
         return;
@@ -500,7 +518,7 @@ fn query_and_sendtargets_tools_use_the_daemons_logic_and_state() {
     if !iscsi_tools_present() {
         return;
     }
-    let (lab, _portal) = cluster("");
+    let (lab, portal) = cluster("");
     let cfg = lab.dir.path().join("santools.toml");
     let q = |target: &str| {
         run(Command::new(bin()).args(["iscsi-portal-query", "--config"]).arg(&cfg).args([
@@ -513,8 +531,14 @@ fn query_and_sendtargets_tools_use_the_daemons_logic_and_state() {
     let a = stdout(&q("iqn.2024-01.test:vol1")).trim().to_string();
     let b = stdout(&q("iqn.2024-01.test:vol1")).trim().to_string();
     assert_ne!(a, b, "successive queries rotate");
-    // A real login continues the same rotation.
+    // A real login continues the rotation the queries advanced...
     assert_eq!(libiscsi("iscsi-inq", &["-i", INIT_A, &lun_url(&lab, "iqn.2024-01.test:vol1")], T).0, Some(0));
+    let shown = |q: &str| q.split_whitespace().find(|w| w.contains(':')).unwrap_or(q).to_string();
+    assert_eq!(portal.redirects().last().map(String::as_str), Some(shown(&a).as_str()), "{a} / {}", portal.log());
+    // ...and the query sees the daemon's step once it is written.
+    std::thread::sleep(Duration::from_millis(700));
+    let c = stdout(&q("iqn.2024-01.test:vol1")).trim().to_string();
+    assert_eq!(c, b, "the daemon's login must advance the shared rotation");
     let o = q("iqn.2024-01.test:retired");
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("targets_removed"));
