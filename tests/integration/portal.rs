@@ -116,6 +116,49 @@ fn rotation_survives_a_restart() {
 }
 
 #[test]
+fn kill_9_leaves_readable_state_and_the_rotation_continues() {
+    if !iscsi_tools_present() {
+        return;
+    }
+    let (lab, portal) = cluster("");
+    let url = lun_url(&lab, "iqn.2024-01.test:vol1");
+    assert_eq!(libiscsi("iscsi-inq", &["-i", INIT_A, &url], T).0, Some(0));
+    let first = portal.redirects();
+    // Past one flush interval the step is on disk; then load, then kill -9
+    // while logins are being served.
+    std::thread::sleep(Duration::from_millis(600));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let url = lun_url(&lab, "iqn.2024-01.test:vol2");
+            std::thread::spawn(move || libiscsi("iscsi-inq", &["-i", INIT_B, &url], T))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(150));
+    portal.signal(libc::SIGKILL);
+    drop(portal);
+    for l in load {
+        let _ = l.join();
+    }
+    // Every state file left behind is whole.
+    let mut files = 0;
+    for dir in std::fs::read_dir(lab.dir.path().join("state")).unwrap() {
+        for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            if p.extension().is_some_and(|e| e == "json") {
+                let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap())
+                    .unwrap_or_else(|e| panic!("{} is not whole after kill -9: {e}", p.display()));
+                assert!(v.get("last_portal_index").is_some(), "{v}");
+                files += 1;
+            }
+        }
+    }
+    assert!(files >= 1);
+    let portal = PortalProc::start(&lab.dir.path().join("santools.toml"), &[]);
+    assert_eq!(libiscsi("iscsi-inq", &["-i", INIT_A, &url], T).0, Some(0), "{}", portal.log());
+    assert_ne!(portal.redirects(), first, "the flushed step must survive kill -9");
+}
+
+#[test]
 fn with_a_node_down_logins_go_to_the_survivor() {
     if !iscsi_tools_present() {
         return;
