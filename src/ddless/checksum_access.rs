@@ -2,16 +2,14 @@
 //! (so bad input is refused before anything is written), then lock it and
 //! bring it to the source's size.
 
-use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
 
 use crate::shared::checksum_file::{record_count, ChecksumFile};
 use crate::shared::checksum_record::ChecksumRecord;
-use crate::shared::file_lock::{LockError, LockFile};
+use crate::shared::file_lock::{open_or_create, LockError, LockFile};
 use crate::shared::segment::SegmentGeometry;
 
 /// True for `-c /dev/null` (no checksums).
@@ -59,14 +57,7 @@ pub(crate) enum SizeChange {
 /// segments are read and written. Durable before returning.
 pub(crate) fn open_for_copy(path: &Path, geometry: &SegmentGeometry) -> anyhow::Result<(ChecksumFile, SizeChange)> {
     let existed = path.exists();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(path)
-        .with_context(|| format!("opening checksum file {}", path.display()))?;
+    let file = open_or_create(path).with_context(|| format!("opening checksum file {}", path.display()))?;
     let cf = ChecksumFile::new(file);
     let ctx = || format!("checksum file {}", path.display());
     let have = record_count(cf.file().metadata().with_context(ctx)?.len()).with_context(ctx)?;

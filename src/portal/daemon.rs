@@ -4,13 +4,14 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::{fork, ForkResult, Pid};
+
+use crate::shared::file_lock::open_or_create;
 
 /// What a signal asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,14 +55,7 @@ impl PidFile {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)
-            .with_context(|| format!("opening pid file {}", path.display()))?;
+        let mut file = open_or_create(path).with_context(|| format!("opening pid file {}", path.display()))?;
         // SAFETY: flock on a valid descriptor.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let mut s = String::new();

@@ -14,16 +14,16 @@
 //! next login simply starts from an earlier portal.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::rotation::PortalState;
 use crate::shared::atomic_file::AtomicFile;
+use crate::shared::file_lock::{lock_exclusive_within, open_or_create, LockError};
 
 /// How often the daemon writes changed rotation state.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
@@ -147,30 +147,14 @@ pub enum StateError {
     Busy { path: PathBuf, waited: Duration },
 }
 
-/// Opens and flocks `lck` (creating `dir`), waiting until `deadline`.
-fn flock_file(dir: &Path, lck: &Path, deadline: Instant, wait: Duration) -> Result<File, StateError> {
+/// Opens and flocks `lck` (creating `dir`), waiting up to `wait`.
+fn flock_file(dir: &Path, lck: &Path, wait: Duration) -> Result<File, StateError> {
     fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.to_path_buf(), source })?;
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(lck)
-        .map_err(|source| StateError::Io { path: lck.to_path_buf(), source })?;
-    loop {
-        // SAFETY: flock on a valid descriptor.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(f);
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(StateError::Io { path: lck.to_path_buf(), source: e });
-        }
-        if Instant::now() >= deadline {
-            return Err(StateError::Busy { path: lck.to_path_buf(), waited: wait });
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    let f = open_or_create(lck).map_err(|source| StateError::Io { path: lck.to_path_buf(), source })?;
+    match lock_exclusive_within(&f, lck, wait) {
+        Ok(()) => Ok(f),
+        Err(LockError::Busy { path }) => Err(StateError::Busy { path, waited: wait }),
+        Err(LockError::Io { path, source }) => Err(StateError::Io { path, source }),
     }
 }
 
@@ -238,7 +222,7 @@ impl StateStore {
         // should the flock fail) releases it.
         let mut held = EntryLock { _lock: None, dir, data, lck, entry, write_behind: self.write_behind };
         if !self.write_behind {
-            held._lock = Some(flock_file(&held.dir, &held.lck, deadline, wait)?);
+            held._lock = Some(flock_file(&held.dir, &held.lck, deadline.saturating_duration_since(Instant::now()))?);
         }
         Ok(held)
     }
@@ -270,7 +254,7 @@ impl StateStore {
     fn flush_entry(&self, data: &Path, entry: &Entry, wait: Duration) -> Result<bool, StateError> {
         let (Some(dir), Some(name)) = (data.parent(), data.file_stem()) else { return Ok(false) };
         let lck = dir.join(format!("{}.lck", name.to_string_lossy()));
-        let _lock = flock_file(dir, &lck, Instant::now() + wait, wait)?;
+        let _lock = flock_file(dir, &lck, wait)?;
         let mut memory = entry.memory();
         let Some(m) = memory.as_mut().filter(|m| m.dirty) else { return Ok(false) };
         if stamp_of(data) != m.stamp {

@@ -25,9 +25,20 @@ pub enum LockError {
     Io { path: PathBuf, source: io::Error },
 }
 
+/// Opens a file for reading and writing, creating it (mode 0644) but never
+/// truncating it: lock files, pid files, checksum files.
+pub fn open_or_create(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(path)
+}
+
 /// Takes an exclusive flock on an open file, retrying for [`LOCK_WAIT`].
 pub fn lock_exclusive(file: &File, path: &Path) -> Result<(), LockError> {
-    let deadline = Instant::now() + LOCK_WAIT;
+    lock_exclusive_within(file, path, LOCK_WAIT)
+}
+
+/// Takes an exclusive flock on an open file, retrying for `wait`.
+pub fn lock_exclusive_within(file: &File, path: &Path, wait: Duration) -> Result<(), LockError> {
+    let deadline = Instant::now() + wait;
     loop {
         // SAFETY: flock on a valid open descriptor has no memory effects.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -59,14 +70,7 @@ impl LockFile {
         let mut name = protected.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&path)
-            .map_err(|source| LockError::Io { path: path.clone(), source })?;
+        let file = open_or_create(&path).map_err(|source| LockError::Io { path: path.clone(), source })?;
         lock_exclusive(&file, &path)?;
         Ok(LockFile { _file: file, path })
     }
