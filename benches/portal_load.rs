@@ -81,31 +81,26 @@ fn login_pdu(init: &str, session: &str, target: Option<&str>) -> Vec<u8> {
     keys.push("DataDigest", "None");
     keys.push("MaxRecvDataSegmentLength", "262144");
     let r = LoginRequest {
-        transit: true,
-        cont: false,
-        csg: Stage::Operational,
-        nsg: Stage::FullFeature,
-        version_max: 0,
-        version_min: 0,
-        isid: [0x80, 0, 0, 0, 1, 0],
-        tsih: 0,
-        itt: 1,
-        cid: 0,
         cmdsn: 1,
-        exp_statsn: 0,
-        data: keys.to_bytes(),
+        ..LoginRequest::opening([0x80, 0, 0, 0, 1, 0], 1, Stage::Operational, Stage::FullFeature, keys.to_bytes())
     };
     encode(&r.to_pdu(), Digests::default())
 }
 
-/// One normal-session login; Ok if redirected.
-fn one_redirect(addr: SocketAddr, req: &[u8]) -> std::io::Result<()> {
+/// Connects, sends a login request, and reads its response.
+fn connect_and_login(addr: SocketAddr, req: &[u8]) -> std::io::Result<(TcpStream, Vec<u8>, LoginResponse)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.write_all(req)?;
     let mut buf = Vec::new();
     let rsp = LoginResponse::from_pdu(&read_pdu(&mut s, &mut buf)?).map_err(std::io::Error::other)?;
+    Ok((s, buf, rsp))
+}
+
+/// One normal-session login; Ok if redirected.
+fn one_redirect(addr: SocketAddr, req: &[u8]) -> std::io::Result<()> {
+    let (mut s, _, rsp) = connect_and_login(addr, req)?;
     if rsp.status != LoginStatus::TARGET_MOVED_TEMPORARILY {
         return Err(std::io::Error::other(format!("status {}", rsp.status)));
     }
@@ -117,12 +112,7 @@ fn one_redirect(addr: SocketAddr, req: &[u8]) -> std::io::Result<()> {
 
 /// One discovery session: login, SendTargets=All, logout.
 fn one_discovery(addr: SocketAddr, req: &[u8]) -> std::io::Result<()> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_nodelay(true)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.write_all(req)?;
-    let mut buf = Vec::new();
-    let rsp = LoginResponse::from_pdu(&read_pdu(&mut s, &mut buf)?).map_err(std::io::Error::other)?;
+    let (mut s, mut buf, rsp) = connect_and_login(addr, req)?;
     if rsp.status != LoginStatus::SUCCESS || !rsp.transit {
         return Err(std::io::Error::other(format!("login status {}", rsp.status)));
     }

@@ -62,6 +62,27 @@ pub struct LoginRequest {
 }
 
 impl LoginRequest {
+    /// A request of a new session (TSIH 0, connection 0, version 0) moving
+    /// from `csg` to `nsg`. CmdSN and ExpStatSN start at 0; set them as
+    /// the session goes on.
+    pub fn opening(isid: [u8; 6], itt: u32, csg: Stage, nsg: Stage, data: Vec<u8>) -> Self {
+        LoginRequest {
+            transit: true,
+            cont: false,
+            csg,
+            nsg,
+            version_max: 0,
+            version_min: 0,
+            isid,
+            tsih: 0,
+            itt,
+            cid: 0,
+            cmdsn: 0,
+            exp_statsn: 0,
+            data,
+        }
+    }
+
     pub fn from_pdu(p: &Pdu) -> Result<Self, FieldError> {
         check_op(&p.bhs, Opcode::LoginRequest)?;
         let f = p.bhs.flags();
@@ -280,19 +301,9 @@ mod tests {
     #[test]
     fn redirect_response_layout() {
         let req = LoginRequest {
-            transit: true,
-            cont: false,
-            csg: Stage::Security,
-            nsg: Stage::Operational,
-            version_max: 0,
-            version_min: 0,
-            isid: [1, 2, 3, 4, 5, 6],
-            tsih: 0,
-            itt: 0x1234,
-            cid: 0,
             cmdsn: 9,
             exp_statsn: 3,
-            data: vec![],
+            ..LoginRequest::opening([1, 2, 3, 4, 5, 6], 0x1234, Stage::Security, Stage::Operational, vec![])
         };
         let rsp = LoginResponse::answering(
             &req,

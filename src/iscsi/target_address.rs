@@ -2,7 +2,7 @@
 //! (RFC 7143 13.8). The portal always sends the port, because libiscsi only
 //! follows a redirect whose address carries one.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 /// Default iSCSI port when an address leaves it out.
 pub const DEFAULT_PORT: u16 = 3260;
@@ -48,10 +48,6 @@ impl TargetAddress {
 
     pub fn ip(&self) -> Option<IpAddr> {
         self.host.parse().ok()
-    }
-
-    pub fn socket_addr(&self) -> Option<SocketAddr> {
-        self.ip().map(|ip| SocketAddr::new(ip, self.port))
     }
 }
 

@@ -65,58 +65,43 @@ pub struct NodeQuery<'a> {
     pub cache: Option<(&'a NodeCache, Duration)>,
 }
 
-/// Asks every node portal of `q.portal`, all at once (cached answers first:
-/// a fully cached query starts no thread).
+/// Asks every node portal of `q.portal`, all at once. Cached answers are
+/// taken as they are: a fully cached query starts no thread.
 pub fn query_nodes(q: &NodeQuery<'_>) -> Vec<NodeAnswer> {
     let portals = q.portal.node_portals();
-    if let Some((cache, ttl)) = q.cache {
-        let cached: Vec<NodeAnswer> = portals
-            .iter()
-            .map_while(|(node, addr)| {
-                cache.get(*addr, q.initiator, ttl).map(|t| NodeAnswer {
-                    node: node.clone(),
-                    addr: *addr,
-                    targets: Ok(t),
-                })
-            })
-            .collect();
-        if cached.len() == portals.len() {
-            return cached;
-        }
-    }
     std::thread::scope(|scope| {
-        let handles: Vec<_> = portals
+        let pending: Vec<_> = portals
             .iter()
-            .map(|(node, addr)| {
-                scope.spawn(move || {
-                    if let Some((cache, ttl)) = q.cache {
-                        if let Some(t) = cache.get(*addr, q.initiator, ttl) {
-                            return NodeAnswer { node: node.clone(), addr: *addr, targets: Ok(t) };
-                        }
-                    }
-                    let result = send_targets(*addr, q.initiator, "All", q.timeouts, q.log_pdus);
-                    if let (Ok(t), Some((cache, ttl))) = (&result, q.cache) {
-                        cache.put(*addr, q.initiator, ttl, t.clone());
-                    }
-                    if let Err(e) = &result {
-                        tracing::warn!("node {node} portal {addr}: {e}");
-                    }
-                    NodeAnswer { node: node.clone(), addr: *addr, targets: result.map_err(|e| e.to_string()) }
-                })
+            .map(|(node, addr)| match q.cache.and_then(|(cache, ttl)| cache.get(*addr, q.initiator, ttl)) {
+                Some(targets) => Ok(targets),
+                None => Err(scope.spawn(move || ask_node(q, node, *addr))),
             })
             .collect();
-        handles
+        pending
             .into_iter()
             .zip(&portals)
-            .map(|(h, (node, addr))| {
-                h.join().unwrap_or_else(|_| NodeAnswer {
-                    node: node.clone(),
-                    addr: *addr,
-                    targets: Err("query thread failed".into()),
-                })
+            .map(|(p, (node, addr))| {
+                let targets = p.or_else(|h| h.join().unwrap_or_else(|_| Err("query thread failed".into())));
+                NodeAnswer { node: node.clone(), addr: *addr, targets }
             })
             .collect()
     })
+}
+
+/// One node portal's SendTargets=All as the initiator, cached on success.
+fn ask_node(q: &NodeQuery<'_>, node: &str, addr: SocketAddr) -> Result<Vec<DiscoveredTarget>, String> {
+    match send_targets(addr, q.initiator, "All", q.timeouts, q.log_pdus) {
+        Ok(targets) => {
+            if let Some((cache, ttl)) = q.cache {
+                cache.put(addr, q.initiator, ttl, targets.clone());
+            }
+            Ok(targets)
+        }
+        Err(e) => {
+            tracing::warn!("node {node} portal {addr}: {e}");
+            Err(e.to_string())
+        }
+    }
 }
 
 /// Unique target names across all answers, in first-seen order.

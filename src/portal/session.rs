@@ -81,7 +81,7 @@ struct Session<'a> {
 pub fn serve(stream: std::net::TcpStream, portal: &Portal) {
     let cfg = portal.config();
     let limits = DecodeLimits { max_data_segment: cfg.max_recv_data_segment_length, digests: Digests::default() };
-    let s = match PduStream::new(stream, limits) {
+    let mut s = match PduStream::new(stream, limits) {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!("connection lost before it started: {e}");
@@ -90,7 +90,6 @@ pub fn serve(stream: std::net::TcpStream, portal: &Portal) {
     };
     let ip = plain_ip(s.peer.ip());
     access(ip, format_args!("connect to {}", plain_ip(s.local.ip())));
-    let mut s = s;
     s.log_pdus = portal.log_pdus;
     let mut session = Session { s, portal, cfg, ip, statsn: 0, exp_cmdsn: 0, next_ttt: 1 };
     match session.run() {

@@ -126,9 +126,7 @@ impl std::fmt::Debug for StateStore {
 /// then (writing through) the flock that other processes respect.
 pub struct EntryLock {
     _lock: Option<File>,
-    dir: PathBuf,
     data: PathBuf,
-    lck: PathBuf,
     entry: Arc<Entry>,
     write_behind: bool,
 }
@@ -147,11 +145,15 @@ pub enum StateError {
     Busy { path: PathBuf, waited: Duration },
 }
 
-/// Opens and flocks `lck` (creating `dir`), waiting up to `wait`.
-fn flock_file(dir: &Path, lck: &Path, wait: Duration) -> Result<File, StateError> {
-    fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.to_path_buf(), source })?;
-    let f = open_or_create(lck).map_err(|source| StateError::Io { path: lck.to_path_buf(), source })?;
-    match lock_exclusive_within(&f, lck, wait) {
+/// Opens and flocks the `.lck` beside the state file `data` (creating its
+/// directory), waiting up to `wait`.
+fn flock_entry(data: &Path, wait: Duration) -> Result<File, StateError> {
+    if let Some(dir) = data.parent() {
+        fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.to_path_buf(), source })?;
+    }
+    let lck = data.with_extension("lck");
+    let f = open_or_create(&lck).map_err(|source| StateError::Io { path: lck.clone(), source })?;
+    match lock_exclusive_within(&f, &lck, wait) {
         Ok(()) => Ok(f),
         Err(LockError::Busy { path }) => Err(StateError::Busy { path, waited: wait }),
         Err(LockError::Io { path, source }) => Err(StateError::Io { path, source }),
@@ -194,6 +196,9 @@ impl StateStore {
 
     fn entry(&self, key: &Path) -> Arc<Entry> {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = entries.get(key) {
+            return Arc::clone(e);
+        }
         if entries.len() >= MAX_ENTRIES {
             entries.retain(|_, e| Arc::strong_count(e) > 1 || e.is_dirty());
         }
@@ -204,25 +209,24 @@ impl StateStore {
         &self.dir
     }
 
-    fn paths(&self, initiator: &str, target: &str) -> (PathBuf, PathBuf, PathBuf) {
-        let d = self.dir.join(encode_component(initiator));
-        let t = encode_component(target);
-        (d.clone(), d.join(format!("{t}.json")), d.join(format!("{t}.lck")))
+    /// `<dir>/<initiator>/<target>.json`; its lock is the same with `.lck`.
+    fn data_path(&self, initiator: &str, target: &str) -> PathBuf {
+        self.dir.join(encode_component(initiator)).join(format!("{}.json", encode_component(target)))
     }
 
     /// Locks the entry, waiting up to `wait` for another holder.
     pub fn lock(&self, initiator: &str, target: &str, wait: Duration) -> Result<EntryLock, StateError> {
-        let (dir, data, lck) = self.paths(initiator, target);
+        let data = self.data_path(initiator, target);
         let deadline = Instant::now() + wait;
         let entry = self.entry(&data);
         if !entry.acquire(Some(deadline)) {
-            return Err(StateError::Busy { path: lck, waited: wait });
+            return Err(StateError::Busy { path: data.with_extension("lck"), waited: wait });
         }
-        // From here on the entry is ours; the EntryLock (or this guard,
-        // should the flock fail) releases it.
-        let mut held = EntryLock { _lock: None, dir, data, lck, entry, write_behind: self.write_behind };
+        // From here on the entry is ours; the EntryLock releases it, also
+        // when the flock fails.
+        let mut held = EntryLock { _lock: None, data, entry, write_behind: self.write_behind };
         if !self.write_behind {
-            held._lock = Some(flock_file(&held.dir, &held.lck, deadline.saturating_duration_since(Instant::now()))?);
+            held._lock = Some(flock_entry(&held.data, deadline.saturating_duration_since(Instant::now()))?);
         }
         Ok(held)
     }
@@ -252,9 +256,7 @@ impl StateStore {
     }
 
     fn flush_entry(&self, data: &Path, entry: &Entry, wait: Duration) -> Result<bool, StateError> {
-        let (Some(dir), Some(name)) = (data.parent(), data.file_stem()) else { return Ok(false) };
-        let lck = dir.join(format!("{}.lck", name.to_string_lossy()));
-        let _lock = flock_file(dir, &lck, wait)?;
+        let _lock = flock_entry(data, wait)?;
         let mut memory = entry.memory();
         let Some(m) = memory.as_mut().filter(|m| m.dirty) else { return Ok(false) };
         if stamp_of(data) != m.stamp {

@@ -124,19 +124,9 @@ impl Client {
                 }
             };
             let req = LoginRequest {
-                transit: true,
-                cont: false,
-                csg: stage,
-                nsg: next,
-                version_max: 0,
-                version_min: 0,
-                isid,
-                tsih: 0,
-                itt: self.itt,
-                cid: 0,
                 cmdsn: self.cmdsn,
                 exp_statsn: self.exp_statsn,
-                data: keys.to_bytes(),
+                ..LoginRequest::opening(isid, self.itt, stage, next, keys.to_bytes())
             };
             let rsp = self.exchange(&req.to_pdu())?;
             if rsp.bhs.opcode() != Some(Opcode::LoginResponse) {

@@ -331,19 +331,8 @@ fn raw_send_targets_for(
     keys.push("DataDigest", dig(digests.data));
     keys.push("MaxRecvDataSegmentLength", max_recv.to_string());
     let login = LoginRequest {
-        transit: true,
-        cont: false,
-        csg: Stage::Operational,
-        nsg: Stage::FullFeature,
-        version_max: 0,
-        version_min: 0,
-        isid: [0x80, 1, 2, 3, 4, 5],
-        tsih: 0,
-        itt: 1,
-        cid: 0,
         cmdsn: 1,
-        exp_statsn: 0,
-        data: keys.to_bytes(),
+        ..LoginRequest::opening([0x80, 1, 2, 3, 4, 5], 1, Stage::Operational, Stage::FullFeature, keys.to_bytes())
     };
     s.write_all(&encode(&login.to_pdu(), Digests::default())).unwrap();
     let plain = DecodeLimits { max_data_segment: 1 << 20, digests: Digests::default() };
