@@ -9,6 +9,7 @@
 //! - [`multicall`], [`cli`], [`config`]: dispatch, shared front-end
 //!   plumbing, the TOML configuration.
 
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod ddless;

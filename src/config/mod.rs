@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod archive;
 pub mod ddless;
 pub mod ddmap;
 pub mod portal;
@@ -48,6 +49,8 @@ pub struct Config {
     pub ddmap: DdmapConfig,
     /// Required by the portal daemon and its tools.
     pub portal: Option<PortalConfig>,
+    /// Required by the archive tools (backup, restore, snapcheck, ddless-maint).
+    pub archive: Option<archive::ArchiveConfig>,
 }
 
 impl Config {
@@ -70,6 +73,9 @@ impl Config {
         self.ddmap.validate()?;
         if let Some(p) = &self.portal {
             p.validate()?;
+        }
+        if let Some(a) = &self.archive {
+            a.validate()?;
         }
         Ok(())
     }

@@ -34,6 +34,10 @@ pub fn tools() -> &'static [Tool] {
         crate::portal::cli::daemon_cli::TOOL,
         crate::portal::cli::query_cli::TOOL,
         crate::portal::cli::sendtargets_cli::TOOL,
+        crate::archive::cli::backup_cli::TOOL,
+        crate::archive::cli::restore_cli::TOOL,
+        crate::archive::cli::snapcheck_cli::TOOL,
+        crate::archive::cli::maint_cli::TOOL,
     ];
     TOOLS
 }
