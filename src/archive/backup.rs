@@ -31,7 +31,7 @@ use super::snapshot_time::snapshot_name;
 use super::source::protocol::{FinishMessage, Status};
 use super::source::{self, OpenedSource};
 use super::store::{ArchiveStore, StoreError};
-use super::volume_lock::lock_volume;
+use super::volume_lock::{lock_pool, lock_volume};
 use super::workspace::Workspace;
 use crate::ddless::{compute_checksums, copy, ChecksumMode, ChecksumOptions, CommitTuning, CopyOptions, ReadOptions};
 use crate::progress::Progress;
@@ -167,11 +167,17 @@ fn run(
     let _lock = if opts.dry_run { None } else { Some(lock_volume(&s.lock_dir, name, "backup", opts.lock_wait)?) };
     failpoint::hit("backup.after-lock");
 
-    // The checksum directory; a dry run does not create it.
-    let dir = match store.checksum_dir(!opts.dry_run) {
-        Ok(d) => Some(d),
-        Err(StoreError::NotFound { .. }) if opts.dry_run => None,
-        Err(e) => return Err(e.into()),
+    // The checksum directory; a dry run does not create it. Volumes of one
+    // pool share it: created under the pool lock.
+    let dir = if opts.dry_run {
+        match store.checksum_dir(false) {
+            Ok(d) => Some(d),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        let _pool = lock_pool(&s.lock_dir, &name.pool, Duration::from_secs(60))?;
+        Some(store.checksum_dir(true)?)
     };
     let ws = dir.map(|d| Workspace::new(d, &name.volume));
 
@@ -181,7 +187,7 @@ fn run(
             log.line("backup", &format!("{name}: removed {r} left by an interrupted run"));
         }
         if let Some(ws) = &ws {
-            for r in Workspace::remove_stale_scratch(&ws.dir) {
+            for r in ws.remove_stale() {
                 log.line("backup", &format!("{name}: removed {} left by an interrupted run", r.display()));
             }
         }
@@ -308,7 +314,10 @@ fn run(
         let scratch = ws.scratch().with_context(|| format!("creating scratch space in {}", ws.dir.display()))?;
         let ok = integrity_check(ctx, &ws, src, &info.data_path, &scratch, opts, report)?;
         if !ok {
-            state.dirty = Some(format!("the integrity check of the backup at {} found differences", (ctx.now)().strftime("%Y-%m-%d %H:%M:%S UTC")));
+            state.dirty = Some(format!(
+                "the integrity check of the backup at {} found differences",
+                (ctx.now)().strftime("%Y-%m-%d %H:%M:%S UTC")
+            ));
             state.last_result = Some("integrity-mismatch".into());
             ws.save_state(&state)?;
             report.status = "integrity-mismatch".into();

@@ -70,12 +70,19 @@ struct Marker {
 
 const MARKER_FORMAT: &str = "santools-restore-1";
 
+/// A target's identity: a device by its number; a file by device, inode
+/// and birth time (an inode number is reused as soon as a file is deleted).
 fn identity(meta: &fs::Metadata) -> String {
     if meta.file_type().is_block_device() {
-        format!("rdev:{}", meta.rdev())
-    } else {
-        format!("{}:{}", meta.dev(), meta.ino())
+        return format!("rdev:{}", meta.rdev());
     }
+    let born = meta
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}:{}:{born}", meta.dev(), meta.ino())
 }
 
 /// Where a restore keeps its checksum file and marker: beside a file

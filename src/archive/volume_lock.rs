@@ -18,8 +18,8 @@ use crate::shared::file_lock::{lock_exclusive_within, open_or_create, LockError,
 pub enum VolumeLockError {
     #[error("archive volume {volume} is locked by {holder} (lock file {}); try again later or use --wait SECONDS", path.display())]
     Busy { volume: String, holder: String, path: PathBuf },
-    #[error("lock file {}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error("lock file {}: {cause}", path.display())]
+    Io { path: PathBuf, cause: io::Error },
 }
 
 /// A held volume lock; released on drop.
@@ -61,7 +61,7 @@ pub fn lock_volume(
 ) -> Result<VolumeLock, VolumeLockError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| VolumeLockError::Io { path, source }
+        move |cause| VolumeLockError::Io { path, cause }
     };
     std::fs::create_dir_all(lock_dir).map_err(io_err(lock_dir))?;
     let path = lock_path(lock_dir, volume);
@@ -78,7 +78,7 @@ pub fn lock_volume(
             Err(LockError::Busy { .. }) => {
                 return Err(VolumeLockError::Busy { volume: volume.to_string(), holder: holder_of(&mut file), path })
             }
-            Err(LockError::Io { source, .. }) => return Err(VolumeLockError::Io { path, source }),
+            Err(LockError::Io { source, .. }) => return Err(VolumeLockError::Io { path, cause: source }),
         }
     }
     let started = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M:%S UTC").to_string();
@@ -87,6 +87,26 @@ pub fn lock_volume(
     file.rewind().map_err(io_err(&path))?;
     file.write_all(info.as_bytes()).map_err(io_err(&path))?;
     Ok(VolumeLock { _file: file, path })
+}
+
+/// Takes the pool-wide lock (`<lock dir>/<pool>.pool.lock`) for the short
+/// steps that touch what all volumes of a pool share, such as creating the
+/// checksum directory.
+pub fn lock_pool(
+    lock_dir: &Path,
+    pool: &crate::archive::names::PoolName,
+    wait: Duration,
+) -> Result<VolumeLock, VolumeLockError> {
+    std::fs::create_dir_all(lock_dir).map_err(|cause| VolumeLockError::Io { path: lock_dir.to_path_buf(), cause })?;
+    let path = lock_dir.join(format!("{}.pool.lock", pool.as_str().replace('/', "%")));
+    let file = open_or_create(&path).map_err(|cause| VolumeLockError::Io { path: path.clone(), cause })?;
+    match lock_exclusive_within(&file, &path, wait.max(LOCK_WAIT)) {
+        Ok(()) => Ok(VolumeLock { _file: file, path }),
+        Err(LockError::Busy { .. }) => {
+            Err(VolumeLockError::Busy { volume: format!("pool {pool}"), holder: "another run".into(), path })
+        }
+        Err(LockError::Io { source, .. }) => Err(VolumeLockError::Io { path, cause: source }),
+    }
 }
 
 #[cfg(test)]

@@ -85,23 +85,41 @@ impl Workspace {
         Ok(Scratch { path: p })
     }
 
-    /// Removes scratch directories of dead processes.
-    pub fn remove_stale_scratch(dir: &Path) -> Vec<PathBuf> {
+    /// Removes what killed runs left here: scratch directories and
+    /// atomic-write temporaries (`.<name>.tmp.<pid>.<n>`) of dead processes,
+    /// in the checksum directory and in this volume's history.
+    pub fn remove_stale(&self) -> Vec<PathBuf> {
         let mut removed = Vec::new();
-        let Ok(rd) = fs::read_dir(dir) else { return removed };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) =
-                name.strip_prefix(TMP_PREFIX).and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if !pid_alive(pid) && fs::remove_dir_all(e.path()).is_ok() {
-                removed.push(e.path());
+        for dir in [self.dir.clone(), self.dir.join("history").join(&self.stem)] {
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid = match name.strip_prefix(TMP_PREFIX) {
+                    Some(r) => r.split('-').next().and_then(|p| p.parse::<u32>().ok()),
+                    None => atomic_temp_owner(&name),
+                };
+                let Some(pid) = pid else { continue };
+                if pid_alive(pid) {
+                    continue;
+                }
+                let p = e.path();
+                let gone = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+                if gone.is_ok() {
+                    removed.push(p);
+                }
             }
         }
         removed
     }
+}
+
+/// The pid in an atomic-write temporary's name: `.<name>.tmp.<pid>.<n>`.
+fn atomic_temp_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?;
+    let (_, tail) = rest.rsplit_once(".tmp.")?;
+    let (pid, n) = tail.split_once('.')?;
+    n.parse::<u32>().ok()?;
+    pid.parse().ok()
 }
 
 pub struct Scratch {
@@ -120,5 +138,27 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dead_processes_temporaries_are_removed() {
+        assert_eq!(atomic_temp_owner(".iscsi_lv.ddless.stats.tmp.11939.0"), Some(11939));
+        assert_eq!(atomic_temp_owner("iscsi_lv.ddless"), None);
+        assert_eq!(atomic_temp_owner(".x.tmp.12.y"), None);
+        let d = tempfile::tempdir().unwrap();
+        let ws = Workspace::new(d.path().to_path_buf(), &VolumeName::new("iscsi_lv_bk").unwrap());
+        let mine = format!(".iscsi_lv.ddmap.tmp.{}.0", std::process::id());
+        let dead = ".iscsi_lv.ddmap.tmp.999999999.0";
+        for n in [mine.as_str(), dead, "iscsi_lv.ddless"] {
+            fs::write(d.path().join(n), b"x").unwrap();
+        }
+        let removed = ws.remove_stale();
+        assert_eq!(removed, vec![d.path().join(dead)]);
+        assert!(d.path().join(&mine).exists() && d.path().join("iscsi_lv.ddless").exists());
     }
 }

@@ -1,10 +1,13 @@
 //! Integration tests: the real santools binary on temp files, loop devices
 //! and (later) real daemons. One test binary, one module per area.
 
+mod archive_lab;
 mod helpers;
 mod iscsi_captures;
 mod iscsi_lab;
 
+mod archive_acceptance;
+mod archive_crash;
 mod ddless_cli;
 mod ddless_crash;
 mod ddless_loopdev;

@@ -88,7 +88,15 @@ pub enum DeltaError {
     #[error("file checksum does not match its contents (the history file is damaged)")]
     FileChecksum,
     #[error("{0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+// Not #[from]: that would also make the I/O error the source, and every
+// report would print it twice.
+impl From<io::Error> for DeltaError {
+    fn from(e: io::Error) -> Self {
+        DeltaError::Io(e)
+    }
 }
 
 fn put_name(out: &mut [u8], name: &str) -> Result<(), DeltaError> {

@@ -38,16 +38,16 @@ const CHUNK_RECORDS: usize = 64 * 1024;
 pub enum HistoryError {
     #[error("no checksum history for snapshot {snapshot}: {reason}")]
     NoHistory { snapshot: String, reason: String },
-    #[error("checksum history file {}: {source}", path.display())]
-    Damaged { path: PathBuf, source: DeltaError },
+    #[error("checksum history file {}: {cause}", path.display())]
+    Damaged { path: PathBuf, cause: DeltaError },
     #[error("checksum history file {}: {message}", path.display())]
     BadState { path: PathBuf, message: String },
-    #[error("{what} {}: {source}", path.display())]
-    Io { what: &'static str, path: PathBuf, source: io::Error },
+    #[error("{what} {}: {cause}", path.display())]
+    Io { what: &'static str, path: PathBuf, cause: io::Error },
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> HistoryError + 'a {
-    move |source| HistoryError::Io { what, path: path.to_path_buf(), source }
+    move |cause| HistoryError::Io { what, path: path.to_path_buf(), cause }
 }
 
 /// `head.json`.
@@ -151,7 +151,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, His
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(HistoryError::Io { what: "reading", path: path.to_path_buf(), source: e }),
+        Err(e) => return Err(HistoryError::Io { what: "reading", path: path.to_path_buf(), cause: e }),
     };
     if bytes.len() > 64 * 1024 {
         return Err(HistoryError::BadState { path: path.to_path_buf(), message: "larger than 64 KiB".into() });
@@ -164,7 +164,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, His
 fn open_delta(path: &Path) -> Result<DeltaReader<BufReader<File>>, HistoryError> {
     let f = File::open(path).map_err(io_err("opening", path))?;
     DeltaReader::open(BufReader::with_capacity(1 << 20, f))
-        .map_err(|source| HistoryError::Damaged { path: path.to_path_buf(), source })
+        .map_err(|cause| HistoryError::Damaged { path: path.to_path_buf(), cause })
 }
 
 impl HistoryStore {
@@ -310,7 +310,7 @@ impl HistoryStore {
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(HistoryError::Io { what: "listing", path: self.dir.clone(), source: e }),
+            Err(e) => return Err(HistoryError::Io { what: "listing", path: self.dir.clone(), cause: e }),
         };
         let mut out = Vec::new();
         for entry in rd {
@@ -352,7 +352,7 @@ impl HistoryStore {
         };
         let tmp = AtomicFile::create(&out).map_err(io_err("creating", &out))?;
         let mut w = DeltaWriter::new(BufWriter::with_capacity(1 << 20, tmp.file()), &header)
-            .map_err(|source| HistoryError::Damaged { path: out.clone(), source })?;
+            .map_err(|cause| HistoryError::Damaged { path: out.clone(), cause })?;
         let mut failure: Option<DeltaError> = None;
         self.diff(
             base,
@@ -366,9 +366,9 @@ impl HistoryStore {
             &mut DigestBuilder::default(),
         )?;
         if let Some(source) = failure {
-            return Err(HistoryError::Damaged { path: out, source });
+            return Err(HistoryError::Damaged { path: out, cause: source });
         }
-        let mut buf = w.finish().map_err(|source| HistoryError::Damaged { path: out.clone(), source })?;
+        let mut buf = w.finish().map_err(|cause| HistoryError::Damaged { path: out.clone(), cause })?;
         buf.flush().map_err(io_err("writing", &out))?;
         drop(buf);
         tmp.commit().map_err(io_err("writing", &out))
@@ -440,7 +440,7 @@ impl HistoryStore {
             if h.snapshot != cur {
                 return Err(HistoryError::Damaged {
                     path: p,
-                    source: DeltaError::Field {
+                    cause: DeltaError::Field {
                         field: "snapshot name",
                         problem: format!("names {:?}, not {cur:?}", h.snapshot),
                     },
@@ -548,7 +548,7 @@ impl HistoryStore {
             let mut r = open_delta(p)?;
             let mut m = BTreeMap::new();
             while let Some((i, rec)) =
-                r.next_entry().map_err(|source| HistoryError::Damaged { path: p.to_path_buf(), source })?
+                r.next_entry().map_err(|cause| HistoryError::Damaged { path: p.to_path_buf(), cause })?
             {
                 m.insert(i, rec);
             }
@@ -568,11 +568,11 @@ impl HistoryStore {
         let header = DeltaHeader { next: sh.next.clone(), entries: entries.len() as u64, ..oh };
         let tmp = AtomicFile::create(&older_path).map_err(io_err("creating", &older_path))?;
         let mut w = DeltaWriter::new(BufWriter::new(tmp.file()), &header)
-            .map_err(|source| HistoryError::Damaged { path: older_path.clone(), source })?;
+            .map_err(|cause| HistoryError::Damaged { path: older_path.clone(), cause })?;
         for (i, rec) in entries {
-            w.push(i, rec).map_err(|source| HistoryError::Damaged { path: older_path.clone(), source })?;
+            w.push(i, rec).map_err(|cause| HistoryError::Damaged { path: older_path.clone(), cause })?;
         }
-        let mut buf = w.finish().map_err(|source| HistoryError::Damaged { path: older_path.clone(), source })?;
+        let mut buf = w.finish().map_err(|cause| HistoryError::Damaged { path: older_path.clone(), cause })?;
         buf.flush().map_err(io_err("writing", &older_path))?;
         drop(buf);
         tmp.commit().map_err(io_err("writing", &older_path))

@@ -168,7 +168,7 @@ impl TreeStore {
                 if e.kind() == io::ErrorKind::AlreadyExists {
                     StoreError::AlreadyExists { object: format!("{}/{}@{}", self.pool, v, s) }
                 } else {
-                    StoreError::Io { what: "renaming into place", path: target.clone(), source: e }
+                    StoreError::Io { what: "renaming into place", path: target.clone(), cause: e }
                 }
             })?;
             sync_parent_dir(&target).map_err(StoreError::io("syncing", &target))
@@ -228,7 +228,7 @@ impl ArchiveStore for TreeStore {
             io::ErrorKind::NotFound => {
                 StoreError::NotFound { object: format!("pool {} directory {}", self.pool, self.root.display()) }
             }
-            _ => StoreError::Io { what: "checking pool directory", path: self.root.clone(), source: e },
+            _ => StoreError::Io { what: "checking pool directory", path: self.root.clone(), cause: e },
         })?;
         if !m.is_dir() {
             return Err(StoreError::Invalid(format!("pool {}: {} is not a directory", self.pool, self.root.display())));
@@ -249,8 +249,12 @@ impl ArchiveStore for TreeStore {
             if !create {
                 return Err(StoreError::NotFound { object: d.display().to_string() });
             }
-            fs::create_dir(&d).map_err(StoreError::io("creating", &d))?;
-            sync_parent_dir(&d).map_err(StoreError::io("syncing", &d))?;
+            // Two volumes' first backups may race to create it.
+            match fs::create_dir(&d) {
+                Ok(()) => sync_parent_dir(&d).map_err(StoreError::io("syncing", &d))?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+                Err(e) => return Err(StoreError::Io { what: "creating", path: d, cause: e }),
+            }
         }
         Ok(d)
     }
@@ -280,7 +284,7 @@ impl ArchiveStore for TreeStore {
         let size = match fs::metadata(&image) {
             Ok(m) => m.len(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(StoreError::Io { what: "reading", path: image, source: e }),
+            Err(e) => return Err(StoreError::Io { what: "reading", path: image, cause: e }),
         };
         Ok(Some(VolumeInfo {
             name: v.clone(),
@@ -337,7 +341,7 @@ impl ArchiveStore for TreeStore {
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(StoreError::Io { what: "listing", path: dir, source: e }),
+            Err(e) => return Err(StoreError::Io { what: "listing", path: dir, cause: e }),
         };
         let mut out = Vec::new();
         for e in rd {

@@ -75,10 +75,10 @@ pub enum StoreError {
     AlreadyExists { object: String },
     #[error("{object} is busy: {reason}")]
     Busy { object: String, reason: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Command(#[from] CommandError),
-    #[error("{what} {}: {source}", path.display())]
-    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{what} {}: {cause}", path.display())]
+    Io { what: &'static str, path: PathBuf, cause: std::io::Error },
     #[error("unexpected output of {what}: {problem}")]
     Parse { what: String, problem: String },
     #[error("{0}")]
@@ -87,7 +87,7 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-        move |source| StoreError::Io { what, path: path.to_path_buf(), source }
+        move |cause| StoreError::Io { what, path: path.to_path_buf(), cause }
     }
 }
 

@@ -52,7 +52,7 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>,
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StoreError::Io { what: "reading", path: path.to_path_buf(), source: e }),
+        Err(e) => return Err(StoreError::Io { what: "reading", path: path.to_path_buf(), cause: e }),
     };
     if meta.len() > MAX_JSON {
         return Err(StoreError::Parse { what: path.display().to_string(), problem: "larger than 1 MiB".into() });
@@ -91,9 +91,15 @@ pub fn overlay_path(snapshot_dir: &Path) -> PathBuf {
 pub fn snapshot_props(snapshot_dir: &Path) -> Result<(Embedded, Overlay), StoreError> {
     let embedded: Embedded = read_json(&snapshot_dir.join(EMBEDDED))?.unwrap_or_default();
     let id = identity(snapshot_dir)?;
-    let overlay = match read_json::<Overlay>(&overlay_path(snapshot_dir))? {
-        Some(o) if o.identity == id => o,
-        _ => Overlay { identity: id, ..Overlay::default() },
+    // A damaged overlay loses only later property changes (a snapcheck
+    // result), never the snapshot: warn and go on without it.
+    let overlay = match read_json::<Overlay>(&overlay_path(snapshot_dir)) {
+        Ok(Some(o)) if o.identity == id => o,
+        Ok(_) => Overlay { identity: id, ..Overlay::default() },
+        Err(e) => {
+            tracing::warn!("ignoring {}: {e}", overlay_path(snapshot_dir).display());
+            Overlay { identity: id, ..Overlay::default() }
+        }
     };
     Ok((embedded, overlay))
 }

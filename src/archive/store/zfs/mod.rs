@@ -102,7 +102,7 @@ impl ZfsStore {
                 let size = match std::fs::metadata(&image) {
                     Ok(m) => m.len(),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-                    Err(e) => return Err(StoreError::Io { what: "reading", path: image, source: e }),
+                    Err(e) => return Err(StoreError::Io { what: "reading", path: image, cause: e }),
                 };
                 (image, size)
             }
@@ -192,7 +192,11 @@ impl ArchiveStore for ZfsStore {
         let props = match self.get_all(&ds, None) {
             Ok(t) => t,
             Err(StoreError::NotFound { .. }) if create => {
-                self.zfs(["create", &ds], &ds)?;
+                // Two volumes' first backups may race to create it.
+                match self.zfs(["create", &ds], &ds) {
+                    Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(e),
+                }
                 self.get_all(&ds, None)?
             }
             Err(e) => return Err(e),
