@@ -388,6 +388,16 @@ source = { kind = "command", prepare = ["/usr/bin/prep", "{volume}"] }
     }
 
     #[test]
+    fn the_example_configuration_is_valid() {
+        let text = include_str!("../../examples/santools.toml");
+        let s = parse(text).unwrap();
+        assert_eq!(s.volumes.len(), 3);
+        assert_eq!(s.volumes[0].archive.to_string(), "vg_satabeast7_vol0/iscsi_lv_mail_bk");
+        assert!(matches!(s.pools[&PoolName::new("vg_satabeast7_vol0").unwrap()].backend, BackendSettings::Zfs { mode: ZfsMode::Zvol, .. }));
+        assert!(!s.volumes[2].enabled);
+    }
+
+    #[test]
     fn every_bad_value_names_its_key() {
         let cases = [
             ("namespace = \"edu.amherst\"", "namespace = \"Bad NS\"", "archive.namespace"),

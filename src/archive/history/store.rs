@@ -17,7 +17,7 @@
 //! crash (merging an orphaned delta into its predecessor is idempotent).
 //! The caller holds the volume lock.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -540,42 +540,81 @@ impl HistoryStore {
     }
 
     /// Replaces `<older>.delta` by itself merged with the delta at `skip`,
-    /// so it points where `skip` pointed.
+    /// so it points where `skip` pointed. Streams both (sorted) deltas
+    /// twice, counting then writing: memory stays at two entries whatever
+    /// their size.
     fn merge_into(&self, older: &str, skip: &Path) -> Result<(), HistoryError> {
         let older_path = self.delta_path(older);
-        let collect = |p: &Path| -> Result<(DeltaHeader, BTreeMap<u64, ChecksumRecord>), HistoryError> {
-            // Deltas are bounded by their segment count; a merge holds two.
-            let mut r = open_delta(p)?;
-            let mut m = BTreeMap::new();
-            while let Some((i, rec)) =
-                r.next_entry().map_err(|cause| HistoryError::Damaged { path: p.to_path_buf(), cause })?
-            {
-                m.insert(i, rec);
-            }
-            Ok((r.header().clone(), m))
-        };
-        let (oh, mut entries) = collect(&older_path)?;
-        let (sh, skipped) = collect(skip)?;
-        for (i, rec) in skipped {
-            if i < oh.segments {
-                entries.entry(i).or_insert(rec);
-            }
-        }
-        // Records the skipped snapshot did not have read as unknown in it.
-        for i in sh.segments..oh.segments {
-            entries.entry(i).or_insert(ChecksumRecord::INVALID);
-        }
-        let header = DeltaHeader { next: sh.next.clone(), entries: entries.len() as u64, ..oh };
+        let oh = open_delta(&older_path)?.header().clone();
+        let sh = open_delta(skip)?.header().clone();
+        let mut count = 0u64;
+        self.merged_entries(&older_path, skip, oh.segments, sh.segments, |_, _| {
+            count += 1;
+            Ok(())
+        })?;
+        let header = DeltaHeader { next: sh.next.clone(), entries: count, ..oh.clone() };
         let tmp = AtomicFile::create(&older_path).map_err(io_err("creating", &older_path))?;
-        let mut w = DeltaWriter::new(BufWriter::new(tmp.file()), &header)
+        let mut w = DeltaWriter::new(BufWriter::with_capacity(1 << 20, tmp.file()), &header)
             .map_err(|cause| HistoryError::Damaged { path: older_path.clone(), cause })?;
-        for (i, rec) in entries {
-            w.push(i, rec).map_err(|cause| HistoryError::Damaged { path: older_path.clone(), cause })?;
-        }
+        self.merged_entries(&older_path, skip, oh.segments, sh.segments, |i, rec| {
+            w.push(i, rec).map_err(|cause| HistoryError::Damaged { path: older_path.clone(), cause })
+        })?;
         let mut buf = w.finish().map_err(|cause| HistoryError::Damaged { path: older_path.clone(), cause })?;
         buf.flush().map_err(io_err("writing", &older_path))?;
         drop(buf);
         tmp.commit().map_err(io_err("writing", &older_path))
+    }
+
+    /// The entries of `older` merged over `skip`, in index order: `older`'s
+    /// where it has one; else `skip`'s (below `older`'s segment count); else,
+    /// for segments `skip`'s snapshot did not have, INVALID.
+    fn merged_entries(
+        &self,
+        older: &Path,
+        skip: &Path,
+        older_segments: u64,
+        skip_segments: u64,
+        mut out: impl FnMut(u64, ChecksumRecord) -> Result<(), HistoryError>,
+    ) -> Result<(), HistoryError> {
+        let next = |r: &mut DeltaReader<BufReader<File>>, p: &Path| {
+            r.next_entry().map_err(|cause| HistoryError::Damaged { path: p.to_path_buf(), cause })
+        };
+        let mut ro = open_delta(older)?;
+        let mut rs = open_delta(skip)?;
+        let mut a = next(&mut ro, older)?;
+        let mut b = next(&mut rs, skip)?.filter(|(i, _)| *i < older_segments);
+        // Indexes in [skip_segments, older_segments) not yet emitted read as INVALID.
+        let mut fill = skip_segments.min(older_segments);
+        loop {
+            let ia = a.map(|(i, _)| i).unwrap_or(u64::MAX);
+            let ib = b.map(|(i, _)| i).unwrap_or(u64::MAX);
+            let ifill = if fill < older_segments { fill } else { u64::MAX };
+            let i = ia.min(ib).min(ifill);
+            if i == u64::MAX {
+                break;
+            }
+            let rec = if ia == i {
+                a.map(|(_, r)| r).unwrap_or(ChecksumRecord::INVALID)
+            } else if ib == i {
+                b.map(|(_, r)| r).unwrap_or(ChecksumRecord::INVALID)
+            } else {
+                ChecksumRecord::INVALID
+            };
+            out(i, rec)?;
+            if ia == i {
+                a = next(&mut ro, older)?;
+            }
+            if ib == i {
+                b = next(&mut rs, skip)?.filter(|(j, _)| *j < older_segments);
+            }
+            if ifill == i {
+                fill += 1;
+            } else if fill <= i && fill >= skip_segments {
+                fill = i + 1;
+            }
+        }
+        // Reading to the end checked both files' trailing checksums.
+        Ok(())
     }
 
     /// Bytes the history takes on disk (deltas, base copies, state files).
@@ -668,6 +707,11 @@ mod tests {
         }
         // Idempotent.
         assert!(l.store.remove_orphans(&existing).unwrap().is_empty());
+        // Now the shrunk one: s0 (100 segments) absorbs s2 (60).
+        let existing: BTreeSet<String> = ["s0", "s4"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(l.store.remove_orphans(&existing).unwrap().len(), 1);
+        assert_eq!(&rebuilt(&l, "s0"), &versions[0]);
+        assert_eq!(&rebuilt(&l, "s4"), &versions[4]);
     }
 
     #[test]
