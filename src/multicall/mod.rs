@@ -46,9 +46,16 @@ pub fn find_tool(name: &str) -> Option<&'static Tool> {
 pub fn run_tool(tool: &Tool, args: Vec<OsString>) -> u8 {
     let matches = match (tool.command)().try_get_matches_from(args) {
         Ok(m) => m,
+        Err(e) if e.use_stderr() => {
+            // `ddless: error: ...`, like every other error of the tool.
+            let text = e.render().to_string();
+            let text = text.strip_prefix("error: ").map_or(text.clone(), |rest| format!("{}: error: {rest}", tool.name));
+            eprint!("{text}");
+            return exit::ERROR;
+        }
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { exit::ERROR } else { exit::OK };
+            return exit::OK;
         }
     };
     match (tool.run)(&matches) {
