@@ -178,7 +178,11 @@ impl Config {
                     Err(v) => {
                         let name = v.key.split('.').next().unwrap_or_default().to_string();
                         if used(&name) {
-                            return Err(ConfigError::Invalid { path: path.to_path_buf(), key: v.key, problem: v.problem });
+                            return Err(ConfigError::Invalid {
+                                path: path.to_path_buf(),
+                                key: v.key,
+                                problem: v.problem,
+                            });
                         }
                         (name, format!("key `{}`: {}", v.key, v.problem))
                     }
@@ -261,7 +265,8 @@ mod tests {
 
     #[test]
     fn errors_in_unused_sections_are_warnings() {
-        let text = "[ddless]\nworkers = 2\n\n[portal]\nlisten = [\"10.0.0.1:3260\"]\nstate_tme_sec = 5\n\n[nosuch]\nx = 1\n";
+        let text =
+            "[ddless]\nworkers = 2\n\n[portal]\nlisten = [\"10.0.0.1:3260\"]\nstate_tme_sec = 5\n\n[nosuch]\nx = 1\n";
         let path = Path::new("/etc/santools/santools.toml");
         assert!(Config::parse(text, path).is_err(), "check-config must still fail");
         let c = Config::parse_for(text, path, &[Section::Ddless]).unwrap();

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
+use super::options::MAX_WORKERS;
 use super::options::{
     ChecksumMode, ChecksumOptions, CommitTuning, CopyOptions, ReadOptions, ReadTestOptions, VerifyOptions, ZoneOptions,
 };
-use super::options::MAX_WORKERS;
 use super::report::{CopyReport, VerifyReport};
 use crate::cli::common_args::CommonArgs;
 use crate::cli::exit;

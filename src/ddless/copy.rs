@@ -43,8 +43,7 @@ pub(crate) fn load_ddmap_for(path: &Path, size: u64) -> anyhow::Result<ChangeMap
     let map = load_ddmap_file(path, |h| {
         let words = u64::from(h.map_size);
         if words != ours && words != iet {
-            let accepted =
-                if ours == iet { format!("{ours} words") } else { format!("{ours} words (or IET's {iet})") };
+            let accepted = if ours == iet { format!("{ours} words") } else { format!("{ours} words (or IET's {iet})") };
             bail!(
                 "map_size {} words covers {} bytes, but the source is {} bytes (expected {})",
                 words,

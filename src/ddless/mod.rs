@@ -34,8 +34,8 @@ pub use check::{check_checksum_file, ChecksumCheckReport};
 pub use checksum_only::compute_checksums;
 pub use copy::copy;
 pub use options::{
-    ChecksumMode, ChecksumOptions, CommitTuning, CopyOptions, OptionsError, ReadOptions, ReadTestOptions, VerifyOptions,
-    ZoneOptions, MAX_WORKERS,
+    ChecksumMode, ChecksumOptions, CommitTuning, CopyOptions, OptionsError, ReadOptions, ReadTestOptions,
+    VerifyOptions, ZoneOptions, MAX_WORKERS,
 };
 pub use params::{parameters, Parameters};
 pub use read_test::{read_test, BufferTiming, ReadTestReport};

@@ -153,28 +153,30 @@ struct Sources<'v> {
     mapped: Option<&'v MappedFile>,
 }
 
-/// Copies `runs` (segment ranges inside the chunk) from the mapping into the
-/// private buffer and recomputes their records from the copy.
-fn copy_and_hash(
-    g: &SegmentGeometry,
-    segments: SegmentRange,
-    map: &[u8],
-    private: &mut AlignedBuffer,
-    runs: &[SegmentRange],
-    new: &mut [ChecksumRecord],
+/// Copies `runs` (segment ranges inside the chunk starting at segment
+/// `first`) from the mapping into the private buffer and, with `compute`,
+/// recomputes their records from the copy.
+struct PrivateCopy<'a> {
+    geometry: &'a SegmentGeometry,
+    first: u64,
+    map: &'a [u8],
     compute: bool,
-    scratch: &mut Vec<ChecksumRecord>,
-) {
-    let base = g.segment_offset(segments.start);
-    for run in runs {
-        let r = g.byte_range(*run);
-        let (from, to) = ((r.start - base) as usize, (r.end - base) as usize);
-        private[from..to].copy_from_slice(&map[from..to]);
-        if compute {
-            scratch.clear();
-            checksum_segments(&private[from..to], scratch);
-            let first = (run.start - segments.start) as usize;
-            new[first..first + scratch.len()].copy_from_slice(scratch);
+}
+
+impl PrivateCopy<'_> {
+    fn run(&self, private: &mut AlignedBuffer, runs: &[SegmentRange], new: &mut [ChecksumRecord]) {
+        let base = self.geometry.segment_offset(self.first);
+        let mut scratch = Vec::new();
+        for run in runs {
+            let r = self.geometry.byte_range(*run);
+            let (from, to) = ((r.start - base) as usize, (r.end - base) as usize);
+            private[from..to].copy_from_slice(&self.map[from..to]);
+            if self.compute {
+                scratch.clear();
+                checksum_segments(&private[from..to], &mut scratch);
+                let i = (run.start - self.first) as usize;
+                new[i..i + scratch.len()].copy_from_slice(&scratch);
+            }
         }
     }
 }
@@ -196,10 +198,9 @@ fn read_chunk<'v>(
     let chunk_bytes = g.byte_range(segments);
     let base = chunk_bytes.start;
     let mut bytes = match sources.mapped {
-        Some(m) => ChunkBytes::Mapped {
-            map: &m.bytes()[chunk_bytes.start as usize..chunk_bytes.end as usize],
-            private: None,
-        },
+        Some(m) => {
+            ChunkBytes::Mapped { map: &m.bytes()[chunk_bytes.start as usize..chunk_bytes.end as usize], private: None }
+        }
         None => ChunkBytes::Buffer(buffer()),
     };
     let mut new = vec![ChecksumRecord::INVALID; segments.len() as usize];
@@ -262,7 +263,8 @@ fn read_chunk<'v>(
                 let runs = to_copy.finish();
                 if job.private_copies && !runs.is_empty() {
                     let buf = private.get_or_insert_with(&buffer);
-                    copy_and_hash(g, segments, map, buf, &runs, &mut new, job.compute_checksums, &mut scratch);
+                    PrivateCopy { geometry: g, first: segments.start, map, compute: job.compute_checksums }
+                        .run(buf, &runs, &mut new);
                 }
             }
         }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::commit::{DurableStore, TargetStore};
-use crate::shared::block_device::{device_kind, device_size, DeviceKind};
+use crate::shared::block_device::{block_device_read_only, device_kind, device_size, DeviceKind};
 use crate::shared::failpoint;
 use crate::shared::file_identity::{identify, resolve_dangling, FileIdentity};
 use crate::shared::file_lock::{lock_exclusive, LockError, LOCK_WAIT};
@@ -53,8 +53,8 @@ pub(crate) fn dir_writable(dir: &Path) -> io::Result<()> {
 pub(crate) fn check_target(path: &Path, source_size: u64) -> anyhow::Result<TargetCheck> {
     let identity = identify(path).with_context(|| format!("target {}", path.display()))?;
     if !identity.exists() {
-        let dir = parent_dir(&resolve_dangling(path).with_context(|| format!("target {}", path.display()))?)
-            .to_path_buf();
+        let dir =
+            parent_dir(&resolve_dangling(path).with_context(|| format!("target {}", path.display()))?).to_path_buf();
         dir_writable(&dir).with_context(|| {
             format!("target {} cannot be created: directory {} is not writable", path.display(), dir.display())
         })?;
@@ -101,6 +101,9 @@ pub(crate) fn open_existing(check: &TargetCheck) -> anyhow::Result<Option<File>>
                 // The node opened must still be what was inspected.
                 if FileIdentity::of_file(&f).ok().as_ref() != Some(&check.identity) {
                     bail!("target {} changed while it was being opened; nothing was changed", path.display());
+                }
+                if kind == DeviceKind::BlockDevice && block_device_read_only(&f).unwrap_or(false) {
+                    bail!("target device {} is not writable (read-only); nothing was changed", path.display());
                 }
                 return Ok(Some(f));
             }

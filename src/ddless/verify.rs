@@ -7,11 +7,11 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 
 use super::checksum_access;
-use super::stats_file;
 use super::copy::log_source;
 use super::options::VerifyOptions;
 use super::reader::{run_readers, ReadJob, ReadPlan};
 use super::report::{MismatchRange, VerifyReport};
+use super::stats_file;
 use super::volume::Volume;
 use crate::progress::Progress;
 use crate::shared::checksum_file::{check_fits, ChecksumFile};
@@ -62,7 +62,11 @@ pub fn verify(opts: &VerifyOptions, progress: &dyn Progress) -> anyhow::Result<V
                 b.object_size
             ),
             Some(b) if source_stamp.as_ref() != Some(&b.object) => {
-                tracing::info!("the checksum file describes {}; comparing {} with it", b.describe(), opts.source.display())
+                tracing::info!(
+                    "the checksum file describes {}; comparing {} with it",
+                    b.describe(),
+                    opts.source.display()
+                )
             }
             _ => {}
         }

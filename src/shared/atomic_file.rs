@@ -115,7 +115,8 @@ fn temp_name(name: &str, pid: u32, attempt: u32) -> String {
 
 /// True for `.<name>.tmp.<digits>.<digits>`.
 fn is_temp_of(candidate: &str, name: &str) -> bool {
-    let Some(rest) = candidate.strip_prefix('.').and_then(|c| c.strip_prefix(name)).and_then(|c| c.strip_prefix(".tmp."))
+    let Some(rest) =
+        candidate.strip_prefix('.').and_then(|c| c.strip_prefix(name)).and_then(|c| c.strip_prefix(".tmp."))
     else {
         return false;
     };

@@ -205,10 +205,7 @@ impl<R: Read> MapReader<R> {
 /// Opens a ddmap file (or a live proc entry, which reports size 0), checks
 /// its header with `check` before any data is read, then reads it whole.
 /// For a regular file the length is checked against the header first too.
-pub fn load_ddmap_file(
-    path: &Path,
-    check: impl FnOnce(&DdmapHeader) -> anyhow::Result<()>,
-) -> anyhow::Result<Ddmap> {
+pub fn load_ddmap_file(path: &Path, check: impl FnOnce(&DdmapHeader) -> anyhow::Result<()>) -> anyhow::Result<Ddmap> {
     let file = std::fs::File::open(path)?;
     let meta = file.metadata()?;
     if meta.is_dir() {

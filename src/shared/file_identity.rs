@@ -178,7 +178,9 @@ pub fn check_distinct(paths: &[RolePath]) -> Result<(), SameFile> {
         for b in &paths[i + 1..] {
             if a.identity.overlaps(&b.identity) {
                 let what = match (&a.identity, &b.identity) {
-                    (FileIdentity::BlockDevice { .. }, FileIdentity::BlockDevice { .. }) if a.identity != b.identity => {
+                    (FileIdentity::BlockDevice { .. }, FileIdentity::BlockDevice { .. })
+                        if a.identity != b.identity =>
+                    {
                         "device (one contains the other)"
                     }
                     (FileIdentity::BlockDevice { .. }, _) | (_, FileIdentity::BlockDevice { .. }) => {

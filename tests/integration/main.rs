@@ -5,6 +5,7 @@ mod helpers;
 mod iscsi_captures;
 mod iscsi_lab;
 
+mod ddless_adversarial;
 mod ddless_cli;
 mod ddless_crash;
 mod ddless_loopdev;
