@@ -36,8 +36,8 @@ pub struct CopyReport {
     pub target_size_before: Option<u64>,
     /// A regular-file target larger than the source was cut to its size.
     pub target_shrunk: bool,
-    /// Records that were valid but no longer vouched for the target (it was
-    /// replaced, recreated, truncated or resized) and were made unknown.
+    /// Records made unknown before the copy because they no longer vouched
+    /// for the target (replaced, recreated, truncated or resized).
     pub segments_invalidated: u64,
     /// The warnings printed during the run.
     pub warnings: Vec<String>,

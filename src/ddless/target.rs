@@ -40,8 +40,9 @@ fn parent_dir(path: &Path) -> &Path {
 pub(crate) fn dir_writable(dir: &Path) -> io::Result<()> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
-    // SAFETY: access(2) with a valid C string; no memory is written.
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+    // SAFETY: faccessat(2) with a valid C string; no memory is written.
+    // AT_EACCESS: checked for the effective user, who will create the files.
+    if unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK | libc::X_OK, libc::AT_EACCESS) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())

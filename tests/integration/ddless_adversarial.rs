@@ -635,3 +635,21 @@ fn man_pages_and_completions_for_every_registered_tool() {
         assert!(o.status.success(), "{}", stderr(&o));
     }
 }
+
+/// The same class of mistake in the portal: a pid file (truncated at start)
+/// that is the configuration file under another name is refused.
+#[test]
+fn portal_pid_file_that_is_the_configuration_by_another_name_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("santools.toml");
+    let example = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/santools.toml")).unwrap();
+    write(&cfg, &example);
+    std::os::unix::fs::symlink("santools.toml", d.path().join("link")).unwrap();
+    for alias in [d.path().join("./santools.toml"), d.path().join("link")] {
+        fails_with(
+            tool("iscsi-portal").arg("--config").arg(&cfg).arg("--pid-file").arg(&alias).arg("--check"),
+            &["configuration", "pid file", "same file"],
+        );
+        assert_eq!(read(&cfg), example);
+    }
+}
