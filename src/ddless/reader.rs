@@ -292,7 +292,7 @@ fn prefetch_flagged(job: &ReadJob<'_>, map: &ChangeMap, cursor: &Mutex<u64>, unt
 /// Releases consumed buffers of a mapping in batches that trail the
 /// readers: unmapping right behind a cold sequential read slowed it down
 /// (measured: a 2 GiB cold read took 3.2-11.7 s instead of 1.5 s), a lag
-/// of a few buffers does not.
+/// of a few buffers measured on par with no release at all.
 #[derive(Default)]
 struct Release {
     /// Every buffer below this one has been released.
@@ -302,7 +302,7 @@ struct Release {
 }
 
 /// Buffers kept mapped behind the newest consumed one.
-const RELEASE_LAG_BUFFERS: u64 = 4;
+const RELEASE_LAG_BUFFERS: u64 = 2;
 /// Buffers released per madvise call.
 const RELEASE_BATCH_BUFFERS: u64 = 4;
 

@@ -111,7 +111,7 @@ mod tests {
             assert!(page.contains(".TH") && page.contains(t.name), "{}", t.name);
             for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
                 let script = String::from_utf8(completion(shell, t.name, (t.command)().name(t.name))).unwrap();
-                assert!(script.contains(t.name) && script.contains("--help"), "{} {shell}", t.name);
+                assert!(script.contains(t.name) && script.contains("help"), "{} {shell}", t.name);
             }
         }
         santools_command().debug_assert();
