@@ -15,13 +15,17 @@ use anyhow::Context;
 use super::job_log::JobLog;
 use super::settings::ArchiveSettings;
 use crate::cli::progress::TerminalProgress;
-use crate::config::Config;
+use crate::config::{Config, Section};
 use crate::progress::{NoProgress, Progress};
 
 /// Loads the configuration and resolves `[archive]` (required by every
 /// archive tool).
 pub(crate) fn load_settings(config: Option<&Path>) -> anyhow::Result<ArchiveSettings> {
-    let c = Config::load(config)?;
+    // Errors in other tools' sections are warnings here (issue 6, item 12).
+    let c = Config::load_for(config, &[Section::Archive])?;
+    for w in &c.warnings {
+        tracing::warn!("{w}");
+    }
     let shown =
         config.map(|p| p.display().to_string()).unwrap_or_else(|| crate::config::DEFAULT_CONFIG_PATH.to_string());
     let a = c
