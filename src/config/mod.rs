@@ -10,6 +10,7 @@ use serde::Deserialize;
 pub mod ddless;
 pub mod ddmap;
 pub mod portal;
+pub mod targets;
 
 pub use self::ddless::DdlessConfig;
 pub use self::ddmap::DdmapConfig;
@@ -48,6 +49,8 @@ pub struct Config {
     pub ddmap: DdmapConfig,
     /// Required by the portal daemon and its tools.
     pub portal: Option<PortalConfig>,
+    /// The target inventory and the target tools' settings.
+    pub targets: Option<targets::TargetsConfig>,
 }
 
 impl Config {
@@ -62,6 +65,9 @@ impl Config {
             key: v.key,
             problem: v.problem,
         })?;
+        if let Some(t) = &config.targets {
+            t.check(text, path)?;
+        }
         Ok(config)
     }
 

@@ -1,0 +1,7 @@
+//! LVM helpers (the seed's lvm_tools): snapshot create/remove/copy, copy
+//! between file, LVM and device endpoints (local or over ssh), device size,
+//! and running LVM commands on the node where a volume group is active.
+//! Every LVM call goes through the one command runner with argument vectors
+//! and JSON reports; plans are values, printed with `-n` and tested as such.
+
+pub mod report;
