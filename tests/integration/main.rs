@@ -12,3 +12,4 @@ mod ddless_property;
 mod ddmap_cli;
 mod multicall;
 mod portal;
+mod targets_live;

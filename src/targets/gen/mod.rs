@@ -41,3 +41,100 @@ pub fn write_files(dir: &Path, files: &Files) -> std::io::Result<Vec<String>> {
     }
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::targets::inventory::parse_file;
+    use crate::targets::model::Inventory;
+
+    fn inventory() -> Inventory {
+        let text = include_str!("../../../tests/fixtures/targets/inventory.toml");
+        parse_file(text, Path::new("inventory.toml")).unwrap()
+    }
+
+    fn golden_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/targets/golden")
+    }
+
+    /// Compares with the golden file (SANTOOLS_UPDATE_GOLDEN=1 rewrites it).
+    fn golden(name: &str, bytes: &[u8]) {
+        let p = golden_dir().join(name);
+        if std::env::var("SANTOOLS_UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, bytes).unwrap();
+        }
+        let want = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (SANTOOLS_UPDATE_GOLDEN=1 creates it)", p.display()));
+        assert!(want == bytes, "{} differs:\n{}", p.display(), String::from_utf8_lossy(bytes));
+    }
+
+    #[test]
+    fn golden_files_for_node1() {
+        let inv = inventory();
+        let view = inv.node_view("iscsi-target-node1", ["vg_dsk_0".to_string()].into());
+        for (dir, files) in [
+            ("iet", iet::generate(&view).unwrap()),
+            ("tgt", tgt::generate(&view)),
+            ("lio", lio::generate(&view)),
+            ("scst", scst::generate(&view)),
+        ] {
+            for (name, bytes) in files {
+                golden(&format!("node1/{dir}/{name}"), &bytes);
+                // A down target appears nowhere.
+                assert!(!String::from_utf8_lossy(&bytes).contains("server02"), "{dir}/{name}");
+                // Node2's volume group is not active here.
+                assert!(!String::from_utf8_lossy(&bytes).contains("vg_dsk_1"), "{dir}/{name}");
+            }
+        }
+        let cmds: String = tgt::tgtadm_commands(&view).iter().map(|a| format!("{}\n", a.join(" "))).collect();
+        golden("node1/tgt/tgtadm.txt", cmds.as_bytes());
+    }
+
+    #[test]
+    fn golden_files_for_node2() {
+        let inv = inventory();
+        let view = inv.node_view("iscsi-target-node2", ["vg_dsk_1".to_string()].into());
+        for (name, bytes) in iet::generate(&view).unwrap() {
+            golden(&format!("node2/iet/{name}"), &bytes);
+        }
+    }
+
+    #[test]
+    fn generation_is_deterministic() {
+        let inv = inventory();
+        let view = inv.node_view("iscsi-target-node1", ["vg_dsk_0".to_string()].into());
+        assert_eq!(lio::generate(&view), lio::generate(&view));
+        assert_eq!(iet::generate(&view).unwrap(), iet::generate(&view).unwrap());
+    }
+
+    #[test]
+    fn lio_saveconfig_is_referentially_complete() {
+        let inv = inventory();
+        for (node, vg) in [("iscsi-target-node1", "vg_dsk_0"), ("iscsi-target-node2", "vg_dsk_1")] {
+            let view = inv.node_view(node, [vg.to_string()].into());
+            let cfg = lio::saveconfig(&view);
+            lio::check_references(&cfg).unwrap();
+            // Every storage object is used by some LUN.
+            let used = cfg.to_string().matches("/backstores/").count();
+            assert_eq!(used, cfg["storage_objects"].as_array().unwrap().len());
+        }
+        // A broken reference is caught.
+        let view = inv.node_view("iscsi-target-node1", ["vg_dsk_0".to_string()].into());
+        let mut cfg = lio::saveconfig(&view);
+        cfg["storage_objects"].as_array_mut().unwrap().pop();
+        assert!(lio::check_references(&cfg).is_err());
+    }
+
+    #[test]
+    fn writes_are_atomic_private_and_skip_identical_content() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let files: Files = vec![("a.conf".into(), b"one\n".to_vec())];
+        assert_eq!(write_files(dir.path(), &files).unwrap(), ["a.conf"]);
+        assert_eq!(std::fs::metadata(dir.path().join("a.conf")).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(write_files(dir.path(), &files).unwrap().is_empty());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

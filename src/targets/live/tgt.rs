@@ -289,6 +289,10 @@ pub fn parse_show_params(text: &str) -> Result<Vec<(String, String)>, ParseError
 /// Parses `tgtadm --op show --mode account`.
 pub fn parse_show_accounts(text: &str) -> Result<Vec<String>, ParseError> {
     let mut lines = Lines { lines: text.lines().collect(), i: 0 };
+    if lines.lines.is_empty() {
+        // tgtd prints nothing at all when there is no account.
+        return Ok(Vec::new());
+    }
     lines.expect(0, "Account list:")?;
     let mut out = Vec::new();
     while let Some(a) = lines.item(1) {
