@@ -4,4 +4,10 @@
 //! Every LVM call goes through the one command runner with argument vectors
 //! and JSON reports; plans are values, printed with `-n` and tested as such.
 
+pub mod cli;
+pub mod cluster;
+pub mod copy;
+pub mod iostat;
+pub mod iostat_cli;
 pub mod report;
+pub mod snap;

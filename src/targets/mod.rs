@@ -18,4 +18,8 @@ pub mod live;
 pub mod model;
 pub mod plan;
 pub mod plan_iet;
+pub mod routing;
+pub mod routing_cli;
+pub mod session_top;
+pub mod state_cli;
 pub mod tgtadm;
