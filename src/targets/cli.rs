@@ -493,6 +493,12 @@ fn run_plan(a: &PlanArgs, l: &Loaded) -> anyhow::Result<u8> {
             let sizes = apply::device_sizes(&view);
             let changes = plan_iet::plan(&view, &live, &sizes);
             if a.node.json {
+                let mut changes = changes;
+                for c in &mut changes {
+                    for argv in &mut c.commands {
+                        *argv = plan_iet::masked(argv);
+                    }
+                }
                 print_json(&changes)?;
             } else {
                 let mut out = std::io::stdout().lock();
@@ -505,7 +511,7 @@ fn run_plan(a: &PlanArgs, l: &Loaded) -> anyhow::Result<u8> {
                     };
                     writeln!(out, "{} {} (tid {}): {}{flags}", c.kind.symbol(), c.iqn, c.tid, c.what.join("; "))?;
                     for argv in &c.commands {
-                        let q: Vec<String> = masked(argv).iter().map(|s| crate::shared::command::shell_quote(s)).collect();
+                        let q: Vec<String> = plan_iet::masked(argv).iter().map(|s| crate::shared::command::shell_quote(s)).collect();
                         writeln!(out, "    {}", q.join(" "))?;
                     }
                 }

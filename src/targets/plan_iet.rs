@@ -31,6 +31,16 @@ fn lun_params(path: &str, io: &str, serial: &str) -> String {
     format!("Path={path},Type={io},ScsiId={serial},ScsiSN={serial}")
 }
 
+/// An ietadm argv for printing: `Password=` values masked.
+pub fn masked(argv: &[String]) -> Vec<String> {
+    argv.iter()
+        .map(|a| match a.find("Password=") {
+            Some(i) => format!("{}Password={}", &a[..i], crate::targets::tgtadm::SECRET_MASK),
+            None => a.clone(),
+        })
+        .collect()
+}
+
 pub fn plan(view: &NodeView, live: &[IetTarget], sizes: &BTreeMap<PathBuf, u64>) -> Vec<IetChange> {
     let mut out = Vec::new();
     let mut used: BTreeSet<u32> = live.iter().map(|t| t.tid).collect();

@@ -12,4 +12,5 @@ mod ddless_property;
 mod ddmap_cli;
 mod multicall;
 mod portal;
+mod targets_cli;
 mod targets_live;

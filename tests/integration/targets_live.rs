@@ -121,10 +121,10 @@ impl Drop for Tgtd {
 }
 
 /// A libiscsi initiator generating I/O until dropped.
-struct Perf(Child);
+pub struct Perf(Child);
 
 impl Perf {
-    fn start(initiator: &str, url: &str) -> Perf {
+    pub fn start(initiator: &str, url: &str) -> Perf {
         Perf(
             Command::new("iscsi-perf")
                 .args(["-i", initiator, "-m", "4", "-x", "1000", url])
@@ -138,6 +138,10 @@ impl Perf {
     fn running(&mut self) -> bool {
         matches!(self.0.try_wait(), Ok(None))
     }
+    pub fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Drop for Perf {
@@ -147,8 +151,8 @@ impl Drop for Perf {
     }
 }
 
-struct Setup {
-    tgtd: Tgtd,
+pub struct Setup {
+    pub tgtd: Tgtd,
     dir: tempfile::TempDir,
     inventory: PathBuf,
     log: PathBuf,
@@ -177,7 +181,7 @@ impl Setup {
         Some(s)
     }
 
-    fn iqn(&self, lv: &str) -> String {
+    pub fn iqn(&self, lv: &str) -> String {
         format!("{PREFIX}.pg-test.vg-files.{}", lv.replace('_', "-"))
     }
 
@@ -218,6 +222,14 @@ impl Setup {
     fn writes(&self) -> Vec<String> {
         std::fs::read_to_string(&self.log).unwrap().lines().filter(|l| !l.contains("--op show")).map(str::to_string).collect()
     }
+}
+
+/// A tgtd with the test inventory applied.
+pub fn setup() -> Option<Setup> {
+    let s = Setup::new()?;
+    let o = s.apply(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    Some(s)
 }
 
 fn code(o: &std::process::Output) -> Option<i32> {
