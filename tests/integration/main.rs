@@ -10,6 +10,7 @@ mod ddless_crash;
 mod ddless_loopdev;
 mod ddless_property;
 mod ddmap_cli;
+mod lvm_tools;
 mod multicall;
 mod portal;
 mod targets_cli;
