@@ -251,3 +251,61 @@ pub fn masked(argv: &[String]) -> Vec<String> {
     }
     out
 }
+
+/// Exporting one volume (e.g. a LUN snapshot for the archive host) as its
+/// own target, visible to one initiator only: target, LUN 1 with
+/// `serial`, `0.0.0.0/32` plus the initiator's name (see [`NO_ADDRESS`]).
+pub fn export_single(tid: u32, iqn: &str, device: &str, io: IoMode, serial: &str, initiator: &str) -> Vec<Argv> {
+    vec![
+        new_target(tid, iqn),
+        new_lun(tid, 1, device, io),
+        lun_serial(tid, 1, serial),
+        bind(tid, &Acl::Address(NO_ADDRESS.into())),
+        bind(tid, &Acl::Name(initiator.into())),
+    ]
+}
+
+/// Removing an export whatever its sessions: offline, unbind, delete its
+/// connections, delete (the forced removal sequence of `targets apply`).
+pub fn remove_export(t: &crate::targets::live::tgt::LiveTarget) -> Vec<Argv> {
+    let mut c = vec![set_state(t.tid, "offline")];
+    c.extend(t.acl_addresses.iter().map(|a| unbind(t.tid, &Acl::Address(a.clone()))));
+    c.extend(t.acl_names.iter().map(|n| unbind(t.tid, &Acl::Name(n.clone()))));
+    for n in &t.nexuses {
+        for conn in &n.connections {
+            c.push(delete_conn(t.tid, n.sid, conn.cid));
+        }
+    }
+    c.push(delete_target(t.tid, true));
+    c
+}
+
+/// The lowest tid no live target uses.
+pub fn free_tid(live: &[crate::targets::live::tgt::LiveTarget]) -> u32 {
+    (1..).find(|n| !live.iter().any(|t| t.tid == *n)).expect("a free tid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_export_is_name_restricted_and_removal_cuts_sessions() {
+        let c = export_single(4, "iqn.2024-01.x:snap", "/srv/snap.img", IoMode::Fileio, "SNAP1", "iqn.2024-01.x:archive");
+        assert_eq!(c.len(), 5);
+        assert_eq!(c[3], bind(4, &Acl::Address("0.0.0.0/32".into())));
+        let live = crate::targets::live::tgt::parse_show_targets(include_str!("../../tests/fixtures/tgt/1.0.85/show-target.txt")).unwrap();
+        let r = remove_export(&live[0]);
+        assert_eq!(r.first().unwrap(), &set_state(1, "offline"));
+        assert!(r.contains(&delete_conn(1, 1, 0)));
+        assert_eq!(r.last().unwrap(), &delete_target(1, true));
+        assert_eq!(free_tid(&live), 3);
+    }
+
+    #[test]
+    fn secrets_are_masked_and_params_mapped() {
+        assert_eq!(masked(&new_account("u", "s3cret-s3cret")).last().unwrap(), SECRET_MASK);
+        assert_eq!(tgt_param_name("NOPInterval"), Some("nop_interval"));
+        assert_eq!(tgt_param_name("NOPTimeout"), None);
+    }
+}
