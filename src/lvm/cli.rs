@@ -178,10 +178,17 @@ fn source_size(src: &Endpoint, lvm: &LvmArgs) -> anyhow::Result<u64> {
         Endpoint::Lvm { vg, lv, .. } => {
             let l = lvm.lvm(None);
             let all = l.lvs(Some(vg))?;
-            let me = all.iter().find(|x| &x.name == lv).with_context(|| format!("logical volume {vg}/{lv} does not exist"))?;
+            let me = all
+                .iter()
+                .find(|x| &x.name == lv)
+                .with_context(|| format!("logical volume {vg}/{lv} does not exist"))?;
             // A snapshot's lv_size is its copy-on-write space: the data is the origin's size.
             match &me.origin {
-                Some(o) => Ok(all.iter().find(|x| &x.name == o).with_context(|| format!("origin {o} of {vg}/{lv} not found"))?.size),
+                Some(o) => Ok(all
+                    .iter()
+                    .find(|x| &x.name == o)
+                    .with_context(|| format!("origin {o} of {vg}/{lv} not found"))?
+                    .size),
                 None => Ok(me.size),
             }
         }
@@ -200,7 +207,11 @@ fn target_state(dst: &Endpoint, lvm: &LvmArgs) -> anyhow::Result<TargetState> {
         }
         Endpoint::Dev { host: None, path } => Ok(TargetState { exists: true, size: local_size(path)? }),
         Endpoint::Dev { host: Some(h), path } => {
-            let out = Command::new("blockdev").args(["--getsize64", path]).ssh(SshTarget::new(h)).timeout(Duration::from_secs(60)).run()?;
+            let out = Command::new("blockdev")
+                .args(["--getsize64", path])
+                .ssh(SshTarget::new(h))
+                .timeout(Duration::from_secs(60))
+                .run()?;
             let size = out.stdout_str()?.trim().parse().context("blockdev --getsize64 printed no number")?;
             Ok(TargetState { exists: true, size })
         }
@@ -248,7 +259,11 @@ fn execute(steps: &[Step], lvm: &LvmArgs) -> anyhow::Result<()> {
 fn copy_options(c: &CopyArgs) -> CopyOptions {
     CopyOptions {
         method: c.method,
-        module_options: c.module_options.as_deref().map(|s| s.split_whitespace().map(str::to_string).collect()).unwrap_or_default(),
+        module_options: c
+            .module_options
+            .as_deref()
+            .map(|s| s.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default(),
         stage: c.stage,
         prepare_only: c.prepare,
         compress: c.compress,
@@ -308,7 +323,14 @@ fn run_snap_copy(m: &ArgMatches) -> anyhow::Result<u8> {
     } else {
         bail!("snapshot {vg}/{snap_name} exists already: another copy may be running; remove it with lvm-snap-remove if not");
     }
-    steps.extend(copy::plan(&snap_src, origin.size, &dst, target_state(&dst, &a.lvm)?, &copy_options(&a.copy), &copy::self_exe())?);
+    steps.extend(copy::plan(
+        &snap_src,
+        origin.size,
+        &dst,
+        target_state(&dst, &a.lvm)?,
+        &copy_options(&a.copy),
+        &copy::self_exe(),
+    )?);
     steps.push(Step::Run { host: None, argv: vec!["lvremove".into(), "--force".into(), format!("{vg}/{snap_name}")] });
     execute(&steps, &a.lvm)?;
     Ok(exit::OK)

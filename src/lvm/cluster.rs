@@ -12,15 +12,54 @@ pub const ON_ACTIVE: &[&str] = &["lvcreate", "lvextend", "lvremove", "lvresize",
 
 /// Options of those commands that take a value as the next argument.
 const VALUE_OPTS: &[&str] = &[
-    "-L", "--size", "-l", "--extents", "-n", "--name", "-c", "--chunksize", "-i", "--stripes", "-I", "--stripesize", "-m", "--mirrors",
-    "--type", "-r", "--readahead", "-C", "--contiguous", "-p", "--permission", "-a", "--activate", "--config", "--addtag", "--deltag",
-    "-R", "--regionsize", "-V", "--virtualsize", "-T", "--thin", "--thinpool", "--poolmetadatasize", "-k", "--setactivationskip",
-    "--alloc", "-Z", "--zero", "-W", "--wipesignatures",
+    "-L",
+    "--size",
+    "-l",
+    "--extents",
+    "-n",
+    "--name",
+    "-c",
+    "--chunksize",
+    "-i",
+    "--stripes",
+    "-I",
+    "--stripesize",
+    "-m",
+    "--mirrors",
+    "--type",
+    "-r",
+    "--readahead",
+    "-C",
+    "--contiguous",
+    "-p",
+    "--permission",
+    "-a",
+    "--activate",
+    "--config",
+    "--addtag",
+    "--deltag",
+    "-R",
+    "--regionsize",
+    "-V",
+    "--virtualsize",
+    "-T",
+    "--thin",
+    "--thinpool",
+    "--poolmetadatasize",
+    "-k",
+    "--setactivationskip",
+    "--alloc",
+    "-Z",
+    "--zero",
+    "-W",
+    "--wipesignatures",
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ClusterError {
-    #[error("lvm-cluster runs {EVERYWHERE:?} on every node and {ON_ACTIVE:?} where the volume group is active; not {0:?}")]
+    #[error(
+        "lvm-cluster runs {EVERYWHERE:?} on every node and {ON_ACTIVE:?} where the volume group is active; not {0:?}"
+    )]
     Unsupported(String),
     #[error("cannot tell which volume group `{0}` works on (expected VG, VG/LV or /dev/VG/LV)")]
     NoVg(String),
@@ -65,8 +104,11 @@ pub fn vg_of(cmd: &str, args: &[String]) -> Result<String, ClusterError> {
 
 /// The one node whose report shows an active volume of `vg`.
 pub fn choose<'a>(vg: &str, reports: &'a [(String, Vec<Lv>)]) -> Result<&'a str, ClusterError> {
-    let active: Vec<&str> =
-        reports.iter().filter(|(_, lvs)| lvs.iter().any(|l| l.vg == vg && l.is_active())).map(|(h, _)| h.as_str()).collect();
+    let active: Vec<&str> = reports
+        .iter()
+        .filter(|(_, lvs)| lvs.iter().any(|l| l.vg == vg && l.is_active()))
+        .map(|(h, _)| h.as_str())
+        .collect();
     match active.as_slice() {
         [one] => Ok(one),
         [] => Err(ClusterError::Nowhere(vg.into())),
@@ -98,7 +140,15 @@ mod tests {
     }
 
     fn lv(vg: &str, attr: &str) -> Lv {
-        Lv { vg: vg.into(), name: "lv".into(), path: String::new(), attr: attr.into(), size: 1, origin: None, extent_size: 1 }
+        Lv {
+            vg: vg.into(),
+            name: "lv".into(),
+            path: String::new(),
+            attr: attr.into(),
+            size: 1,
+            origin: None,
+            extent_size: 1,
+        }
     }
 
     #[test]
@@ -110,7 +160,10 @@ mod tests {
         assert_eq!(choose("vg_dsk_0", &reports).unwrap(), "node1");
         assert_eq!(choose("vg_dsk_1", &reports).unwrap(), "node2");
         assert!(matches!(choose("vg_other", &reports), Err(ClusterError::Nowhere(_))));
-        let both = vec![("node1".to_string(), vec![lv("vg_a", "-wi-a-----")]), ("node2".to_string(), vec![lv("vg_a", "-wi-a-----")])];
+        let both = vec![
+            ("node1".to_string(), vec![lv("vg_a", "-wi-a-----")]),
+            ("node2".to_string(), vec![lv("vg_a", "-wi-a-----")]),
+        ];
         assert!(matches!(choose("vg_a", &both), Err(ClusterError::Several(..))));
     }
 }

@@ -118,7 +118,14 @@ fn s(v: &[&str]) -> Vec<String> {
 }
 
 /// The steps of a copy of `size` bytes from `src` to `dst`.
-pub fn plan(src: &Endpoint, size: u64, dst: &Endpoint, target: TargetState, o: &CopyOptions, santools: &str) -> Result<Vec<Step>, CopyError> {
+pub fn plan(
+    src: &Endpoint,
+    size: u64,
+    dst: &Endpoint,
+    target: TargetState,
+    o: &CopyOptions,
+    santools: &str,
+) -> Result<Vec<Step>, CopyError> {
     if src.host().is_some() {
         return Err(CopyError::RemoteSource);
     }
@@ -140,16 +147,23 @@ pub fn plan(src: &Endpoint, size: u64, dst: &Endpoint, target: TargetState, o: &
         Endpoint::Lvm { vg, lv, .. } => {
             let bytes = format!("{size}b");
             if !target.exists {
-                steps.push(Step::Run { host: host.clone(), argv: s(&["lvcreate", "--name", lv, "--size", &bytes, vg]) });
+                steps
+                    .push(Step::Run { host: host.clone(), argv: s(&["lvcreate", "--name", lv, "--size", &bytes, vg]) });
             } else if target.size < size {
-                steps.push(Step::Run { host: host.clone(), argv: s(&["lvextend", "--size", &bytes, &format!("{vg}/{lv}")]) });
+                steps.push(Step::Run {
+                    host: host.clone(),
+                    argv: s(&["lvextend", "--size", &bytes, &format!("{vg}/{lv}")]),
+                });
             }
             if o.stage {
                 let stage = format!("{lv}_stage");
                 match method {
                     // dd writes a fresh stage volume that replaces the target on success.
                     Method::Dd => {
-                        steps.push(Step::Run { host: host.clone(), argv: s(&["lvcreate", "--name", &stage, "--size", &bytes, vg]) });
+                        steps.push(Step::Run {
+                            host: host.clone(),
+                            argv: s(&["lvcreate", "--name", &stage, "--size", &bytes, vg]),
+                        });
                         write_to = format!("/dev/{vg}/{stage}");
                     }
                     // ddless writes the target under a snapshot that keeps the old data until it succeeded.
@@ -157,7 +171,15 @@ pub fn plan(src: &Endpoint, size: u64, dst: &Endpoint, target: TargetState, o: &
                         let snap = crate::lvm::snap::snap_bytes(size, 4 << 20, crate::lvm::snap::SnapSize::Default);
                         steps.push(Step::Run {
                             host: host.clone(),
-                            argv: s(&["lvcreate", "--snapshot", "--name", &stage, "--size", &format!("{snap}b"), &format!("{vg}/{lv}")]),
+                            argv: s(&[
+                                "lvcreate",
+                                "--snapshot",
+                                "--name",
+                                &stage,
+                                "--size",
+                                &format!("{snap}b"),
+                                &format!("{vg}/{lv}"),
+                            ]),
                         });
                     }
                 }
@@ -201,11 +223,17 @@ pub fn plan(src: &Endpoint, size: u64, dst: &Endpoint, target: TargetState, o: &
             let stage = format!("{lv}_stage");
             match method {
                 Method::Dd => {
-                    steps.push(Step::Run { host: host.clone(), argv: s(&["lvremove", "--force", &format!("{vg}/{lv}")]) });
+                    steps.push(Step::Run {
+                        host: host.clone(),
+                        argv: s(&["lvremove", "--force", &format!("{vg}/{lv}")]),
+                    });
                     steps.push(Step::Run { host: host.clone(), argv: s(&["lvrename", vg, &stage, lv]) });
                 }
                 Method::Ddless => {
-                    steps.push(Step::Run { host: host.clone(), argv: s(&["lvremove", "--force", &format!("{vg}/{stage}")]) });
+                    steps.push(Step::Run {
+                        host: host.clone(),
+                        argv: s(&["lvremove", "--force", &format!("{vg}/{stage}")]),
+                    });
                 }
             }
         }
@@ -243,8 +271,14 @@ mod tests {
 
     #[test]
     fn endpoints_parse() {
-        assert_eq!(ep("lvm:/dev/vg_test/lv_test"), Endpoint::Lvm { host: None, vg: "vg_test".into(), lv: "lv_test".into() });
-        assert_eq!(ep("file:backup1:/tmp/somefile"), Endpoint::File { host: Some("backup1".into()), path: "/tmp/somefile".into() });
+        assert_eq!(
+            ep("lvm:/dev/vg_test/lv_test"),
+            Endpoint::Lvm { host: None, vg: "vg_test".into(), lv: "lv_test".into() }
+        );
+        assert_eq!(
+            ep("file:backup1:/tmp/somefile"),
+            Endpoint::File { host: Some("backup1".into()), path: "/tmp/somefile".into() }
+        );
         assert_eq!(ep("dev:/dev/sda"), Endpoint::Dev { host: None, path: "/dev/sda".into() });
         for bad in ["lvm:/dev/sda", "tape:/dev/st0", "file:relative", "file:-oProxy:/x", "file:/a/../b", "nocolon"] {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
@@ -253,7 +287,15 @@ mod tests {
 
     #[test]
     fn seed_example_lvm_to_lvm_with_dd_creates_the_target() {
-        let steps = plan(&ep("lvm:/dev/vg_test/lv_test"), 1 << 30, &ep("lvm:/dev/vg_big/lv_test"), NEW, &CopyOptions::default(), "santools").unwrap();
+        let steps = plan(
+            &ep("lvm:/dev/vg_test/lv_test"),
+            1 << 30,
+            &ep("lvm:/dev/vg_big/lv_test"),
+            NEW,
+            &CopyOptions::default(),
+            "santools",
+        )
+        .unwrap();
         let lines: Vec<String> = steps.iter().map(render).collect();
         assert_eq!(
             lines,
@@ -315,6 +357,9 @@ mod tests {
             let e = plan(&src, 1 << 30, &ep(dst), state, &opts, "santools").unwrap_err().to_string();
             assert!(e.contains(err), "{dst}: {e}");
         }
-        assert_eq!(plan(&ep("file:h:/x"), 1, &ep("file:/y"), NEW, &CopyOptions::default(), "s"), Err(CopyError::RemoteSource));
+        assert_eq!(
+            plan(&ep("file:h:/x"), 1, &ep("file:/y"), NEW, &CopyOptions::default(), "s"),
+            Err(CopyError::RemoteSource)
+        );
     }
 }

@@ -37,11 +37,21 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, Counters>, ParseError> {
             return Err(ParseError { line: i + 1, problem: format!("{} fields, expected 14, 18 or 20", f.len()) });
         }
         let n = |k: usize| -> Result<u64, ParseError> {
-            f[k].parse().map_err(|_| ParseError { line: i + 1, problem: format!("field {} = {:?} is not a number", k + 1, f[k]) })
+            f[k].parse().map_err(|_| ParseError {
+                line: i + 1,
+                problem: format!("field {} = {:?} is not a number", k + 1, f[k]),
+            })
         };
         out.insert(
             f[2].to_string(),
-            Counters { reads: n(3)?, read_sectors: n(5)?, writes: n(7)?, write_sectors: n(9)?, in_flight: n(11)?, io_ms: n(12)? },
+            Counters {
+                reads: n(3)?,
+                read_sectors: n(5)?,
+                writes: n(7)?,
+                write_sectors: n(9)?,
+                in_flight: n(11)?,
+                io_ms: n(12)?,
+            },
         );
     }
     Ok(out)

@@ -80,7 +80,11 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
         let mut rs: Vec<Rate> = iostat::rates(&before, &after, secs, &display_name)
             .into_iter()
             .filter(|r| iostat::matches(&r.device, &a.devices))
-            .filter(|r| a.partitions || !std::path::Path::new("/sys/block").exists() || std::path::Path::new("/sys/block").join(&r.device).exists())
+            .filter(|r| {
+                a.partitions
+                    || !std::path::Path::new("/sys/block").exists()
+                    || std::path::Path::new("/sys/block").join(&r.device).exists()
+            })
             .collect();
         before = after;
         n += 1;
@@ -89,9 +93,15 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
             serde_json::to_writer(&mut out, &rs)?;
             writeln!(out)?;
         } else if tty {
-            rs.sort_by(|x, y| (y.read_bytes + y.write_bytes).cmp(&(x.read_bytes + x.write_bytes)).then(x.device.cmp(&y.device)));
+            rs.sort_by(|x, y| {
+                (y.read_bytes + y.write_bytes).cmp(&(x.read_bytes + x.write_bytes)).then(x.device.cmp(&y.device))
+            });
             write!(out, "\x1b[H\x1b[2J")?;
-            writeln!(out, "{:<8} {:<32} {:>8} {:>8} {:>8} {:>8} {:>5} {:>6} {:>7} {:>7}", "device", "name", "r/s", "w/s", "rB/s", "wB/s", "infl", "util%", "avg_r", "avg_w")?;
+            writeln!(
+                out,
+                "{:<8} {:<32} {:>8} {:>8} {:>8} {:>8} {:>5} {:>6} {:>7} {:>7}",
+                "device", "name", "r/s", "w/s", "rB/s", "wB/s", "infl", "util%", "avg_r", "avg_w"
+            )?;
             for r in &rs {
                 writeln!(
                     out,

@@ -70,7 +70,8 @@ fn bytes(row: &std::collections::BTreeMap<String, String>, k: &str) -> Result<u6
 }
 
 pub fn parse_lvs(json: &str) -> Result<Vec<Lv>, ReportError> {
-    let r: Report<LvSection> = serde_json::from_str(json).map_err(|e| ReportError(format!("not an lvs JSON report: {e}")))?;
+    let r: Report<LvSection> =
+        serde_json::from_str(json).map_err(|e| ReportError(format!("not an lvs JSON report: {e}")))?;
     let mut out = Vec::new();
     for section in r.report {
         for row in section.lv {
@@ -90,7 +91,8 @@ pub fn parse_lvs(json: &str) -> Result<Vec<Lv>, ReportError> {
 }
 
 pub fn parse_vgs(json: &str) -> Result<Vec<Vg>, ReportError> {
-    let r: Report<VgSection> = serde_json::from_str(json).map_err(|e| ReportError(format!("not a vgs JSON report: {e}")))?;
+    let r: Report<VgSection> =
+        serde_json::from_str(json).map_err(|e| ReportError(format!("not a vgs JSON report: {e}")))?;
     let mut out = Vec::new();
     for section in r.report {
         for row in section.vg {

@@ -33,7 +33,9 @@ impl std::str::FromStr for SnapSize {
             }
             return Ok(SnapSize::Percent(n));
         }
-        parse_size(s).map(SnapSize::Bytes).ok_or_else(|| format!("{s:?}: expected N% or a size like 512M, 10G, 1T (binary units) or bytes"))
+        parse_size(s)
+            .map(SnapSize::Bytes)
+            .ok_or_else(|| format!("{s:?}: expected N% or a size like 512M, 10G, 1T (binary units) or bytes"))
     }
 }
 
@@ -97,7 +99,13 @@ pub fn split_lv(path: &str) -> Result<(String, String), SnapError> {
 
 /// The lvcreate argv for a snapshot of `origin`, or None when the snapshot
 /// already exists (the seed takes no further action then).
-pub fn create_plan(origin: &Lv, all: &[Lv], suffix: &str, size: SnapSize, chunk: Option<&str>) -> Result<Option<Vec<String>>, SnapError> {
+pub fn create_plan(
+    origin: &Lv,
+    all: &[Lv],
+    suffix: &str,
+    size: SnapSize,
+    chunk: Option<&str>,
+) -> Result<Option<Vec<String>>, SnapError> {
     if suffix.is_empty() || !suffix.chars().all(|c| c.is_ascii_alphanumeric() || "_.+-".contains(c)) {
         return Err(SnapError::BadSuffix(suffix.into()));
     }
@@ -153,7 +161,12 @@ impl Lvm {
     pub fn shown(&self, argv: &[String]) -> String {
         let c = self.command(argv);
         c.argv()
-            .map(|v| v.iter().map(|a| crate::shared::command::shell_quote(&a.to_string_lossy())).collect::<Vec<_>>().join(" "))
+            .map(|v| {
+                v.iter()
+                    .map(|a| crate::shared::command::shell_quote(&a.to_string_lossy()))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .unwrap_or_else(|_| argv.join(" "))
     }
 
@@ -164,8 +177,10 @@ impl Lvm {
 
     /// `lvs` of a volume group (or everything).
     pub fn lvs(&self, vg: Option<&str>) -> anyhow::Result<Vec<Lv>> {
-        let mut argv: Vec<String> =
-            ["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", LV_FIELDS].iter().map(|s| s.to_string()).collect();
+        let mut argv: Vec<String> = ["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", LV_FIELDS]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         if let Some(v) = vg {
             argv.push(v.into());
         }
@@ -176,7 +191,8 @@ impl Lvm {
     pub fn find(&self, path: &str) -> anyhow::Result<(Lv, Vec<Lv>)> {
         let (vg, lv) = split_lv(path)?;
         let all = self.lvs(Some(&vg))?;
-        let found = all.iter().find(|l| l.name == lv).cloned().ok_or_else(|| SnapError::Missing(format!("{vg}/{lv}")))?;
+        let found =
+            all.iter().find(|l| l.name == lv).cloned().ok_or_else(|| SnapError::Missing(format!("{vg}/{lv}")))?;
         Ok((found, all))
     }
 }
@@ -219,7 +235,8 @@ mod tests {
     #[test]
     fn create_and_remove_plans() {
         let origin = lv("lv_server01_apps_vol00", 10 * GIB, "-wi-a-----", None);
-        let p = create_plan(&origin, &[origin.clone()], DEFAULT_SUFFIX, SnapSize::Default, Some("64k")).unwrap().unwrap();
+        let p =
+            create_plan(&origin, &[origin.clone()], DEFAULT_SUFFIX, SnapSize::Default, Some("64k")).unwrap().unwrap();
         assert_eq!(
             p,
             [
@@ -235,7 +252,10 @@ mod tests {
             ]
         );
         let snap = lv("lv_server01_apps_vol00_snap", GIB, "swi-a-s---", Some("lv_server01_apps_vol00"));
-        assert_eq!(create_plan(&origin, &[origin.clone(), snap.clone()], "snap", SnapSize::Default, None).unwrap(), None);
+        assert_eq!(
+            create_plan(&origin, &[origin.clone(), snap.clone()], "snap", SnapSize::Default, None).unwrap(),
+            None
+        );
         assert!(matches!(create_plan(&snap, &[], "snap", SnapSize::Default, None), Err(SnapError::OfSnapshot(..))));
         assert!(create_plan(&origin, &[], "a b", SnapSize::Default, None).is_err());
         assert_eq!(remove_plan(&snap).unwrap(), ["lvremove", "--force", "vg_dsk_0/lv_server01_apps_vol00_snap"]);

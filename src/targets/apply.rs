@@ -57,7 +57,9 @@ pub fn device_sizes(view: &NodeView) -> BTreeMap<PathBuf, u64> {
 pub fn read_last_applied(state_dir: &Path) -> anyhow::Result<LastApplied> {
     let p = state_dir.join(LAST_APPLIED);
     match std::fs::read(&p) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("reading last-applied record {}", p.display())),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).with_context(|| format!("reading last-applied record {}", p.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LastApplied::default()),
         Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
     }

@@ -216,7 +216,8 @@ fn hostname() -> String {
 }
 
 fn node_of(a: &NodeArgs, l: &Loaded) -> anyhow::Result<String> {
-    let node = a.node.clone().or_else(|| l.settings.node.as_ref().map(|n| n.get_ref().clone())).unwrap_or_else(hostname);
+    let node =
+        a.node.clone().or_else(|| l.settings.node.as_ref().map(|n| n.get_ref().clone())).unwrap_or_else(hostname);
     if !l.inventory.hosts.contains(&node) {
         bail!("node {node:?} is not in the inventory's hosts {:?} (use --node)", l.inventory.hosts);
     }
@@ -272,7 +273,11 @@ fn active_of(a: &NodeArgs, inv: &Inventory) -> anyhow::Result<BTreeSet<String>> 
 
 fn tgtadm_of(a: &TgtArgs, l: &Loaded) -> Tgtadm {
     Tgtadm {
-        program: a.tgtadm_path.clone().or_else(|| l.settings.tgtadm.as_ref().map(|p| p.get_ref().clone())).unwrap_or_else(|| "tgtadm".into()),
+        program: a
+            .tgtadm_path
+            .clone()
+            .or_else(|| l.settings.tgtadm.as_ref().map(|p| p.get_ref().clone()))
+            .unwrap_or_else(|| "tgtadm".into()),
         control_port: a.control_port.or_else(|| l.settings.tgt_control_port.as_ref().map(|p| *p.get_ref())),
         ..Tgtadm::default()
     }
@@ -317,8 +322,10 @@ fn run_import(a: &ImportArgs) -> anyhow::Result<u8> {
         let t = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         let v = import::read_assignments(&f.display().to_string(), &t)?;
         cluster.prefix = v.get("IET_TARGET_PREFIX").cloned().unwrap_or_default();
-        cluster.hosts = v.get("IET_TARGET_HOSTS").map(|s| s.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
-        cluster.volume_groups = v.get("IET_VGS").map(|s| s.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
+        cluster.hosts =
+            v.get("IET_TARGET_HOSTS").map(|s| s.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
+        cluster.volume_groups =
+            v.get("IET_VGS").map(|s| s.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
         cluster.port = v.get("IPTABLES_PORT").map(|p| p.parse()).transpose().context("IPTABLES_PORT is not a port")?;
     }
     if let Some(p) = &a.prefix {
@@ -354,7 +361,8 @@ fn run_import(a: &ImportArgs) -> anyhow::Result<u8> {
         tracing::warn!("the imported inventory does not validate yet: {e}");
     }
     match &a.out {
-        Some(p) => crate::shared::atomic_file::write_atomic(p, toml_text.as_bytes()).with_context(|| format!("writing {}", p.display()))?,
+        Some(p) => crate::shared::atomic_file::write_atomic(p, toml_text.as_bytes())
+            .with_context(|| format!("writing {}", p.display()))?,
         None => std::io::stdout().lock().write_all(toml_text.as_bytes())?,
     }
     Ok(exit::OK)
@@ -402,7 +410,14 @@ fn run_check(n: &NodeArgs, l: &Loaded) -> anyhow::Result<u8> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "inventory is valid: {} targets, {} hosts", l.inventory.targets.len(), l.inventory.hosts.len())?;
         for t in &report.targets {
-            writeln!(out, "{} {} ({:?}, {})", if t.serves { "serve" } else { "skip " }, t.iqn, t.state, t.volume_group)?;
+            writeln!(
+                out,
+                "{} {} ({:?}, {})",
+                if t.serves { "serve" } else { "skip " },
+                t.iqn,
+                t.state,
+                t.volume_group
+            )?;
         }
     }
     Ok(exit::OK)
@@ -419,7 +434,8 @@ fn run_gen(g: &GenArgs, l: &Loaded) -> anyhow::Result<u8> {
         let t = Tgtadm::default();
         let mut out = std::io::stdout().lock();
         for argv in gen::tgt::tgtadm_commands(&view) {
-            let quoted: Vec<String> = t.full_argv(&argv).iter().map(|s| crate::shared::command::shell_quote(s)).collect();
+            let quoted: Vec<String> =
+                t.full_argv(&argv).iter().map(|s| crate::shared::command::shell_quote(s)).collect();
             writeln!(out, "{}", quoted.join(" "))?;
         }
         return Ok(exit::OK);
@@ -462,14 +478,16 @@ pub fn render_plan(p: &Plan, t: &Tgtadm) -> String {
             if c.sessions.is_empty() {
                 flags.push_str(", no sessions");
             } else {
-                let list: Vec<String> = c.sessions.iter().map(|x| format!("{} from {}", x.initiator, x.address)).collect();
+                let list: Vec<String> =
+                    c.sessions.iter().map(|x| format!("{} from {}", x.initiator, x.address)).collect();
                 flags.push_str(&format!("; sessions: {}", list.join(", ")));
             }
             flags.push(']');
         }
         s.push_str(&format!("{} {} (tid {}){what}{flags}\n", c.kind.symbol(), c.iqn, c.tid));
         for argv in &c.commands {
-            let quoted: Vec<String> = masked(&t.full_argv(argv)).iter().map(|a| crate::shared::command::shell_quote(a)).collect();
+            let quoted: Vec<String> =
+                masked(&t.full_argv(argv)).iter().map(|a| crate::shared::command::shell_quote(a)).collect();
             s.push_str(&format!("    {}\n", quoted.join(" ")));
         }
     }
@@ -504,14 +522,16 @@ fn run_plan(a: &PlanArgs, l: &Loaded) -> anyhow::Result<u8> {
                 let mut out = std::io::stdout().lock();
                 for c in &changes {
                     let flags = if c.disruptive && !c.sessions.is_empty() {
-                        let list: Vec<String> = c.sessions.iter().map(|x| format!("{} from {}", x.initiator, x.address)).collect();
+                        let list: Vec<String> =
+                            c.sessions.iter().map(|x| format!("{} from {}", x.initiator, x.address)).collect();
                         format!(" [disruptive; sessions: {}]", list.join(", "))
                     } else {
                         String::new()
                     };
                     writeln!(out, "{} {} (tid {}): {}{flags}", c.kind.symbol(), c.iqn, c.tid, c.what.join("; "))?;
                     for argv in &c.commands {
-                        let q: Vec<String> = plan_iet::masked(argv).iter().map(|s| crate::shared::command::shell_quote(s)).collect();
+                        let q: Vec<String> =
+                            plan_iet::masked(argv).iter().map(|s| crate::shared::command::shell_quote(s)).collect();
                         writeln!(out, "    {}", q.join(" "))?;
                     }
                 }
@@ -524,7 +544,12 @@ fn run_plan(a: &PlanArgs, l: &Loaded) -> anyhow::Result<u8> {
             let last = apply::read_last_applied(&state_dir_of(&a.tgt, l))?;
             let live = t.read_state().context("reading tgtd's live state")?;
             let sizes = apply::device_sizes(&view);
-            let p = crate::targets::plan::plan(&crate::targets::plan::Inputs { view: &view, live: &live, last: &last, sizes: &sizes })?;
+            let p = crate::targets::plan::plan(&crate::targets::plan::Inputs {
+                view: &view,
+                live: &live,
+                last: &last,
+                sizes: &sizes,
+            })?;
             if a.node.json {
                 print_json(&mask_plan(&p))?;
             } else {
@@ -550,7 +575,8 @@ fn run_apply(a: &ApplyArgs, l: &Loaded) -> anyhow::Result<u8> {
     let active = active_of(&a.node, &l.inventory)?;
     let view = l.inventory.node_view(&node, active);
     let t = tgtadm_of(&a.tgt, l);
-    let opts = ApplyOptions { state_dir: state_dir_of(&a.tgt, l), tgtadm: t.clone(), force: a.force, dry_run: a.dry_run };
+    let opts =
+        ApplyOptions { state_dir: state_dir_of(&a.tgt, l), tgtadm: t.clone(), force: a.force, dry_run: a.dry_run };
     let json = a.node.json;
     let mut shown = String::new();
     let outcome = apply::apply(&view, &opts, &mut |p| {

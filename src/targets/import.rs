@@ -59,7 +59,8 @@ pub struct Reader<'a> {
 
 fn is_ident(s: &str) -> bool {
     let mut c = s.chars();
-    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_') && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
 }
 
 impl<'a> Reader<'a> {
@@ -353,7 +354,11 @@ fn skip_body(text: &str, from_line: usize) -> Option<usize> {
 }
 
 /// Reads targets.conf.
-pub fn import_targets_conf(file: &str, text: &str, vars: &mut BTreeMap<String, String>) -> Result<Imported, ImportError> {
+pub fn import_targets_conf(
+    file: &str,
+    text: &str,
+    vars: &mut BTreeMap<String, String>,
+) -> Result<Imported, ImportError> {
     let mut out = Imported::default();
     let mut r = Reader::new(file, text, vars);
     let mut in_fn: Option<String> = None;
@@ -371,7 +376,8 @@ pub fn import_targets_conf(file: &str, text: &str, vars: &mut BTreeMap<String, S
                 } else {
                     out.skipped.push((name.clone(), l.pos.line));
                     // Resume reading after the body's closing brace.
-                    let end = skip_body(text, body_line).ok_or_else(|| r.error(l.pos, format!("function {name} is never closed")))?;
+                    let end = skip_body(text, body_line)
+                        .ok_or_else(|| r.error(l.pos, format!("function {name} is never closed")))?;
                     while r.line <= end && r.peek().is_some() {
                         r.bump();
                     }
@@ -447,10 +453,15 @@ pub fn import_targets_conf(file: &str, text: &str, vars: &mut BTreeMap<String, S
                 }
             }
             (Some(f), cmd) => {
-                return Err(r.error(l.pos, format!("cannot read `{cmd}` in {f} (expected option, target, user or NAME=value)")))
+                return Err(
+                    r.error(l.pos, format!("cannot read `{cmd}` in {f} (expected option, target, user or NAME=value)"))
+                )
             }
             (None, cmd) => {
-                return Err(r.error(l.pos, format!("cannot read `{cmd}` outside a function (expected a function or NAME=value)")))
+                return Err(r.error(
+                    l.pos,
+                    format!("cannot read `{cmd}` outside a function (expected a function or NAME=value)"),
+                ))
             }
         }
     }
@@ -467,7 +478,9 @@ pub fn read_assignments(file: &str, text: &str) -> Result<BTreeMap<String, Strin
     let mut r = Reader::new(file, text, &mut vars);
     let mut assigned = Vec::new();
     while let Some(l) = r.next_line()? {
-        if l.words.first().is_some_and(|w| w.text == "export") && l.words.len() > 1 || l.words.iter().all(|w| assignment(w).is_some()) {
+        if l.words.first().is_some_and(|w| w.text == "export") && l.words.len() > 1
+            || l.words.iter().all(|w| assignment(w).is_some())
+        {
             for w in l.words.iter().filter(|w| w.text != "export") {
                 let (k, v) = assignment(w).ok_or_else(|| r.error(w.pos, "expected NAME=value"))?;
                 r.vars.insert(k.clone(), v.clone());
@@ -481,7 +494,8 @@ pub fn read_assignments(file: &str, text: &str) -> Result<BTreeMap<String, Strin
                 open_brace(&mut r, l.pos)?;
                 body_line = r.line - 1;
             }
-            let end = skip_body(text, body_line).ok_or_else(|| r.error(l.pos, format!("function {name} is never closed")))?;
+            let end =
+                skip_body(text, body_line).ok_or_else(|| r.error(l.pos, format!("function {name} is never closed")))?;
             while r.line <= end && r.peek().is_some() {
                 r.bump();
             }
@@ -519,7 +533,9 @@ pub fn read_ifcfg(file: &str, text: &str) -> Result<Option<Interface>, ImportErr
     };
     let address: IpAddr = ip.parse().map_err(|_| at(format!("IPADDR {ip:?} is not an IP address")))?;
     let prefix_len = match (v.get("PREFIX"), v.get("NETMASK")) {
-        (Some(p), _) => p.parse().ok().filter(|&n: &u8| n <= 32).ok_or_else(|| at(format!("PREFIX {p:?} is not 0-32")))?,
+        (Some(p), _) => {
+            p.parse().ok().filter(|&n: &u8| n <= 32).ok_or_else(|| at(format!("PREFIX {p:?} is not 0-32")))?
+        }
         (None, Some(m)) => mask_len(m).ok_or_else(|| at(format!("NETMASK {m:?} is not a netmask")))?,
         (None, None) => return Err(at("IPADDR without NETMASK or PREFIX".into())),
     };
@@ -578,7 +594,8 @@ pub fn to_toml(c: &Cluster, imp: &Imported) -> String {
     for (pg, hosts) in &pgs {
         let _ = writeln!(s, "\n[targets.portal_groups.{}]", q(pg));
         if hosts.is_empty() {
-            let _ = writeln!(s, "# no addresses known: add HOST = [\"ADDRESS\", ...] per node (or import with --ifcfg)");
+            let _ =
+                writeln!(s, "# no addresses known: add HOST = [\"ADDRESS\", ...] per node (or import with --ifcfg)");
         }
         for (h, addrs) in hosts {
             let list: Vec<String> = addrs.iter().map(|a| q(&a.to_string())).collect();

@@ -55,8 +55,7 @@ impl Ctx<'_> {
 
 /// Reads an inventory file (a `[targets]` section of inventory keys).
 pub fn load_file(path: &Path) -> Result<Inventory, LoadError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
     parse_file(&text, path)
 }
 
@@ -67,7 +66,11 @@ pub fn parse_file(text: &str, path: &Path) -> Result<Inventory, LoadError> {
     let ctx = Ctx { text, path };
     if let Some((key, span)) = file.targets.settings_keys().into_iter().next() {
         return Err(ctx
-            .err(span, format!("targets.{key}"), "is a tool setting: it belongs in santools.toml, not in the inventory file")
+            .err(
+                span,
+                format!("targets.{key}"),
+                "is a tool setting: it belongs in santools.toml, not in the inventory file",
+            )
             .into());
     }
     Ok(build(&file.targets, text, path)?)
@@ -77,7 +80,11 @@ fn s<T>(v: &Spanned<T>) -> Range<usize> {
     v.span()
 }
 
-fn options(ctx: &Ctx, raw: &Option<Spanned<Vec<RawOption>>>, key: &str) -> Result<Vec<(String, String)>, InventoryError> {
+fn options(
+    ctx: &Ctx,
+    raw: &Option<Spanned<Vec<RawOption>>>,
+    key: &str,
+) -> Result<Vec<(String, String)>, InventoryError> {
     let mut out = Vec::new();
     for o in raw.iter().flat_map(|v| v.get_ref()) {
         let (k, v) = o.get_ref();
@@ -94,7 +101,11 @@ fn account(ctx: &Ctx, a: &Spanned<RawAccount>, key: &str) -> Result<Account, Inv
     let n = r.secret.get_ref().len();
     if !(12..=16).contains(&n) {
         // RFC 3720 wants 12+; IET and some initiators refuse more than 16.
-        return Err(ctx.err(s(&r.secret), format!("{key}.secret"), format!("CHAP secrets must be 12-16 characters, got {n}")));
+        return Err(ctx.err(
+            s(&r.secret),
+            format!("{key}.secret"),
+            format!("CHAP secrets must be 12-16 characters, got {n}"),
+        ));
     }
     Ok(Account { user: r.user.get_ref().clone(), secret: r.secret.get_ref().clone() })
 }
@@ -117,7 +128,9 @@ fn locate(inv_vgs: &[VolumeGroup], device: &str) -> Result<(String, String), Str
     if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
         return Err(format!("{device:?} must be an absolute path without '.' or '..'"));
     }
-    if device.contains("//") || device.ends_with('/') || device.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',')
+    if device.contains("//")
+        || device.ends_with('/')
+        || device.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',')
     {
         return Err(format!("{device:?} must not contain '//', whitespace or ',' or end in '/'"));
     }
@@ -147,7 +160,8 @@ pub fn build(raw: &TargetsConfig, text: &str, path: &Path) -> Result<Inventory, 
 
     let prefix = match &raw.prefix {
         Some(p) => {
-            check_target_iqn(p.get_ref()).map_err(|e| ctx.err(s(p), "targets.prefix", format!("{:?} {e}", p.get_ref())))?;
+            check_target_iqn(p.get_ref())
+                .map_err(|e| ctx.err(s(p), "targets.prefix", format!("{:?} {e}", p.get_ref())))?;
             p.get_ref().clone()
         }
         None if raw.target.is_some() => return Err(need("prefix")),
@@ -163,7 +177,9 @@ pub fn build(raw: &TargetsConfig, text: &str, path: &Path) -> Result<Inventory, 
     let mut hosts = Vec::new();
     for h in raw.hosts.iter().flat_map(|v| v.get_ref()) {
         let name = h.get_ref();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) || name.starts_with('-')
+        if name.is_empty()
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            || name.starts_with('-')
         {
             return Err(ctx.err(s(h), "targets.hosts", format!("{name:?} is not a host name")));
         }
@@ -184,9 +200,15 @@ pub fn build(raw: &TargetsConfig, text: &str, path: &Path) -> Result<Inventory, 
         let key = format!("targets.file_groups.{name}");
         check_lvm_name(name).map_err(|e| ctx.err(s(dir), &key, e))?;
         let p = dir.get_ref();
-        if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) || p.as_os_str().len() > 1 && p.to_string_lossy().ends_with('/')
+        if !p.is_absolute()
+            || p.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+            || p.as_os_str().len() > 1 && p.to_string_lossy().ends_with('/')
         {
-            return Err(ctx.err(s(dir), &key, format!("{} must be an absolute directory path without '.', '..' or a trailing '/'", p.display())));
+            return Err(ctx.err(
+                s(dir),
+                &key,
+                format!("{} must be an absolute directory path without '.', '..' or a trailing '/'", p.display()),
+            ));
         }
         volume_groups.push(VolumeGroup::Directory { name: name.clone(), path: p.clone() });
     }
@@ -215,8 +237,10 @@ pub fn build(raw: &TargetsConfig, text: &str, path: &Path) -> Result<Inventory, 
             }
             let mut list: Vec<IpAddr> = Vec::new();
             for a in addrs.get_ref() {
-                let ip: IpAddr =
-                    a.get_ref().parse().map_err(|_| ctx.err(s(a), &hkey, format!("{:?} is not an IP address", a.get_ref())))?;
+                let ip: IpAddr = a
+                    .get_ref()
+                    .parse()
+                    .map_err(|_| ctx.err(s(a), &hkey, format!("{:?} is not an IP address", a.get_ref())))?;
                 if list.contains(&ip) {
                     return Err(ctx.err(s(a), &hkey, format!("{ip} is listed twice")));
                 }
@@ -251,9 +275,12 @@ pub fn build(raw: &TargetsConfig, text: &str, path: &Path) -> Result<Inventory, 
         let state = match t.state.get_ref().as_str() {
             "up" => TargetState::Up,
             "down" => TargetState::Down,
-            other => return Err(ctx.err(s(&t.state), key("state"), format!("expected \"up\" or \"down\", got {other:?}"))),
+            other => {
+                return Err(ctx.err(s(&t.state), key("state"), format!("expected \"up\" or \"down\", got {other:?}")))
+            }
         };
-        let (vg, lv) = locate(&volume_groups, t.device.get_ref()).map_err(|e| ctx.err(s(&t.device), key("device"), e))?;
+        let (vg, lv) =
+            locate(&volume_groups, t.device.get_ref()).map_err(|e| ctx.err(s(&t.device), key("device"), e))?;
         let mut luns = vec![Lun {
             device: PathBuf::from(t.device.get_ref()),
             io: io_mode(&ctx, &t.io, &key("io"))?,
@@ -263,7 +290,8 @@ pub fn build(raw: &TargetsConfig, text: &str, path: &Path) -> Result<Inventory, 
         for (j, l) in t.luns.iter().flatten().enumerate() {
             let lk = |k: &str| format!("targets.target[{i}].luns[{j}].{k}");
             let r = l.get_ref();
-            let (lvg, _) = locate(&volume_groups, r.device.get_ref()).map_err(|e| ctx.err(s(&r.device), lk("device"), e))?;
+            let (lvg, _) =
+                locate(&volume_groups, r.device.get_ref()).map_err(|e| ctx.err(s(&r.device), lk("device"), e))?;
             if lvg != vg {
                 return Err(ctx.err(
                     s(&r.device),
@@ -271,24 +299,40 @@ pub fn build(raw: &TargetsConfig, text: &str, path: &Path) -> Result<Inventory, 
                     format!("is on volume group {lvg:?}, the target's device on {vg:?}: all LUNs of a target must move with one volume group"),
                 ));
             }
-            luns.push(Lun { device: PathBuf::from(r.device.get_ref()), io: io_mode(&ctx, &r.io, &lk("io"))?, serial: r.serial.get_ref().clone() });
+            luns.push(Lun {
+                device: PathBuf::from(r.device.get_ref()),
+                io: io_mode(&ctx, &r.io, &lk("io"))?,
+                serial: r.serial.get_ref().clone(),
+            });
             lun_spans.push((s(&r.device), s(&r.serial), lk("device"), lk("serial")));
         }
         for (lun, (dspan, sspan, dkey, skey)) in luns.iter().zip(lun_spans) {
             check_serial(&lun.serial).map_err(|e| ctx.err(sspan.clone(), &skey, e))?;
             if let Some((other, _)) = serials.get(&lun.serial.to_ascii_lowercase()) {
-                return Err(ctx.err(sspan, &skey, format!("serial {:?} is already used by targets.target[{other}]", lun.serial)));
+                return Err(ctx.err(
+                    sspan,
+                    &skey,
+                    format!("serial {:?} is already used by targets.target[{other}]", lun.serial),
+                ));
             }
             serials.insert(lun.serial.to_ascii_lowercase(), (i, 0));
             if let Some(other) = devices.get(&lun.device) {
-                return Err(ctx.err(dspan, &dkey, format!("{} is already exported by targets.target[{other}]", lun.device.display())));
+                return Err(ctx.err(
+                    dspan,
+                    &dkey,
+                    format!("{} is already exported by targets.target[{other}]", lun.device.display()),
+                ));
             }
             devices.insert(lun.device.clone(), i);
         }
         let pg = t.portal_group.get_ref();
         if !portal_groups.contains_key(pg) {
             let known: Vec<&String> = portal_groups.keys().collect();
-            return Err(ctx.err(s(&t.portal_group), key("portal_group"), format!("unknown portal group {pg:?} (defined: {known:?})")));
+            return Err(ctx.err(
+                s(&t.portal_group),
+                key("portal_group"),
+                format!("unknown portal group {pg:?} (defined: {known:?})"),
+            ));
         }
         let mut initiators: Vec<String> = Vec::new();
         let mut refs = Vec::new();
@@ -300,7 +344,11 @@ pub fn build(raw: &TargetsConfig, text: &str, path: &Path) -> Result<Inventory, 
                     Some(g) => g.clone(),
                     None => {
                         let known: Vec<&String> = initiator_groups.keys().collect();
-                        return Err(ctx.err(s(r), key("initiators"), format!("unknown initiator group {group:?} (defined: {known:?})")));
+                        return Err(ctx.err(
+                            s(r),
+                            key("initiators"),
+                            format!("unknown initiator group {group:?} (defined: {known:?})"),
+                        ));
                     }
                 }
             } else {
@@ -321,7 +369,11 @@ pub fn build(raw: &TargetsConfig, text: &str, path: &Path) -> Result<Inventory, 
             ));
         }
         if initiators.len() > 1 && initiators.iter().any(|n| n == "ALL") {
-            return Err(ctx.err(s(&t.initiators), key("initiators"), "\"ALL\" cannot be combined with initiator names"));
+            return Err(ctx.err(
+                s(&t.initiators),
+                key("initiators"),
+                "\"ALL\" cannot be combined with initiator names",
+            ));
         }
         let iqn = match &t.iqn {
             Some(q) => q.get_ref().clone(),
@@ -365,7 +417,11 @@ pub fn build(raw: &TargetsConfig, text: &str, path: &Path) -> Result<Inventory, 
             if let Some(prev) = secrets.insert(&a.user, &a.secret) {
                 if prev != a.secret {
                     let span = raw.target.as_ref().map(|v| s(&v[i])).unwrap_or(whole.clone());
-                    return Err(ctx.err(span, format!("targets.target[{i}]"), format!("CHAP user {:?} has different secrets in two places", a.user)));
+                    return Err(ctx.err(
+                        span,
+                        format!("targets.target[{i}]"),
+                        format!("CHAP user {:?} has different secrets in two places", a.user),
+                    ));
                 }
             }
         }
@@ -431,7 +487,11 @@ mod tests {
             ("/dev/vg_dsk_0/lv_server01_apps_vol00", "/dev/vg_dsk_0/../x", "'..'"),
             ("state = \"up\"", "state = \"online\"", "expected \"up\" or \"down\""),
             ("io = \"blockio\"", "io = \"nullio\"", "blockio"),
-            ("prefix = \"iqn.1990-01.edu.amherst:iet.iscsi-target\"", "prefix = \"iqn.1990-01.edu.amherst:iet.iscsi target\"", "targets.prefix"),
+            (
+                "prefix = \"iqn.1990-01.edu.amherst:iet.iscsi-target\"",
+                "prefix = \"iqn.1990-01.edu.amherst:iet.iscsi target\"",
+                "targets.prefix",
+            ),
             ("[[targets.target]]", "[[targets.target]]\nbogus = 1", "unknown field `bogus`"),
             ("\"10.0.1.1\"", "\"10.0.1.300\"", "not an IP address"),
             ("iscsi-target-node1 = [", "node9 = [", "not in targets.hosts"),

@@ -180,7 +180,9 @@ pub fn check_template(template: &str) -> Result<(), String> {
         let close = rest[open..].find('}').ok_or("unclosed `{`")? + open;
         let name = &rest[open + 1..close];
         if !matches!(name, "prefix" | "portal_group" | "vg" | "lv") {
-            return Err(format!("unknown placeholder {{{name}}} (known: {{prefix}}, {{portal_group}}, {{vg}}, {{lv}})"));
+            return Err(format!(
+                "unknown placeholder {{{name}}} (known: {{prefix}}, {{portal_group}}, {{vg}}, {{lv}})"
+            ));
         }
         rest = &rest[close + 1..];
     }
@@ -260,9 +262,14 @@ pub fn check_option(key: &str, value: &str) -> Result<(), String> {
     if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(format!("option name {key:?} must be letters, digits and '_'"));
     }
-    if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '#' | '"' | ',' | '{' | '}' | '<' | '>'))
+    if value.is_empty()
+        || value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '#' | '"' | ',' | '{' | '}' | '<' | '>'))
     {
-        return Err(format!("option {key} value {value:?} must be one word without '#', '\"', ',', braces or angle brackets"));
+        return Err(format!(
+            "option {key} value {value:?} must be one word without '#', '\"', ',', braces or angle brackets"
+        ));
     }
     Ok(())
 }
@@ -296,7 +303,8 @@ mod tests {
     #[test]
     fn iqn_checks() {
         assert!(check_target_iqn("iqn.1990-01.edu.amherst:iet.x").is_ok());
-        for bad in ["iqn.90-01.x", "eui.1234", "iqn.1990-01.", "iqn.1990-01.a b", &format!("iqn.1990-01.a{}", "b".repeat(220))]
+        for bad in
+            ["iqn.90-01.x", "eui.1234", "iqn.1990-01.", "iqn.1990-01.a b", &format!("iqn.1990-01.a{}", "b".repeat(220))]
         {
             assert!(check_target_iqn(bad).is_err(), "{bad}");
         }

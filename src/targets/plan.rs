@@ -236,7 +236,13 @@ pub fn plan(inp: &Inputs) -> Result<Plan, PlanError> {
     Ok(plan)
 }
 
-fn diff_target(t: &Target, l: &LiveTarget, params: &[(String, String)], accounts: &mut BTreeSet<String>, inp: &Inputs) -> Change {
+fn diff_target(
+    t: &Target,
+    l: &LiveTarget,
+    params: &[(String, String)],
+    accounts: &mut BTreeSet<String>,
+    inp: &Inputs,
+) -> Change {
     let tid = l.tid;
     let mut what = Vec::new();
     let mut quiet: Vec<Argv> = Vec::new(); // non-disruptive
@@ -339,7 +345,8 @@ fn diff_target(t: &Target, l: &LiveTarget, params: &[(String, String)], accounts
             quiet.push(tgtadm::bind(tid, a));
         }
     }
-    let allowed_after: BTreeSet<String> = if t.open_to_all() { BTreeSet::new() } else { t.initiators.iter().cloned().collect() };
+    let allowed_after: BTreeSet<String> =
+        if t.open_to_all() { BTreeSet::new() } else { t.initiators.iter().cloned().collect() };
     for a in &have {
         if want.contains(a) {
             continue;
@@ -350,7 +357,9 @@ fn diff_target(t: &Target, l: &LiveTarget, params: &[(String, String)], accounts
         let losing: BTreeSet<String> = match a {
             Acl::Name(n) => [n.clone()].into(),
             Acl::Address(_) if t.open_to_all() => BTreeSet::new(),
-            Acl::Address(_) => l.nexuses.iter().map(|n| n.initiator.clone()).filter(|i| !allowed_after.contains(i)).collect(),
+            Acl::Address(_) => {
+                l.nexuses.iter().map(|n| n.initiator.clone()).filter(|i| !allowed_after.contains(i)).collect()
+            }
         };
         let connected: BTreeSet<String> =
             l.nexuses.iter().map(|n| n.initiator.clone()).filter(|i| losing.contains(i)).collect();
@@ -408,7 +417,9 @@ pub fn record(view: &NodeView, sizes: &BTreeMap<PathBuf, u64>) -> LastApplied {
             .luns
             .iter()
             .enumerate()
-            .map(|(i, l)| (tgt_lun(i), RecordedLun { device: l.device.clone(), size: sizes.get(&l.device).copied().unwrap_or(0) }))
+            .map(|(i, l)| {
+                (tgt_lun(i), RecordedLun { device: l.device.clone(), size: sizes.get(&l.device).copied().unwrap_or(0) })
+            })
             .collect();
         targets.insert(t.iqn.clone(), luns);
     }
@@ -511,7 +522,10 @@ initiators = ["iqn.2024-01.test:i1"]
 
     #[test]
     fn adding_an_initiator_is_not_disruptive() {
-        let i = inv(&INV.replace(r#"initiators = ["iqn.2024-01.test:i1"]"#, r#"initiators = ["iqn.2024-01.test:i1", "iqn.2024-01.test:i2"]"#));
+        let i = inv(&INV.replace(
+            r#"initiators = ["iqn.2024-01.test:i1"]"#,
+            r#"initiators = ["iqn.2024-01.test:i1", "iqn.2024-01.test:i2"]"#,
+        ));
         let p = run(&i, &live_a(true), &sizes());
         let c = &p.changes[0];
         assert_eq!(c.commands, [tgtadm::bind(1, &Acl::Name("iqn.2024-01.test:i2".into()))]);
@@ -521,7 +535,11 @@ initiators = ["iqn.2024-01.test:i1"]
     #[test]
     fn disruptive_changes_name_the_session() {
         let table: Vec<(&str, &str, &str)> = vec![
-            (r#"initiators = ["iqn.2024-01.test:i1"]"#, r#"initiators = ["iqn.2024-01.test:i2"]"#, "disallow iqn.2024-01.test:i1"),
+            (
+                r#"initiators = ["iqn.2024-01.test:i1"]"#,
+                r#"initiators = ["iqn.2024-01.test:i2"]"#,
+                "disallow iqn.2024-01.test:i1",
+            ),
             (r#"serial = "SA""#, r#"serial = "SB""#, "serial SA -> SB"),
             (r#"state = "up""#, r#"state = "down""#, "remove (state down)"),
             (r#"io = "fileio""#, r#"io = "blockio""#, "io mode"),
@@ -587,7 +605,8 @@ initiators = ["iqn.2024-01.test:i1"]
     fn a_missing_device_refuses_the_plan() {
         let i = inv(INV);
         let view = i.node_view("n1", ["vg_f".to_string()].into());
-        let e = plan(&Inputs { view: &view, live: &live_a(false), last: &LastApplied::default(), sizes: &BTreeMap::new() });
+        let e =
+            plan(&Inputs { view: &view, live: &live_a(false), last: &LastApplied::default(), sizes: &BTreeMap::new() });
         assert!(matches!(e, Err(PlanError::MissingDevice(..))));
     }
 }

@@ -49,7 +49,9 @@ pub fn plan(view: &NodeView, live: &[IetTarget], sizes: &BTreeMap<PathBuf, u64>)
         let sessions_of = |l: &IetTarget| -> Vec<Session> {
             l.sessions
                 .iter()
-                .flat_map(|s| s.conns.iter().map(move |c| Session { initiator: s.initiator.clone(), address: c.ip.clone() }))
+                .flat_map(|s| {
+                    s.conns.iter().map(move |c| Session { initiator: s.initiator.clone(), address: c.ip.clone() })
+                })
                 .collect()
         };
         match live.iter().find(|l| l.name.eq_ignore_ascii_case(&t.iqn)) {
@@ -57,7 +59,13 @@ pub fn plan(view: &NodeView, live: &[IetTarget], sizes: &BTreeMap<PathBuf, u64>)
                 let tid = (1..).find(|n| !used.contains(n)).expect("free tid");
                 used.insert(tid);
                 let tids = format!("--tid={tid}");
-                let mut c = vec![cmd(&["--op".into(), "new".into(), tids.clone(), "--params".into(), format!("Name={}", t.iqn)])];
+                let mut c = vec![cmd(&[
+                    "--op".into(),
+                    "new".into(),
+                    tids.clone(),
+                    "--params".into(),
+                    format!("Name={}", t.iqn),
+                ])];
                 for (i, l) in t.luns.iter().enumerate() {
                     c.push(cmd(&[
                         "--op".into(),
@@ -69,15 +77,37 @@ pub fn plan(view: &NodeView, live: &[IetTarget], sizes: &BTreeMap<PathBuf, u64>)
                     ]));
                 }
                 for a in &t.incoming_users {
-                    c.push(cmd(&["--op".into(), "new".into(), tids.clone(), "--user".into(), "--params".into(), format!("IncomingUser={},Password={}", a.user, a.secret)]));
+                    c.push(cmd(&[
+                        "--op".into(),
+                        "new".into(),
+                        tids.clone(),
+                        "--user".into(),
+                        "--params".into(),
+                        format!("IncomingUser={},Password={}", a.user, a.secret),
+                    ]));
                 }
                 if let Some(a) = &t.outgoing_user {
-                    c.push(cmd(&["--op".into(), "new".into(), tids.clone(), "--user".into(), "--params".into(), format!("OutgoingUser={},Password={}", a.user, a.secret)]));
+                    c.push(cmd(&[
+                        "--op".into(),
+                        "new".into(),
+                        tids.clone(),
+                        "--user".into(),
+                        "--params".into(),
+                        format!("OutgoingUser={},Password={}", a.user, a.secret),
+                    ]));
                 }
                 for (k, v) in &t.options {
                     c.push(cmd(&["--op".into(), "update".into(), tids.clone(), "--params".into(), format!("{k}={v}")]));
                 }
-                out.push(IetChange { kind: Kind::Create, iqn: t.iqn.clone(), tid, what: vec!["create".into()], commands: c, disruptive: false, sessions: vec![] });
+                out.push(IetChange {
+                    kind: Kind::Create,
+                    iqn: t.iqn.clone(),
+                    tid,
+                    what: vec!["create".into()],
+                    commands: c,
+                    disruptive: false,
+                    sessions: vec![],
+                });
             }
             Some(l) => {
                 let tids = format!("--tid={}", l.tid);
@@ -86,7 +116,14 @@ pub fn plan(view: &NodeView, live: &[IetTarget], sizes: &BTreeMap<PathBuf, u64>)
                 let mut disruptive = false;
                 for (i, lun) in t.luns.iter().enumerate() {
                     let path = lun.device.to_string_lossy().into_owned();
-                    let add = cmd(&["--op".into(), "new".into(), tids.clone(), format!("--lun={i}"), "--params".into(), lun_params(&path, lun.io.iet_type(), &lun.serial)]);
+                    let add = cmd(&[
+                        "--op".into(),
+                        "new".into(),
+                        tids.clone(),
+                        format!("--lun={i}"),
+                        "--params".into(),
+                        lun_params(&path, lun.io.iet_type(), &lun.serial),
+                    ]);
                     match l.luns.iter().find(|x| x.lun == i as u32) {
                         None => {
                             what.push(format!("add LUN {i}"));
@@ -114,7 +151,13 @@ pub fn plan(view: &NodeView, live: &[IetTarget], sizes: &BTreeMap<PathBuf, u64>)
                                 disruptive = true;
                                 for s in &l.sessions {
                                     for cn in &s.conns {
-                                        c.push(cmd(&["--op".into(), "delete".into(), tids.clone(), format!("--sid={}", s.sid), format!("--cid={}", cn.cid)]));
+                                        c.push(cmd(&[
+                                            "--op".into(),
+                                            "delete".into(),
+                                            tids.clone(),
+                                            format!("--sid={}", s.sid),
+                                            format!("--cid={}", cn.cid),
+                                        ]));
                                     }
                                 }
                                 c.push(cmd(&["--op".into(), "delete".into(), tids.clone(), format!("--lun={i}")]));
@@ -138,12 +181,26 @@ pub fn plan(view: &NodeView, live: &[IetTarget], sizes: &BTreeMap<PathBuf, u64>)
         let mut sessions = Vec::new();
         for s in &l.sessions {
             for cn in &s.conns {
-                c.push(cmd(&["--op".into(), "delete".into(), tids.clone(), format!("--sid={}", s.sid), format!("--cid={}", cn.cid)]));
+                c.push(cmd(&[
+                    "--op".into(),
+                    "delete".into(),
+                    tids.clone(),
+                    format!("--sid={}", s.sid),
+                    format!("--cid={}", cn.cid),
+                ]));
                 sessions.push(Session { initiator: s.initiator.clone(), address: cn.ip.clone() });
             }
         }
         c.push(cmd(&["--op".into(), "delete".into(), tids]));
-        out.push(IetChange { kind: Kind::Remove, iqn: l.name.clone(), tid: l.tid, what: vec!["remove".into()], commands: c, disruptive: true, sessions });
+        out.push(IetChange {
+            kind: Kind::Remove,
+            iqn: l.name.clone(),
+            tid: l.tid,
+            what: vec!["remove".into()],
+            commands: c,
+            disruptive: true,
+            sessions,
+        });
     }
     out
 }

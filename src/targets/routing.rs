@@ -38,7 +38,12 @@ pub fn routing_commands(ifaces: &[Interface], start: bool) -> Vec<Vec<String>> {
         let net = network(i.address, i.prefix_len);
         let ip = i.address.to_string();
         if start {
-            out.push(["ip", "route", "replace", &net, "dev", &i.device, "src", &ip, "table", t].iter().map(|s| s.to_string()).collect());
+            out.push(
+                ["ip", "route", "replace", &net, "dev", &i.device, "src", &ip, "table", t]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            );
             out.push(["ip", "rule", "add", "from", &ip, "table", t].iter().map(|s| s.to_string()).collect());
         } else {
             out.push(["ip", "rule", "del", "from", &ip, "table", t].iter().map(|s| s.to_string()).collect());
@@ -63,7 +68,8 @@ pub fn check_spec(spec: &str) -> Result<(), String> {
 
 /// The iptables line that blocks (`-I`) or unblocks (`-D`) iSCSI traffic.
 pub fn iptables(block: bool, port: u16, source: Option<&str>) -> Vec<String> {
-    let mut v: Vec<String> = vec!["iptables".into(), if block { "-I" } else { "-D" }.into(), "INPUT".into(), "-p".into(), "tcp".into()];
+    let mut v: Vec<String> =
+        vec!["iptables".into(), if block { "-I" } else { "-D" }.into(), "INPUT".into(), "-p".into(), "tcp".into()];
     if let Some(s) = source {
         v.extend(["-s".into(), s.into()]);
     }
@@ -111,7 +117,10 @@ mod tests {
     #[test]
     fn iptables_lines() {
         assert_eq!(iptables(true, 3260, None).join(" "), "iptables -I INPUT -p tcp --dport 3260 -j DROP");
-        assert_eq!(iptables(false, 3260, Some("10.0.1.0/24")).join(" "), "iptables -D INPUT -p tcp -s 10.0.1.0/24 --dport 3260 -j DROP");
+        assert_eq!(
+            iptables(false, 3260, Some("10.0.1.0/24")).join(" "),
+            "iptables -D INPUT -p tcp -s 10.0.1.0/24 --dport 3260 -j DROP"
+        );
         assert!(check_spec("10.0.1.0/24").is_ok());
         for bad in ["10.0.1.0/33", "x", "10.0.1.1;reboot"] {
             assert!(check_spec(bad).is_err(), "{bad}");

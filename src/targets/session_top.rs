@@ -102,7 +102,8 @@ pub fn render(lines: &[Line]) -> String {
 pub fn parse_saved(text: &str, file: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
     for (i, l) in text.lines().enumerate() {
-        let (n, name) = l.split_once(' ').with_context(|| format!("{}:{}: expected \"COUNT TARGET\"", file.display(), i + 1))?;
+        let (n, name) =
+            l.split_once(' ').with_context(|| format!("{}:{}: expected \"COUNT TARGET\"", file.display(), i + 1))?;
         let n: u64 = n.parse().with_context(|| format!("{}:{}: {n:?} is not a count", file.display(), i + 1))?;
         out.insert(name.to_string(), n);
     }
@@ -117,7 +118,9 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     let a = SessionTopArgs::from_arg_matches(matches)?;
     logging::init("session-top", a.common.verbosity());
     let load = || -> anyhow::Result<BTreeMap<String, u64>> {
-        let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading saved session counts {} (run `session-top save` first)", a.file.display()))?;
+        let text = std::fs::read_to_string(&a.file).with_context(|| {
+            format!("reading saved session counts {} (run `session-top save` first)", a.file.display())
+        })?;
         parse_saved(&text, &a.file)
     };
     match a.cmd {
@@ -127,7 +130,8 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
             if let Some(d) = a.file.parent() {
                 std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
             }
-            crate::shared::atomic_file::write_atomic(&a.file, text.as_bytes()).with_context(|| format!("writing {}", a.file.display()))?;
+            crate::shared::atomic_file::write_atomic(&a.file, text.as_bytes())
+                .with_context(|| format!("writing {}", a.file.display()))?;
             tracing::info!("saved session counts of {} targets in {}", now.len(), a.file.display());
             Ok(exit::OK)
         }
@@ -176,7 +180,10 @@ mod tests {
         let saved: BTreeMap<String, u64> = [("iqn.a".into(), 2), ("iqn.b".into(), 10), ("iqn.gone".into(), 1)].into();
         let now: BTreeMap<String, u64> = [("iqn.a".into(), 1), ("iqn.b".into(), 10), ("iqn.new".into(), 3)].into();
         let lines = diff(&saved, &now);
-        assert_eq!(render(&lines), "DIFF 1 expect 2 iqn.a\nOK 10 expect 10 iqn.b\nDIFF 0 expect 1 iqn.gone\nDIFF 3 expect 0 iqn.new\n");
+        assert_eq!(
+            render(&lines),
+            "DIFF 1 expect 2 iqn.a\nOK 10 expect 10 iqn.b\nDIFF 0 expect 1 iqn.gone\nDIFF 3 expect 0 iqn.new\n"
+        );
         assert!(dropped(&lines));
         let up: BTreeMap<String, u64> = [("iqn.a".into(), 3)].into();
         assert!(!dropped(&diff(&[("iqn.a".to_string(), 2)].into(), &up)));

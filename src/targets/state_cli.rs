@@ -14,9 +14,9 @@ use crate::cli::logging;
 use crate::cli::output::print_json;
 use crate::multicall::Tool;
 use crate::shared::command::{shell_quote, Command};
+use crate::targets::live::iet;
 use crate::targets::live::state::{self, StateTarget};
 use crate::targets::live::tgt::Tgtadm;
-use crate::targets::live::iet;
 
 pub const TOOL: Tool = Tool {
     name: "iet-state",
@@ -234,11 +234,15 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
         }
         Cmd::TargetLunPath { target, lun } => {
             let t = find(&s, &target)?;
-            let l = t.luns.iter().find(|l| l.lun == lun).with_context(|| format!("target {target} has no LUN {lun}"))?;
+            let l =
+                t.luns.iter().find(|l| l.lun == lun).with_context(|| format!("target {target} has no LUN {lun}"))?;
             writeln!(out, "{}", l.path)?;
         }
         Cmd::LunPathTarget { path } => {
-            let t = s.iter().find(|t| t.luns.iter().any(|l| l.path == path)).with_context(|| format!("no target exports {path}"))?;
+            let t = s
+                .iter()
+                .find(|t| t.luns.iter().any(|l| l.path == path))
+                .with_context(|| format!("no target exports {path}"))?;
             writeln!(out, "{}", t.name)?;
         }
         Cmd::TargetSessions => {
@@ -253,7 +257,8 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
         }
         Cmd::TargetInitiators { target } => {
             let t = find(&s, &target)?;
-            let mut ips: Vec<&str> = t.sessions.iter().flat_map(|x| x.connections.iter().map(|c| c.initiator_ip.as_str())).collect();
+            let mut ips: Vec<&str> =
+                t.sessions.iter().flat_map(|x| x.connections.iter().map(|c| c.initiator_ip.as_str())).collect();
             ips.sort();
             ips.dedup();
             if a.json {
@@ -265,7 +270,8 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
             }
         }
         Cmd::SessionsRemove { target, all, dry_run } => {
-            let chosen: Vec<&StateTarget> = if all { s.iter().collect() } else { vec![find(&s, target.as_deref().unwrap_or(""))?] };
+            let chosen: Vec<&StateTarget> =
+                if all { s.iter().collect() } else { vec![find(&s, target.as_deref().unwrap_or(""))?] };
             let t = a.source.tgtadm();
             for argv in removal_commands(a.source.backend(), &t, &chosen) {
                 let shown: Vec<String> = argv.iter().map(|x| shell_quote(x)).collect();
@@ -282,7 +288,9 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
 fn state_diff(out: &mut dyn Write, s: &[StateTarget], file: &Path, update: bool, json: bool) -> anyhow::Result<u8> {
     let now = state::tracked(s);
     let saved: Option<Vec<String>> = match std::fs::read(file) {
-        Ok(b) => Some(serde_json::from_slice(&b).with_context(|| format!("reading recorded state {}", file.display()))?),
+        Ok(b) => {
+            Some(serde_json::from_slice(&b).with_context(|| format!("reading recorded state {}", file.display()))?)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
     };
@@ -290,7 +298,8 @@ fn state_diff(out: &mut dyn Write, s: &[StateTarget], file: &Path, update: bool,
         if let Some(d) = file.parent() {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        crate::shared::atomic_file::write_atomic(file, &serde_json::to_vec_pretty(v)?).with_context(|| format!("writing {}", file.display()))
+        crate::shared::atomic_file::write_atomic(file, &serde_json::to_vec_pretty(v)?)
+            .with_context(|| format!("writing {}", file.display()))
     };
     let Some(saved) = saved else {
         write(&now)?;

@@ -174,7 +174,9 @@ pub fn target_acls(t: &Target) -> Vec<Acl> {
 pub fn bind(tid: u32, acl: &Acl) -> Argv {
     match acl {
         Acl::Name(n) => v(&["--op", "bind", "--mode", "target", "--tid", &tid.to_string(), "--initiator-name", n]),
-        Acl::Address(a) => v(&["--op", "bind", "--mode", "target", "--tid", &tid.to_string(), "--initiator-address", a]),
+        Acl::Address(a) => {
+            v(&["--op", "bind", "--mode", "target", "--tid", &tid.to_string(), "--initiator-address", a])
+        }
     }
 }
 
@@ -207,12 +209,28 @@ pub fn set_param(tid: u32, name: &str, value: &str) -> Argv {
 }
 
 pub fn delete_conn(tid: u32, sid: u64, cid: u64) -> Argv {
-    v(&["--op", "delete", "--mode", "conn", "--tid", &tid.to_string(), "--sid", &sid.to_string(), "--cid", &cid.to_string()])
+    v(&[
+        "--op",
+        "delete",
+        "--mode",
+        "conn",
+        "--tid",
+        &tid.to_string(),
+        "--sid",
+        &sid.to_string(),
+        "--cid",
+        &cid.to_string(),
+    ])
 }
 
 /// Everything that creates `t` as tid `tid` on an empty tgtd (accounts are
 /// created first where `create_accounts` says they are missing).
-pub fn create_target(tid: u32, t: &Target, params: &[(String, String)], create_accounts: &mut dyn FnMut(&str) -> bool) -> Vec<Argv> {
+pub fn create_target(
+    tid: u32,
+    t: &Target,
+    params: &[(String, String)],
+    create_accounts: &mut dyn FnMut(&str) -> bool,
+) -> Vec<Argv> {
     let mut out = vec![new_target(tid, &t.iqn)];
     for (i, lun) in t.luns.iter().enumerate() {
         let dev = lun.device.to_string_lossy();
@@ -291,10 +309,14 @@ mod tests {
 
     #[test]
     fn single_export_is_name_restricted_and_removal_cuts_sessions() {
-        let c = export_single(4, "iqn.2024-01.x:snap", "/srv/snap.img", IoMode::Fileio, "SNAP1", "iqn.2024-01.x:archive");
+        let c =
+            export_single(4, "iqn.2024-01.x:snap", "/srv/snap.img", IoMode::Fileio, "SNAP1", "iqn.2024-01.x:archive");
         assert_eq!(c.len(), 5);
         assert_eq!(c[3], bind(4, &Acl::Address("0.0.0.0/32".into())));
-        let live = crate::targets::live::tgt::parse_show_targets(include_str!("../../tests/fixtures/tgt/1.0.85/show-target.txt")).unwrap();
+        let live = crate::targets::live::tgt::parse_show_targets(include_str!(
+            "../../tests/fixtures/tgt/1.0.85/show-target.txt"
+        ))
+        .unwrap();
         let r = remove_export(&live[0]);
         assert_eq!(r.first().unwrap(), &set_state(1, "offline"));
         assert!(r.contains(&delete_conn(1, 1, 0)));

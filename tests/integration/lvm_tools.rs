@@ -51,7 +51,17 @@ impl LoopVg {
     }
 
     fn lv_size(&self, lv: &str) -> Option<u64> {
-        let out = self.lvm(&["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", santools::lvm::report::LV_FIELDS, &self.vg.clone()]);
+        let out = self.lvm(&[
+            "lvs",
+            "--reportformat",
+            "json",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            santools::lvm::report::LV_FIELDS,
+            &self.vg.clone(),
+        ]);
         santools::lvm::report::parse_lvs(&out).unwrap().into_iter().find(|l| l.name == lv).map(|l| l.size)
     }
 }
@@ -59,7 +69,12 @@ impl LoopVg {
 impl Drop for LoopVg {
     fn drop(&mut self) {
         let q = |args: &[&str]| {
-            let _ = Command::new(args[0]).arg("--config").arg(&self.config).args(&args[1..]).env("LVM_SUPPRESS_FD_WARNINGS", "1").output();
+            let _ = Command::new(args[0])
+                .arg("--config")
+                .arg(&self.config)
+                .args(&args[1..])
+                .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+                .output();
         };
         q(&["vgremove", "-q", "-f", &self.vg]);
         q(&["pvremove", "-q", &self.dev]);
@@ -88,7 +103,8 @@ fn lvm_copy_prepare_creates_then_extends_the_target_volume() {
     assert!(out.contains(&format!("lvextend --size 12582912b {}/lv_copy", v.vg)), "{out}");
     assert_eq!(v.lv_size("lv_copy"), Some(12 << 20));
     // Prepared: nothing left to do.
-    let out = ok(lvm_tool("lvm-copy", &v).args(["-p", "-N", "-t", &target, "-s"]).arg(format!("file:{}", src.display())));
+    let out =
+        ok(lvm_tool("lvm-copy", &v).args(["-p", "-N", "-t", &target, "-s"]).arg(format!("file:{}", src.display())));
     assert_eq!(out, "");
 }
 
@@ -102,11 +118,18 @@ fn lvm_snapshots_are_planned_by_the_seed_rule_and_remove_refuses_origins() {
     assert_eq!(v.lv_size("lv_origin"), Some(40 << 20));
     // 20% of 40 MiB is 8 MiB: two 4 MiB extents.
     let out = ok(lvm_tool("lvm-snap-create", &v).args(["-N", "-s", &path]));
-    assert!(out.contains(&format!("lvcreate --config")) && out.contains(&format!("--snapshot --name lv_origin_snap --size 8388608b {}/lv_origin", v.vg)), "{out}");
+    assert!(
+        out.contains(&format!("lvcreate --config"))
+            && out.contains(&format!("--snapshot --name lv_origin_snap --size 8388608b {}/lv_origin", v.vg)),
+        "{out}"
+    );
     assert!(out.ends_with(&format!("/dev/{}/lv_origin_snap\n", v.vg)), "{out}");
     let out = ok(lvm_tool("lvm_snap_create", &v).args(["-N", "-s", &path, "-t", "bkup", "-n", "25%"]));
     assert!(out.contains("--name lv_origin_bkup --size 12582912b"), "{out}");
-    fails_with(lvm_tool("lvm-snap-create", &v).args(["-N", "-s", &format!("/dev/{}/lv_missing", v.vg)]), &["does not exist"]);
+    fails_with(
+        lvm_tool("lvm-snap-create", &v).args(["-N", "-s", &format!("/dev/{}/lv_missing", v.vg)]),
+        &["does not exist"],
+    );
     assert_eq!(ok(tool("lvm-devsize").arg(&v.dev)), format!("{}\n", 64 << 20));
 }
 
@@ -134,7 +157,17 @@ fn lvm_copy_between_files_with_dd_ddless_and_gzip() {
     let o = Command::new("gzip").arg("-dc").arg(&gz).output().unwrap();
     assert_eq!(o.stdout, data);
     fails_with(tool("lvm-copy").args(["-s", "file:relative", "-t", "file:/tmp/x"]), &["expected file:"]);
-    fails_with(tool("lvm-copy").arg("-s").arg(format!("file:{}", src.display())).args(["-t", "file:host1:/x", "-m", "ddless", "-o", "-c /x"]), &["remote"]);
+    fails_with(
+        tool("lvm-copy").arg("-s").arg(format!("file:{}", src.display())).args([
+            "-t",
+            "file:host1:/x",
+            "-m",
+            "ddless",
+            "-o",
+            "-c /x",
+        ]),
+        &["remote"],
+    );
 }
 
 #[test]
@@ -147,7 +180,16 @@ fn iostat_top_reads_this_machines_devices() {
         let devs = v.as_array().unwrap();
         assert!(!devs.is_empty(), "no devices in {l}");
         for d in devs {
-            for k in ["device", "name", "reads_per_sec", "write_bytes_per_sec", "in_flight", "io_ms", "avg_read_bytes", "avg_write_bytes"] {
+            for k in [
+                "device",
+                "name",
+                "reads_per_sec",
+                "write_bytes_per_sec",
+                "in_flight",
+                "io_ms",
+                "avg_read_bytes",
+                "avg_write_bytes",
+            ] {
                 assert!(d.get(k).is_some(), "{k} missing in {d}");
             }
         }

@@ -43,18 +43,35 @@ fn targets_import_reads_the_seed_targets_conf_without_running_it() {
         "[targets.portal_groups.\"pg_vlan20_fabric\"]\n\"iscsi-target-node1\" = [\"10.0.2.1\"]\n",
     );
     std::fs::write(&out, filled).unwrap();
-    let listed = ok(tool("targets").args(["check", "--node", "iscsi-target-node1", "--active-vg", "vg_dsk_0", "--inventory"]).arg(&out));
-    assert!(listed.contains("serve iqn.1990-01.edu.amherst:iet.iscsi-target.pg-vlan10-fabric.vg-dsk-0.lv-server01-apps-vol00"), "{listed}");
-    assert!(listed.contains("skip  iqn.1990-01.edu.amherst:iet.iscsi-target.pg-vlan10-fabric.vg-dsk-1.lv-srvrnt09-storage-vol00"), "{listed}");
+    let listed = ok(tool("targets")
+        .args(["check", "--node", "iscsi-target-node1", "--active-vg", "vg_dsk_0", "--inventory"])
+        .arg(&out));
+    assert!(
+        listed.contains(
+            "serve iqn.1990-01.edu.amherst:iet.iscsi-target.pg-vlan10-fabric.vg-dsk-0.lv-server01-apps-vol00"
+        ),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(
+            "skip  iqn.1990-01.edu.amherst:iet.iscsi-target.pg-vlan10-fabric.vg-dsk-1.lv-srvrnt09-storage-vol00"
+        ),
+        "{listed}"
+    );
     // The imported inventory generates the same ietd.conf as the hand-written one.
-    let a = ok(tool("targets").args(["gen", "iet", "--node", "iscsi-target-node1", "--active-vg", "vg_dsk_0", "--inventory"]).arg(&out));
-    let b = ok(tool("targets").args(["gen", "iet", "--node", "iscsi-target-node1", "--active-vg", "vg_dsk_0", "--inventory"]).arg(seed_inventory()));
+    let a = ok(tool("targets")
+        .args(["gen", "iet", "--node", "iscsi-target-node1", "--active-vg", "vg_dsk_0", "--inventory"])
+        .arg(&out));
+    let b = ok(tool("targets")
+        .args(["gen", "iet", "--node", "iscsi-target-node1", "--active-vg", "vg_dsk_0", "--inventory"])
+        .arg(seed_inventory()));
     let conf = |s: &str| s.split("==> initiators.allow").next().unwrap().to_string();
     // (targets.conf has one LUN per target and no per-target options: the
     // hand-written inventory's extras are left out of the comparison.)
-    let b = conf(&b)
-        .replace("\tMaxConnections 1\n", "")
-        .replace("\tLun 1 Path=/dev/vg_dsk_0/lv_esx_vmfs_vol01,Type=fileio,ScsiId=AMHDSK-100415-03,ScsiSN=AMHDSK-100415-03\n", "");
+    let b = conf(&b).replace("\tMaxConnections 1\n", "").replace(
+        "\tLun 1 Path=/dev/vg_dsk_0/lv_esx_vmfs_vol01,Type=fileio,ScsiId=AMHDSK-100415-03,ScsiSN=AMHDSK-100415-03\n",
+        "",
+    );
     assert_eq!(conf(&a), b);
 }
 
@@ -63,8 +80,13 @@ fn targets_import_refuses_what_it_cannot_read_with_line_and_column() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("targets.conf");
     let marker = d.path().join("executed");
-    std::fs::write(&f, format!("function conf_targets\n{{\n\ttarget up $(touch {}) blockio S pg \"x\"\n}}\n", marker.display())).unwrap();
-    let o = run(tool("targets").arg("import").arg(&f).args(["--prefix", "iqn.2024-01.x:y", "--host", "n1", "--vg", "vg"]));
+    std::fs::write(
+        &f,
+        format!("function conf_targets\n{{\n\ttarget up $(touch {}) blockio S pg \"x\"\n}}\n", marker.display()),
+    )
+    .unwrap();
+    let o =
+        run(tool("targets").arg("import").arg(&f).args(["--prefix", "iqn.2024-01.x:y", "--host", "n1", "--vg", "vg"]));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains(&format!("{}:3:12: cannot read command substitution", f.display())), "{}", stderr(&o));
     assert!(!marker.exists());
@@ -77,18 +99,38 @@ fn targets_check_names_file_line_and_key() {
     let text = std::fs::read_to_string(seed_inventory()).unwrap().replace("AMHDSK-100415-03", "AMHDSK-100415-01");
     std::fs::write(&f, &text).unwrap();
     let line = text[..text.find("serial = \"AMHDSK-100415-01\" }").unwrap()].lines().count();
-    let e = fails_with(tool("targets").args(["check", "--node", "iscsi-target-node1", "--active-vg", "vg_dsk_0", "--inventory"]).arg(&f), &["already used"]);
+    let e = fails_with(
+        tool("targets")
+            .args(["check", "--node", "iscsi-target-node1", "--active-vg", "vg_dsk_0", "--inventory"])
+            .arg(&f),
+        &["already used"],
+    );
     assert!(e.contains(&format!("{}:{line}: key `targets.target[1].luns[0].serial`", f.display())), "{e}");
     // The same section inline in santools.toml: check-config names it too.
     let cfg = d.path().join("santools.toml");
     std::fs::write(&cfg, format!("[ddless]\n{text}")).unwrap();
     let o = run(Command::new(bin()).arg("check-config").arg("--config").arg(&cfg));
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains(&format!("line {}", line + 1)) && stderr(&o).contains("targets.target[1].luns[0].serial"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("line {}", line + 1)) && stderr(&o).contains("targets.target[1].luns[0].serial"),
+        "{}",
+        stderr(&o)
+    );
     // A valid inline inventory is used by the tools through --config.
     std::fs::write(&cfg, std::fs::read_to_string(seed_inventory()).unwrap()).unwrap();
-    let out = ok(tool("targets").arg("--config").arg(&cfg).args(["check", "--node", "iscsi-target-node2", "--active-vg", "vg_dsk_1"]));
-    assert!(out.contains("serve iqn.1990-01.edu.amherst:iet.iscsi-target.pg-vlan10-fabric.vg-dsk-1.lv-srvrnt09-storage-vol00"), "{out}");
+    let out = ok(tool("targets").arg("--config").arg(&cfg).args([
+        "check",
+        "--node",
+        "iscsi-target-node2",
+        "--active-vg",
+        "vg_dsk_1",
+    ]));
+    assert!(
+        out.contains(
+            "serve iqn.1990-01.edu.amherst:iet.iscsi-target.pg-vlan10-fabric.vg-dsk-1.lv-srvrnt09-storage-vol00"
+        ),
+        "{out}"
+    );
 }
 
 #[test]
@@ -119,8 +161,13 @@ fn targets_gen_writes_golden_bytes_atomically_and_only_when_changed() {
         assert_eq!(before, after, "{flavour}: unchanged files were rewritten");
     }
     // tgtadm argument vectors for the same state.
-    let out = ok(tool("targets").args(["gen", "tgt", "--tgtadm", "--node", "iscsi-target-node1", "--active-vg", "vg_dsk_0", "--inventory"]).arg(seed_inventory()));
-    assert!(out.lines().next().unwrap().starts_with("tgtadm --lld iscsi --op new --mode target --tid 1 --targetname "), "{out}");
+    let out = ok(tool("targets")
+        .args(["gen", "tgt", "--tgtadm", "--node", "iscsi-target-node1", "--active-vg", "vg_dsk_0", "--inventory"])
+        .arg(seed_inventory()));
+    assert!(
+        out.lines().next().unwrap().starts_with("tgtadm --lld iscsi --op new --mode target --tid 1 --targetname "),
+        "{out}"
+    );
 }
 
 #[test]
@@ -160,7 +207,12 @@ fn targets_plan_for_iet_from_proc_fixtures() {
         ),
     )
     .unwrap();
-    let out = ok(tool("targets").args(["plan", "--backend", "iet", "--node", "n1"]).arg("--inventory").arg(&inv).arg("--proc").arg(&proc));
+    let out = ok(tool("targets")
+        .args(["plan", "--backend", "iet", "--node", "n1"])
+        .arg("--inventory")
+        .arg(&inv)
+        .arg("--proc")
+        .arg(&proc));
     let want = [
         format!("~ {} (tid 1): re-add LUN 0: resize 524288 -> 1048576 bytes [disruptive; sessions: iqn.2024-01.test:i1 from 10.0.1.90]", iqn("lv-a")),
         "    ietadm --op delete --tid=1 --sid=281474997486080 --cid=0".to_string(),
@@ -172,7 +224,10 @@ fn targets_plan_for_iet_from_proc_fixtures() {
     for w in &want {
         assert!(out.contains(w.as_str()), "missing {w:?} in:\n{out}");
     }
-    assert!(out.contains(&format!("- {} (tid 2): remove", iqn("lv-old"))) && out.contains("ietadm --op delete --tid=2\n"), "{out}");
+    assert!(
+        out.contains(&format!("- {} (tid 2): remove", iqn("lv-old"))) && out.contains("ietadm --op delete --tid=2\n"),
+        "{out}"
+    );
     assert!(!out.contains("secret-secret") && out.contains("IncomingUser=u,Password=********"), "{out}");
 }
 
@@ -194,7 +249,10 @@ fn iet_state_and_session_top_on_proc_fixtures() {
     let t1 = "iqn.1990-01.edu.amherst:iscsi4.pg-vlan10.vg-satabeast8-vol0.lv-srvrux30-netlog";
     assert_eq!(ok(&mut st(&["target-tid", "-t", t1])), "1\n");
     assert_eq!(ok(&mut st(&["target-initiators", "-t", t1])), "10.0.1.90\n");
-    assert_eq!(ok(&mut st(&["lun-path-target", "-p", "/dev/vg_satabeast8_vol0/lv_csc0_gfs_vol00"])).trim(), "iqn.1990-01.edu.amherst:iscsi4.pg-vlan345.vg-satabeast8-vol0.lv-csc0-gfs");
+    assert_eq!(
+        ok(&mut st(&["lun-path-target", "-p", "/dev/vg_satabeast8_vol0/lv_csc0_gfs_vol00"])).trim(),
+        "iqn.1990-01.edu.amherst:iscsi4.pg-vlan345.vg-satabeast8-vol0.lv-csc0-gfs"
+    );
     let rm = ok(&mut st(&["sessions-remove", "--all", "-n"]));
     assert_eq!(rm, "ietadm --op delete --tid=1 --sid=1970324874527232 --cid=0\n");
     // state-diff: the first run records, an unchanged state is 0, a lost session 1.
@@ -212,10 +270,23 @@ fn iet_state_and_session_top_on_proc_fixtures() {
     ok(&mut top(&["save"]));
     let out = ok(&mut top(&["diff"]));
     assert!(out.contains(&format!("OK 1 expect 1 {t1}")), "{out}");
-    std::fs::write(proc.join("session"), std::fs::read_to_string(proc.join("session")).unwrap().lines().take(2).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        proc.join("session"),
+        std::fs::read_to_string(proc.join("session"))
+            .unwrap()
+            .lines()
+            .take(2)
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
     let o = diff(&mut st(&["state-diff"]));
     assert_eq!(o.status.code(), Some(1));
-    assert!(stdout(&o).contains(&format!("- target {t1} initiator iqn.1994-05.com.redhat:swiscsi.server01.apps")), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!("- target {t1} initiator iqn.1994-05.com.redhat:swiscsi.server01.apps")),
+        "{}",
+        stdout(&o)
+    );
     let o = run(&mut top(&["diff"]));
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains(&format!("DIFF 0 expect 1 {t1}")), "{}", stdout(&o));
@@ -258,9 +329,15 @@ fn session_top_and_iet_state_on_a_live_tgtd() {
 #[test]
 fn ietd_routing_and_iptables_print_commands() {
     let out = ok(tool("ietd-routing").arg("start").arg(fixtures().join("ifcfg")));
-    assert!(out.contains("# 10\trt_vlan10_port0") && out.contains("ip rule add from 10.0.1.2 table rt_vlan10_port1"), "{out}");
+    assert!(
+        out.contains("# 10\trt_vlan10_port0") && out.contains("ip rule add from 10.0.1.2 table rt_vlan10_port1"),
+        "{out}"
+    );
     assert!(out.contains("sysctl -w net.ipv4.conf.all.arp_filter=1"));
-    assert_eq!(ok(tool("ietd-iptables").args(["stop", "10.0.1.0/24"])), "iptables -I INPUT -p tcp -s 10.0.1.0/24 --dport 3260 -j DROP\n");
+    assert_eq!(
+        ok(tool("ietd-iptables").args(["stop", "10.0.1.0/24"])),
+        "iptables -I INPUT -p tcp -s 10.0.1.0/24 --dport 3260 -j DROP\n"
+    );
     assert_eq!(ok(tool("ietd-iptables").args(["start"])), "iptables -D INPUT -p tcp --dport 3260 -j DROP\n");
     fails_with(tool("ietd-iptables").args(["stop", "10.0.1.0/24;reboot"]), &["10.0.1.0/24;reboot"]);
 }

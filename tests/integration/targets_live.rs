@@ -69,8 +69,12 @@ impl Tgtd {
                 if let Ok(Some(_)) = child.try_wait() {
                     break; // lost a race for the port or address: try another
                 }
-                if TcpStream::connect_timeout(&format!("{ip}:3260").parse().unwrap(), Duration::from_millis(200)).is_ok()
-                    && Command::new("tgtadm").args(["-C", &port.to_string(), "--op", "show", "--mode", "sys"]).output().is_ok_and(|o| o.status.success())
+                if TcpStream::connect_timeout(&format!("{ip}:3260").parse().unwrap(), Duration::from_millis(200))
+                    .is_ok()
+                    && Command::new("tgtadm")
+                        .args(["-C", &port.to_string(), "--op", "show", "--mode", "sys"])
+                        .output()
+                        .is_ok_and(|o| o.status.success())
                 {
                     return Tgtd { ip, port, child: Some(child) };
                 }
@@ -83,7 +87,10 @@ impl Tgtd {
     }
 
     pub fn show(&self) -> String {
-        let o = Command::new("tgtadm").args(["-C", &self.port.to_string(), "--lld", "iscsi", "--op", "show", "--mode", "target"]).output().unwrap();
+        let o = Command::new("tgtadm")
+            .args(["-C", &self.port.to_string(), "--lld", "iscsi", "--op", "show", "--mode", "target"])
+            .output()
+            .unwrap();
         assert!(o.status.success());
         String::from_utf8(o.stdout).unwrap()
     }
@@ -173,7 +180,8 @@ impl Setup {
         // An argv-logging tgtadm: proves what apply ran.
         let log = dir.path().join("tgtadm.log");
         let shim = dir.path().join("tgtadm-shim");
-        std::fs::write(&shim, format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec tgtadm \"$@\"\n", log.display())).unwrap();
+        std::fs::write(&shim, format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec tgtadm \"$@\"\n", log.display()))
+            .unwrap();
         std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
         let inventory = dir.path().join("inventory.toml");
         let s = Setup { tgtd, dir, inventory, log, shim };
@@ -220,7 +228,12 @@ impl Setup {
     }
 
     fn writes(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log).unwrap().lines().filter(|l| !l.contains("--op show")).map(str::to_string).collect()
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.contains("--op show"))
+            .map(str::to_string)
+            .collect()
     }
 }
 

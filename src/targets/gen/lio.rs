@@ -40,7 +40,8 @@ pub fn saveconfig(view: &NodeView) -> Value {
             objects.push(Value::Object(o));
             luns.push(json!({"index": i, "storage_object": object_path(l.io, &l.serial), "alias": format!("lun{i}")}));
         }
-        let mapped: Vec<Value> = (0..t.luns.len()).map(|i| json!({"index": i, "tpg_lun": i, "write_protect": false})).collect();
+        let mapped: Vec<Value> =
+            (0..t.luns.len()).map(|i| json!({"index": i, "tpg_lun": i, "write_protect": false})).collect();
         let open = t.open_to_all();
         let node_acls: Vec<Value> = if open {
             Vec::new()

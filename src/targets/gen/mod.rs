@@ -66,7 +66,8 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, bytes).unwrap();
         }
-        let want = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (SANTOOLS_UPDATE_GOLDEN=1 creates it)", p.display()));
+        let want =
+            std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (SANTOOLS_UPDATE_GOLDEN=1 creates it)", p.display()));
         assert!(want == bytes, "{} differs:\n{}", p.display(), String::from_utf8_lossy(bytes));
     }
 

@@ -99,7 +99,12 @@ fn get<'a>(r: &Rec<'a>, k: &str) -> Option<&'a str> {
 fn check_keys(file: &str, line: usize, text: &str, r: &Rec, allowed: &[&str]) -> Result<(), ParseError> {
     for (k, _) in &r.fields {
         if !allowed.contains(k) {
-            return Err(ParseError { file: file.into(), line, text: text.into(), problem: format!("unknown key {k:?}") });
+            return Err(ParseError {
+                file: file.into(),
+                line,
+                text: text.into(),
+                problem: format!("unknown key {k:?}"),
+            });
         }
     }
     Ok(())
@@ -128,7 +133,11 @@ pub fn parse(files: &BTreeMap<String, String>) -> Result<Vec<IetTarget>, ParseEr
                     check_keys(file, line, raw, &r, &["tid", "name"])?;
                     let t: u32 = num(file, line, raw, &r, "tid")?;
                     let name = get(&r, "name").ok_or_else(|| perr("missing name"))?;
-                    let e = targets.entry(t).or_insert_with(|| IetTarget { tid: t, name: name.into(), ..Default::default() });
+                    let e = targets.entry(t).or_insert_with(|| IetTarget {
+                        tid: t,
+                        name: name.into(),
+                        ..Default::default()
+                    });
                     if e.name != name {
                         return Err(perr("tid has a different name in another file"));
                     }
@@ -197,7 +206,8 @@ pub fn parse(files: &BTreeMap<String, String>) -> Result<Vec<IetTarget>, ParseEr
                                 l.scsi_sn = Some(v.into());
                             }
                             if let Some(v) = get(&r, "vpd_83_scsi_id") {
-                                l.scsi_id = Some(decode_hex_id(v).ok_or_else(|| perr("vpd_83_scsi_id is not hex bytes"))?);
+                                l.scsi_id =
+                                    Some(decode_hex_id(v).ok_or_else(|| perr("vpd_83_scsi_id is not hex bytes"))?);
                             }
                         }
                         "reservation" => {
@@ -279,7 +289,10 @@ mod tests {
     #[test]
     fn unknown_keys_and_indentation_fail() {
         let mut f = BTreeMap::new();
-        f.insert("volume".into(), "tid:1 name:iqn.x\n\tlun:0 state:0 colour:red path:/dev/x blocks:1 blocksize:512\n".into());
+        f.insert(
+            "volume".into(),
+            "tid:1 name:iqn.x\n\tlun:0 state:0 colour:red path:/dev/x blocks:1 blocksize:512\n".into(),
+        );
         assert!(parse(&f).unwrap_err().problem.contains("colour"));
         f.insert("volume".into(), "tid:1 name:iqn.x\n    lun:0 path:/dev/x\n".into());
         assert!(parse(&f).is_err());

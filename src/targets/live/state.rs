@@ -45,7 +45,11 @@ pub fn from_tgt(targets: &[LiveTarget]) -> Vec<StateTarget> {
                 .luns
                 .iter()
                 .filter(|l| l.kind != "controller")
-                .map(|l| StateLun { lun: l.lun, path: l.backing_path.clone().unwrap_or_default(), serial: Some(l.scsi_sn.clone()) })
+                .map(|l| StateLun {
+                    lun: l.lun,
+                    path: l.backing_path.clone().unwrap_or_default(),
+                    serial: Some(l.scsi_sn.clone()),
+                })
                 .collect(),
             sessions: t
                 .nexuses
@@ -70,7 +74,11 @@ pub fn from_iet(targets: &[IetTarget]) -> Vec<StateTarget> {
         .map(|t| StateTarget {
             tid: t.tid,
             name: t.name.clone(),
-            luns: t.luns.iter().map(|l| StateLun { lun: l.lun.into(), path: l.path.clone(), serial: l.scsi_sn.clone() }).collect(),
+            luns: t
+                .luns
+                .iter()
+                .map(|l| StateLun { lun: l.lun.into(), path: l.path.clone(), serial: l.scsi_sn.clone() })
+                .collect(),
             sessions: t
                 .sessions
                 .iter()
@@ -96,7 +104,13 @@ pub fn tracked(state: &[StateTarget]) -> Vec<String> {
     for t in state {
         lines.push(format!("target {}", t.name));
         for l in &t.luns {
-            lines.push(format!("target {} lun {} path {} serial {}", t.name, l.lun, l.path, l.serial.as_deref().unwrap_or("-")));
+            lines.push(format!(
+                "target {} lun {} path {} serial {}",
+                t.name,
+                l.lun,
+                l.path,
+                l.serial.as_deref().unwrap_or("-")
+            ));
         }
         let mut inits: Vec<&str> = t.sessions.iter().map(|s| s.initiator.as_str()).collect();
         inits.sort();

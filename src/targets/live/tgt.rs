@@ -174,7 +174,9 @@ pub fn parse_show_targets(text: &str) -> Result<Vec<LiveTarget>, ParseError> {
         while lines.at(2, "I_T nexus: ") {
             let sid = lines.num(2, "I_T nexus: ", "I_T nexus")?;
             let ini = lines.expect(3, "Initiator: ")?;
-            let (initiator, alias) = ini.split_once(" alias: ").ok_or_else(|| lines.err_prev("expected \"Initiator: NAME alias: ALIAS\""))?;
+            let (initiator, alias) = ini
+                .split_once(" alias: ")
+                .ok_or_else(|| lines.err_prev("expected \"Initiator: NAME alias: ALIAS\""))?;
             let mut connections = Vec::new();
             while lines.at(3, "Connection: ") {
                 let cid = lines.num(3, "Connection: ", "connection")?;
@@ -196,7 +198,9 @@ pub fn parse_show_targets(text: &str) -> Result<Vec<LiveTarget>, ParseError> {
             let scsi_id = lines.expect(3, "SCSI ID: ")?.to_string();
             let scsi_sn = lines.expect(3, "SCSI SN: ")?.to_string();
             let size = lines.expect(3, "Size: ")?;
-            let (mb, bs) = size.split_once(" MB, Block size: ").ok_or_else(|| lines.err_prev("expected \"Size: N MB, Block size: N\""))?;
+            let (mb, bs) = size
+                .split_once(" MB, Block size: ")
+                .ok_or_else(|| lines.err_prev("expected \"Size: N MB, Block size: N\""))?;
             let size_mb = number(&lines, mb, "size")?;
             let block_size = number(&lines, bs, "block size")?;
             let online = lines.yes(3, "Online: ")?;
@@ -277,8 +281,13 @@ fn is_address_acl(a: &str) -> bool {
 pub fn parse_show_params(text: &str) -> Result<Vec<(String, String)>, ParseError> {
     let mut out = Vec::new();
     for (i, l) in text.lines().enumerate() {
-        let (k, v) = l.split_once('=').ok_or_else(|| ParseError { line: i + 1, text: l.into(), problem: "expected key=value".into() })?;
-        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || v.contains(char::is_whitespace) {
+        let (k, v) = l.split_once('=').ok_or_else(|| ParseError {
+            line: i + 1,
+            text: l.into(),
+            problem: "expected key=value".into(),
+        })?;
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || v.contains(char::is_whitespace)
+        {
             return Err(ParseError { line: i + 1, text: l.into(), problem: "malformed parameter".into() });
         }
         out.push((k.to_string(), v.to_string()));
