@@ -35,6 +35,9 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
+/// Addresses per host of one portal group.
+pub type RawPortalGroup = Spanned<BTreeMap<String, Spanned<Vec<Spanned<String>>>>>;
+
 /// An option as the seed's `option KEY VALUE`: `["KEY", "VALUE"]`.
 pub type RawOption = Spanned<(String, String)>;
 
@@ -63,7 +66,7 @@ pub struct TargetsConfig {
     pub port: Option<Spanned<u16>>,
     pub global_options: Option<Spanned<Vec<RawOption>>>,
     pub target_options: Option<Spanned<Vec<RawOption>>>,
-    pub portal_groups: Option<BTreeMap<String, Spanned<BTreeMap<String, Spanned<Vec<Spanned<String>>>>>>>,
+    pub portal_groups: Option<BTreeMap<String, RawPortalGroup>>,
     pub initiator_groups: Option<BTreeMap<String, Spanned<Vec<Spanned<String>>>>>,
     pub target: Option<Vec<Spanned<RawTarget>>>,
 }

@@ -72,7 +72,7 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     let mut before = read()?;
     let mut t0 = Instant::now();
     let mut n = 0u64;
-    while a.count.is_none_or(|c| n < c) {
+    while a.count.map_or(true, |c| n < c) {
         std::thread::sleep(Duration::from_secs_f64(a.interval));
         let after = read()?;
         let secs = t0.elapsed().as_secs_f64();

@@ -235,8 +235,9 @@ mod tests {
     #[test]
     fn create_and_remove_plans() {
         let origin = lv("lv_server01_apps_vol00", 10 * GIB, "-wi-a-----", None);
-        let p =
-            create_plan(&origin, &[origin.clone()], DEFAULT_SUFFIX, SnapSize::Default, Some("64k")).unwrap().unwrap();
+        let p = create_plan(&origin, std::slice::from_ref(&origin), DEFAULT_SUFFIX, SnapSize::Default, Some("64k"))
+            .unwrap()
+            .unwrap();
         assert_eq!(
             p,
             [

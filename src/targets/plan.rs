@@ -121,7 +121,7 @@ pub struct Inputs<'a> {
 fn sessions_of(l: &LiveTarget, only: Option<&BTreeSet<String>>) -> Vec<Session> {
     l.sessions()
         .into_iter()
-        .filter(|(i, _)| only.is_none_or(|set| set.contains(i)))
+        .filter(|(i, _)| only.map_or(true, |set| set.contains(i)))
         .map(|(initiator, address)| Session { initiator, address })
         .collect()
 }
@@ -129,7 +129,7 @@ fn sessions_of(l: &LiveTarget, only: Option<&BTreeSet<String>>) -> Vec<Session> 
 fn conn_deletes(l: &LiveTarget, only: Option<&BTreeSet<String>>) -> Vec<Argv> {
     let mut v = Vec::new();
     for n in &l.nexuses {
-        if only.is_none_or(|set| set.contains(&n.initiator)) {
+        if only.map_or(true, |set| set.contains(&n.initiator)) {
             for c in &n.connections {
                 v.push(tgtadm::delete_conn(l.tid, n.sid, c.cid));
             }
@@ -384,7 +384,7 @@ fn diff_target(
             // offline -> delete connections -> re-add LUNs -> ready: the
             // initiators reconnect and see the new LUNs.
             commands.push(tgtadm::set_state(tid, "offline"));
-            commands.extend(acl_cut.drain(..));
+            commands.append(&mut acl_cut);
             commands.extend(conn_deletes(l, None));
             commands.extend(lun_ops);
             commands.push(tgtadm::set_state(tid, "ready"));

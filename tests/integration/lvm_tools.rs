@@ -119,7 +119,7 @@ fn lvm_snapshots_are_planned_by_the_seed_rule_and_remove_refuses_origins() {
     // 20% of 40 MiB is 8 MiB: two 4 MiB extents.
     let out = ok(lvm_tool("lvm-snap-create", &v).args(["-N", "-s", &path]));
     assert!(
-        out.contains(&format!("lvcreate --config"))
+        out.contains("lvcreate --config")
             && out.contains(&format!("--snapshot --name lv_origin_snap --size 8388608b {}/lv_origin", v.vg)),
         "{out}"
     );

@@ -273,7 +273,7 @@ fn is_address_acl(a: &str) -> bool {
         None => (a, None),
     };
     let addr = addr.trim_start_matches('[').trim_end_matches(']');
-    addr.parse::<std::net::IpAddr>().is_ok() && len.is_none_or(|l| l.parse::<u8>().is_ok_and(|n| n <= 128))
+    addr.parse::<std::net::IpAddr>().is_ok() && len.map_or(true, |l| l.parse::<u8>().is_ok_and(|n| n <= 128))
 }
 
 /// Parses `tgtadm --op show --mode target --tid N` (the target's iSCSI
