@@ -361,8 +361,17 @@ fn run_import(a: &ImportArgs) -> anyhow::Result<u8> {
         tracing::warn!("the imported inventory does not validate yet: {e}");
     }
     match &a.out {
-        Some(p) => crate::shared::atomic_file::write_atomic(p, toml_text.as_bytes())
-            .with_context(|| format!("writing {}", p.display()))?,
+        Some(p) => {
+            // The inventory holds CHAP secrets: written like generated files (0600, atomically).
+            let name = p
+                .file_name()
+                .with_context(|| format!("{} has no file name", p.display()))?
+                .to_string_lossy()
+                .into_owned();
+            let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            gen::write_files(dir, &vec![(name, toml_text.clone().into_bytes())])
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
         None => std::io::stdout().lock().write_all(toml_text.as_bytes())?,
     }
     Ok(exit::OK)
@@ -611,4 +620,35 @@ fn run_apply(a: &ApplyArgs, l: &Loaded) -> anyhow::Result<u8> {
         }
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every tool of the target side: its clap tree is consistent, and it
+    /// answers --help under each of its names.
+    #[test]
+    fn target_side_command_trees_are_valid() {
+        let tools = [
+            super::TOOL,
+            crate::targets::state_cli::TOOL,
+            crate::targets::session_top::TOOL,
+            crate::targets::routing_cli::ROUTING,
+            crate::targets::routing_cli::IPTABLES,
+            crate::lvm::iostat_cli::TOOL,
+            crate::lvm::cli::SNAP_CREATE,
+            crate::lvm::cli::SNAP_REMOVE,
+            crate::lvm::cli::SNAP_COPY,
+            crate::lvm::cli::COPY,
+            crate::lvm::cli::DEVSIZE,
+            crate::lvm::cli::CLUSTER,
+        ];
+        for t in tools {
+            (t.command)().debug_assert();
+            for name in t.names() {
+                let e = (t.command)().try_get_matches_from([name, "--help"]).unwrap_err();
+                assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{name}");
+                assert!(crate::multicall::find_tool(name).is_some(), "{name} is not in the tool table");
+            }
+        }
+    }
 }

@@ -35,6 +35,12 @@ fn targets_import_reads_the_seed_targets_conf_without_running_it() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("callback conf_target_callback skipped"), "{}", stderr(&o));
     let text = std::fs::read_to_string(&out).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the inventory holds CHAP secrets"
+    );
     assert!(text.contains("\"ig_server01_apps\" = [\"iqn.1994-05.com.redhat:swiscsi.server01.apps\"]"), "{text}");
     assert!(text.contains("\"10.0.1.1\", \"10.0.1.2\""), "{text}");
     // pg_vlan20_fabric has no addresses yet: the operator fills them in.
