@@ -419,14 +419,8 @@ fn run_check(n: &NodeArgs, l: &Loaded) -> anyhow::Result<u8> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "inventory is valid: {} targets, {} hosts", l.inventory.targets.len(), l.inventory.hosts.len())?;
         for t in &report.targets {
-            writeln!(
-                out,
-                "{} {} ({:?}, {})",
-                if t.serves { "serve" } else { "skip " },
-                t.iqn,
-                t.state,
-                t.volume_group
-            )?;
+            let state = if t.state == crate::targets::model::TargetState::Up { "up" } else { "down" };
+            writeln!(out, "{} {} ({state}, {})", if t.serves { "serve" } else { "skip " }, t.iqn, t.volume_group)?;
         }
     }
     Ok(exit::OK)
