@@ -16,6 +16,7 @@ use serde::Deserialize;
 pub mod ddless;
 pub mod ddmap;
 pub mod portal;
+pub mod targets;
 
 pub use self::ddless::DdlessConfig;
 pub use self::ddmap::DdmapConfig;
@@ -53,6 +54,7 @@ pub enum Section {
     Ddless,
     Ddmap,
     Portal,
+    Targets,
 }
 
 impl Section {
@@ -61,6 +63,7 @@ impl Section {
             Section::Ddless => "ddless",
             Section::Ddmap => "ddmap",
             Section::Portal => "portal",
+            Section::Targets => "targets",
         }
     }
 }
@@ -76,6 +79,8 @@ pub struct Config {
     /// the file, section and problem); the tool prints them as warnings.
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// The target inventory and the target tools' settings.
+    pub targets: Option<targets::TargetsConfig>,
 }
 
 /// The top-level table whose text contains byte `offset` (None for keys
@@ -137,6 +142,9 @@ impl Config {
             key: v.key,
             problem: v.problem,
         })?;
+        if let Some(t) = &config.targets {
+            t.check(text, path)?;
+        }
         Ok(config)
     }
 
@@ -171,10 +179,15 @@ impl Config {
                     }
                 }
                 Ok(mut config) => match config.validate() {
-                    Ok(()) => {
-                        config.warnings = warnings;
-                        return Ok(config);
-                    }
+                    Ok(()) => match config.targets.as_ref().map(|t| t.check(&text, path)) {
+                        // The inventory's own check names file, line and key.
+                        Some(Err(e)) if used("targets") => return Err(e),
+                        Some(Err(e)) => ("targets".to_string(), e.to_string()),
+                        _ => {
+                            config.warnings = warnings;
+                            return Ok(config);
+                        }
+                    },
                     Err(v) => {
                         let name = v.key.split('.').next().unwrap_or_default().to_string();
                         if used(&name) {
