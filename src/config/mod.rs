@@ -17,6 +17,7 @@ pub mod archive;
 pub mod ddless;
 pub mod ddmap;
 pub mod portal;
+pub mod targets;
 
 pub use self::ddless::DdlessConfig;
 pub use self::ddmap::DdmapConfig;
@@ -55,6 +56,7 @@ pub enum Section {
     Ddmap,
     Portal,
     Archive,
+    Targets,
 }
 
 impl Section {
@@ -64,6 +66,7 @@ impl Section {
             Section::Ddmap => "ddmap",
             Section::Portal => "portal",
             Section::Archive => "archive",
+            Section::Targets => "targets",
         }
     }
 }
@@ -81,6 +84,8 @@ pub struct Config {
     /// the file, section and problem); the tool prints them as warnings.
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// The target inventory and the target tools' settings.
+    pub targets: Option<targets::TargetsConfig>,
 }
 
 /// The top-level table whose text contains byte `offset` (None for keys
@@ -142,6 +147,9 @@ impl Config {
             key: v.key,
             problem: v.problem,
         })?;
+        if let Some(t) = &config.targets {
+            t.check(text, path)?;
+        }
         Ok(config)
     }
 
@@ -179,10 +187,15 @@ impl Config {
                     }
                 }
                 Ok(mut config) => match config.validate() {
-                    Ok(()) => {
-                        config.warnings = warnings;
-                        return Ok(config);
-                    }
+                    Ok(()) => match config.targets.as_ref().map(|t| t.check(&text, path)) {
+                        // The inventory's own check names file, line and key.
+                        Some(Err(e)) if used("targets") => return Err(e),
+                        Some(Err(e)) => ("targets".to_string(), e.to_string()),
+                        _ => {
+                            config.warnings = warnings;
+                            return Ok(config);
+                        }
+                    },
                     Err(v) => {
                         let name = v.key.split('.').next().unwrap_or_default().to_string();
                         if used(&name) {

@@ -14,5 +14,8 @@ mod ddless_crash;
 mod ddless_loopdev;
 mod ddless_property;
 mod ddmap_cli;
+mod lvm_tools;
 mod multicall;
 mod portal;
+mod targets_cli;
+mod targets_live;
