@@ -141,14 +141,16 @@ fn kill_9_leaves_readable_state_and_the_rotation_continues() {
     }
     // Every state file left behind is whole.
     let mut files = 0;
-    for dir in std::fs::read_dir(lab.dir.path().join("state")).unwrap() {
-        for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
-            let p = f.unwrap().path();
-            if p.extension().is_some_and(|e| e == "json") {
-                let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap())
-                    .unwrap_or_else(|e| panic!("{} is not whole after kill -9: {e}", p.display()));
-                assert!(v.get("last_portal_index").is_some(), "{v}");
-                files += 1;
+    for portal_dir in std::fs::read_dir(lab.dir.path().join("state")).unwrap() {
+        for dir in std::fs::read_dir(portal_dir.unwrap().path()).unwrap() {
+            for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+                let p = f.unwrap().path();
+                if p.extension().is_some_and(|e| e == "json") {
+                    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap())
+                        .unwrap_or_else(|e| panic!("{} is not whole after kill -9: {e}", p.display()));
+                    assert!(v.get("last_portal_index").is_some(), "{v}");
+                    files += 1;
+                }
             }
         }
     }
