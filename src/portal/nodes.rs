@@ -20,7 +20,7 @@ use super::access_log::Esc;
 use super::limits::{NODE_CACHE_BYTES, NODE_CACHE_ENTRIES, STALE_ANSWER_MAX};
 use super::node_budget::{Budgets, Priority};
 use super::throttle::{Throttle, Verdict};
-use super::upstream::{send_targets, DiscoveredTarget, UpstreamLimits};
+use super::upstream::{send_targets, DiscoveredTarget, UpstreamError, UpstreamLimits};
 use crate::config::{DiscoveryPortal, PortalConfig};
 use crate::iscsi::target_address::TargetAddress;
 
@@ -272,6 +272,14 @@ impl Nodes {
                     );
                 }
                 let targets = Arc::new(answer.targets);
+                self.store(k, &targets);
+                Ok(targets)
+            }
+            Err(UpstreamError::ClosedAtLogin { .. }) => {
+                // tgt refuses discovery when it has no target at all (a
+                // standby node): an empty answer, not a silent node.
+                tracing::debug!("node {node} portal {addr} has no targets (closed the discovery login)");
+                let targets: Targets = Arc::default();
                 self.store(k, &targets);
                 Ok(targets)
             }

@@ -186,7 +186,7 @@ impl RedirectRequest<'_> {
         let deadline = started + self.config.failover_wait();
         match &last {
             Nowhere::NoAnswer(s) => self.note(format_args!(
-                "target {} : no node answered ({s}), holding the login up to {}s while rescanning",
+                "target {}: no node answered ({s}), holding the login up to {}s while rescanning",
                 Esc(self.target),
                 self.config.failover_wait_sec
             )),

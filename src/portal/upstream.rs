@@ -51,6 +51,10 @@ pub enum UpstreamError {
     Protocol { addr: SocketAddr, detail: String },
     #[error("{addr}: no answer within the node query bound")]
     Deadline { addr: SocketAddr },
+    /// The node closed the connection in answer to the discovery login:
+    /// what tgt does when it has no target at all.
+    #[error("{addr} closed the connection at the discovery login (a node without targets)")]
+    ClosedAtLogin { addr: SocketAddr },
 }
 
 /// 24 random bits that mark this process's upstream ISIDs, so a discovery
@@ -130,6 +134,17 @@ pub fn parse_send_targets(text: &TextParams) -> ParsedAnswer {
     out
 }
 
+/// Whether the peer closed (or reset) the connection.
+fn closed(e: &TransportError) -> bool {
+    match e {
+        TransportError::Closed | TransportError::Truncated { .. } => true,
+        TransportError::Io(io) => {
+            matches!(io.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe)
+        }
+        _ => false,
+    }
+}
+
 struct Client {
     s: PduStream,
     addr: SocketAddr,
@@ -160,7 +175,7 @@ impl Client {
     fn login(&mut self, initiator: &str, hops: u32) -> Result<(), UpstreamError> {
         let isid = next_isid();
         let mut stage = Stage::Security;
-        for _ in 0..UPSTREAM_MAX_LOGIN_ROUNDS {
+        for round in 0..UPSTREAM_MAX_LOGIN_ROUNDS {
             let mut keys = TextParams::new();
             let next = match stage {
                 Stage::Security => {
@@ -187,7 +202,12 @@ impl Client {
                 exp_statsn: self.exp_statsn,
                 ..LoginRequest::opening(isid, self.itt, stage, next, keys.to_bytes())
             };
-            let rsp = self.exchange(&req.to_pdu())?;
+            let rsp = match self.exchange(&req.to_pdu()) {
+                Err(UpstreamError::Transport { source, .. }) if round == 0 && closed(&source) => {
+                    return Err(UpstreamError::ClosedAtLogin { addr: self.addr })
+                }
+                other => other?,
+            };
             if rsp.bhs.opcode() != Some(Opcode::LoginResponse) {
                 return Err(
                     self.protocol(format!("expected a login response, got opcode 0x{:02x}", rsp.bhs.opcode_raw()))

@@ -63,7 +63,8 @@ fn free_control_port() -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 20_000 + (std::process::id() * 7 + n * 13) % 40_000;
+        // tgtd takes -C 0-32767.
+        let port = 4_000 + (std::process::id() * 7 + n * 13) % 28_000;
         let lock = format!("/var/run/tgtd/socket.{port}.lock");
         let held = std::fs::File::open(&lock).is_ok_and(|f| {
             use std::os::fd::AsRawFd;
@@ -118,11 +119,12 @@ impl TgtNode {
     fn start(ips: Vec<String>, dir: &Path) -> TgtNode {
         for attempt in 0..20 {
             let control = free_control_port();
+            let errors = dir.join(format!("tgtd-{}-{control}.err", ips[0]));
             let mut child = Command::new("tgtd")
                 .args(["-f", "-C", &control.to_string(), "--iscsi", &format!("portal={}:{NODE_PORT}", ips[0])])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(&errors).unwrap())
                 .spawn()
                 .expect("starting tgtd");
             let t = Instant::now();
@@ -145,7 +147,12 @@ impl TgtNode {
             if !up {
                 let _ = child.kill();
                 let _ = child.wait();
-                assert!(attempt < 19, "tgtd on {} did not start", ips[0]);
+                assert!(
+                    attempt < 19,
+                    "tgtd on {} did not start: {}",
+                    ips[0],
+                    std::fs::read_to_string(&errors).unwrap_or_default()
+                );
                 continue;
             }
             let lun_file = dir.join(format!("lun-{}.img", ips[0]));
@@ -286,11 +293,22 @@ impl Lab {
     /// [(node name, [node portal IPs])]).
     pub fn config_with(&self, extra: &str, groups: &[Group]) -> PathBuf {
         let listen: Vec<String> = groups.iter().map(|(ip, _)| format!("\"{ip}:{PORTAL_PORT}\"")).collect();
-        let mut text = format!(
-            "[portal]\nlisten = [{}]\nstate_time_sec = 2\nstate_directory = \"{dir}/state\"\npid_file = \"{dir}/portal.pid\"\nupstream_connect_timeout_ms = 500\nupstream_response_timeout_ms = 1000\n{extra}\n",
-            listen.join(", "),
-            dir = self.dir.path().display(),
-        );
+        let dir = self.dir.path().display();
+        let mut text = format!("[portal]\nlisten = [{}]\n", listen.join(", "));
+        // The lab's defaults, unless `extra` sets the key.
+        for (k, v) in [
+            ("state_time_sec", "2".to_string()),
+            ("state_directory", format!("\"{dir}/state\"")),
+            ("pid_file", format!("\"{dir}/portal.pid\"")),
+            ("upstream_connect_timeout_ms", "500".to_string()),
+            ("upstream_response_timeout_ms", "1000".to_string()),
+        ] {
+            if !extra.lines().any(|l| l.split('=').next().is_some_and(|e| e.trim() == k)) {
+                text.push_str(&format!("{k} = {v}\n"));
+            }
+        }
+        text.push_str(extra);
+        text.push('\n');
         for (i, (ip, nodes)) in groups.iter().enumerate() {
             text.push_str(&format!(
                 "\n[[portal.discovery_portals]]\naddress = \"{ip}\"\nportal_group_name = \"pg_test{}\"\nportal_port = {NODE_PORT}\n[portal.discovery_portals.portal_addresses]\n",

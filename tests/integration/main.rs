@@ -1,9 +1,11 @@
 //! Integration tests: the real santools binary on temp files, loop devices
 //! and (later) real daemons. One test binary, one module per area.
 
+mod fake_node;
 mod helpers;
 mod iscsi_captures;
 mod iscsi_lab;
+mod raw_iscsi;
 
 mod ddless_cli;
 mod ddless_crash;
@@ -12,3 +14,4 @@ mod ddless_property;
 mod ddmap_cli;
 mod multicall;
 mod portal;
+mod portal_hardening;
