@@ -50,6 +50,10 @@ pub enum Priority {
     /// An initiator is waiting for this answer: wait for a slot until the
     /// deadline.
     Interactive,
+    /// Checking a cached redirect: only if a slot and a token are free
+    /// now; otherwise the caller goes on without (a login storm must not
+    /// wait for confirmations).
+    IfFree,
     /// A held login's periodic rescan: only if a slot is free now and at
     /// least half the rate is left for interactive callers.
     Background,
@@ -59,7 +63,7 @@ pub enum Priority {
 pub enum BudgetError {
     #[error("node query budget exhausted ({rate}/s, {concurrency} at once) until the deadline")]
     Exhausted { rate: u32, concurrency: u32 },
-    #[error("node query budget busy: background rescan skipped")]
+    #[error("node query budget busy: query skipped")]
     Skipped,
 }
 
@@ -106,7 +110,7 @@ impl NodeBudget {
         loop {
             let now = Instant::now();
             let keep = match priority {
-                Priority::Interactive => 0.0,
+                Priority::Interactive | Priority::IfFree => 0.0,
                 Priority::Background => f64::from(self.rate) / 2.0,
             };
             let wait = if st.open >= self.concurrency {
@@ -120,7 +124,7 @@ impl NodeBudget {
                     Err(w) => Some(w),
                 }
             };
-            if priority == Priority::Background {
+            if priority != Priority::Interactive {
                 return Err(BudgetError::Skipped);
             }
             let left = deadline.saturating_duration_since(now);
@@ -193,6 +197,7 @@ mod tests {
         let p1 = b.acquire(Priority::Interactive, soon).unwrap();
         let _p2 = b.acquire(Priority::Interactive, soon).unwrap();
         assert_eq!(b.acquire(Priority::Background, soon).err(), Some(BudgetError::Skipped));
+        assert_eq!(b.acquire(Priority::IfFree, soon).err(), Some(BudgetError::Skipped));
         assert!(matches!(b.acquire(Priority::Interactive, soon), Err(BudgetError::Exhausted { .. })));
         drop(p1);
         assert!(b.acquire(Priority::Interactive, Instant::now() + Duration::from_secs(1)).is_ok());

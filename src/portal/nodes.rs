@@ -92,6 +92,10 @@ fn size_of(targets: &[DiscoveredTarget]) -> usize {
     targets.iter().map(|t| 64 + t.name.len() + t.addresses.iter().map(|a| 40 + a.host.len()).sum::<usize>()).sum()
 }
 
+/// The error text of a query the node's budget did not allow now (not a
+/// failure of the node).
+pub const BUDGET_BUSY: &str = "node query budget busy";
+
 /// Failures of one node portal are logged once per this window.
 const FAILURE_LOG_WINDOW: Duration = Duration::from_secs(10);
 
@@ -181,30 +185,41 @@ impl Nodes {
         if !self.coalesce {
             return self.ask(q, node, addr, deadline, k);
         }
-        let (flight, leader) = {
-            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-            match flights.get(&k) {
-                Some(f) => (Arc::clone(f), false),
-                None => {
-                    let f = Arc::new(Flight::default());
-                    flights.insert(k.clone(), Arc::clone(&f));
-                    (f, true)
+        let flight = loop {
+            let (flight, leader) = {
+                let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+                match flights.get(&k) {
+                    Some(f) => (Arc::clone(f), false),
+                    None => {
+                        let f = Arc::new(Flight::default());
+                        flights.insert(k.clone(), Arc::clone(&f));
+                        (f, true)
+                    }
                 }
+            };
+            if leader {
+                break flight;
+            }
+            let res = {
+                let mut r = flight.result.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    if let Some(res) = r.as_ref() {
+                        break res.clone();
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err("no answer within the node query bound (waiting for the same query)".into());
+                    }
+                    r = flight.done.wait_timeout(r, left).unwrap_or_else(|p| p.into_inner()).0;
+                }
+            };
+            match res {
+                // The leader was a query that does not wait for the node's
+                // budget; one that does asks itself.
+                Err(e) if e.starts_with(BUDGET_BUSY) && q.priority == Priority::Interactive => continue,
+                res => return res,
             }
         };
-        if !leader {
-            let mut r = flight.result.lock().unwrap_or_else(|p| p.into_inner());
-            loop {
-                if let Some(res) = r.as_ref() {
-                    return res.clone();
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err("no answer within the node query bound (waiting for the same query)".into());
-                }
-                r = flight.done.wait_timeout(r, left).unwrap_or_else(|p| p.into_inner()).0;
-            }
-        }
         // The leader: ask, then publish the answer and retire the flight
         // (also if asking panics).
         struct Retire<'a> {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::access_log::{access, Esc};
 use super::node_budget::Priority;
-use super::nodes::{portals_for, silent_nodes, NodeQuery, Nodes};
+use super::nodes::{portals_for, silent_nodes, NodeQuery, Nodes, BUDGET_BUSY};
 use super::rotation::PortalState;
 use super::state_store::{StateError, StateStore};
 use crate::config::{DiscoveryPortal, PortalConfig};
@@ -97,12 +97,18 @@ impl RedirectRequest<'_> {
     }
 
     /// Whether the cached portal `p` may be handed out: its node listed T
-    /// for the initiator recently enough, or does now.
-    fn confirmed(&self, p: &TargetAddress, priority: Priority) -> bool {
+    /// for the initiator recently enough, or does now. When the node's
+    /// query budget has no room right now (a login storm), the cached list
+    /// is trusted as it is: waiting would hold every login of the storm.
+    fn confirmed(&self, p: &TargetAddress) -> bool {
         let Some(addr) = p.ip().map(|ip| SocketAddr::new(ip, p.port)) else { return false };
         let Some(node) = self.portal.node_of(addr) else { return false };
-        match self.nodes.confirm(&self.node_query("All", priority), node, addr, self.target) {
+        match self.nodes.confirm(&self.node_query("All", Priority::IfFree), node, addr, self.target) {
             Ok(true) => true,
+            Err(e) if e.starts_with(BUDGET_BUSY) => {
+                tracing::debug!("node {node} budget busy: redirecting to {addr} on the cached list");
+                true
+            }
             Ok(false) => {
                 self.note(format_args!(
                     "node {node} portal {addr} no longer lists {} for this initiator: rescanning",
@@ -136,7 +142,7 @@ impl RedirectRequest<'_> {
             !dropped && state.is_fresh(now, self.config.state_time_sec) && state.last_refresh > self.invalidated_at;
         if fresh {
             if let Some(i) = state.next_index() {
-                if self.confirmed(&state.portals[i], priority) {
+                if self.confirmed(&state.portals[i]) {
                     let next = state.hand_out(i);
                     lock.save(&state)?;
                     return Ok(next.ok_or(Nowhere::NotListed));

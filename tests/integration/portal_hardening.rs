@@ -155,6 +155,21 @@ fn discovery_with_every_node_down_or_silent_is_refused_not_an_empty_success() {
     assert_eq!(pdu.bhs.opcode_raw(), 0x3f, "a Reject, not a Text Response");
     assert_eq!(pdu.bhs.0[2], 0x0a);
     assert!(r.closed());
+    // open-iscsi's discovery fails too (and so changes no node record).
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/iscsiadm-userspace.sh");
+    if real_component(
+        "open-iscsi iscsiadm (userspace discovery)",
+        which("iscsiadm").is_some() && is_root() && script.exists(),
+        "needs open-iscsi, root and ../shared/tools/iscsiadm-userspace.sh",
+    ) {
+        let o = Command::new("bash")
+            .arg(&script)
+            .args(["-m", "discovery", "-t", "st", "-p", &portal_addr(&lab), "-I", "fakeiface"])
+            .env("INITIATOR", INIT_A)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "iscsiadm discovery must fail: {}", String::from_utf8_lossy(&o.stdout));
+    }
     drop(silent);
 }
 
