@@ -189,7 +189,7 @@ impl RedirectRequest<'_> {
         if !self.wait_for_failover || self.config.failover_wait_sec == 0 {
             return Ok(not_found(started, last));
         }
-        let deadline = started + self.config.failover_wait();
+        let deadline = started.checked_add(self.config.failover_wait()).unwrap_or(started);
         match &last {
             Nowhere::NoAnswer(s) => self.note(format_args!(
                 "target {}: no node answered ({s}), holding the login up to {}s while rescanning",

@@ -16,7 +16,7 @@ use super::limits::{
 use super::memory::Reservation;
 use super::negotiation::{negotiate_operational, negotiate_security, Negotiated};
 use super::node_budget::Priority;
-use super::nodes::{NodeAnswer, NodeQuery};
+use super::nodes::{deadline_after, NodeAnswer, NodeQuery};
 use super::redirect::{RedirectDecision, RedirectRequest};
 use super::server::Portal;
 use super::transport::{PduStream, TransportError};
@@ -90,6 +90,20 @@ struct Session<'a> {
     hops: u32,
 }
 
+/// Warns that a connection reached an address no discovery portal has (a
+/// wildcard listen address), at most once per minute: every such
+/// connection would otherwise add a line.
+fn unserved_address(local: IpAddr) {
+    static THROTTLE: std::sync::Mutex<super::throttle::Throttle> =
+        std::sync::Mutex::new(super::throttle::Throttle::new(Duration::from_secs(60)));
+    let mut t = THROTTLE.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    let earlier = t.summary(now).map(|n| format!(" ({n} more not logged in the last minute)")).unwrap_or_default();
+    if t.note(now) == super::throttle::Verdict::Log {
+        tracing::warn!("no discovery portal is configured for local address {local}: refused (0x0300){earlier}");
+    }
+}
+
 /// Serves one accepted connection to its end.
 pub fn serve(stream: std::net::TcpStream, portal: &Portal) {
     let cfg = portal.config();
@@ -118,7 +132,7 @@ pub fn serve(stream: std::net::TcpStream, portal: &Portal) {
 
 impl Session<'_> {
     fn write(&mut self, pdu: &Pdu) -> Result<(), End> {
-        Ok(self.s.write_pdu(pdu, Instant::now() + WRITE_TIMEOUT)?)
+        Ok(self.s.write_pdu(pdu, deadline_after(WRITE_TIMEOUT))?)
     }
 
     fn next_statsn(&mut self) -> u32 {
@@ -178,7 +192,7 @@ impl Session<'_> {
     }
 
     fn run(&mut self) -> Result<(), End> {
-        let deadline = Instant::now() + self.cfg.login_timeout();
+        let deadline = deadline_after(self.cfg.login_timeout());
         let (req, keys) = match self.read_login(deadline) {
             Err(End::Transport(TransportError::Timeout)) => {
                 access(self.ip, format_args!("no login within {}s, dropping connection", self.cfg.login_timeout_sec));
@@ -240,7 +254,7 @@ impl Session<'_> {
         let local = plain_ip(self.s.local.ip());
         let cfg = self.cfg.clone();
         let Some(dp) = cfg.discovery_portal_for(local) else {
-            tracing::warn!("no discovery portal is configured for local address {local}");
+            unserved_address(local);
             return Err(self.refuse(req, LoginStatus::TARGET_ERROR, TextParams::new()));
         };
         let decision = RedirectRequest {
@@ -412,7 +426,7 @@ impl Session<'_> {
         let mut pending: Option<PendingAnswer> = None;
         let chunk = (neg.peer_max_recv as usize).min(MAX_TEXT_RESPONSE);
         loop {
-            let deadline = Instant::now() + self.cfg.idle_timeout();
+            let deadline = deadline_after(self.cfg.idle_timeout());
             let pdu = match self.s.read_pdu(deadline) {
                 Err(TransportError::Timeout) => {
                     access(self.ip, format_args!("idle for {}s, dropping connection", self.cfg.idle_timeout_sec));
@@ -589,7 +603,7 @@ impl Session<'_> {
         let local_ip = plain_ip(local.ip());
         let cfg = self.cfg.clone();
         let Some(dp) = cfg.discovery_portal_for(local_ip) else {
-            tracing::warn!("no discovery portal is configured for local address {local_ip}");
+            unserved_address(local_ip);
             return Err(TextAnswer::Reject(
                 RejectReason::OutOfResources,
                 format!("no discovery portal is configured for {local_ip}"),

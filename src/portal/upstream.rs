@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use super::access_log::Esc;
 use super::limits::{
-    UPSTREAM_LOGOUT_WAIT, UPSTREAM_MAX_ANSWER, UPSTREAM_MAX_LOGIN_ROUNDS, UPSTREAM_MAX_RECV, UPSTREAM_MAX_ROUNDS,
-    UPSTREAM_MAX_TARGETS,
+    LOGIN_PDU_DATA, UPSTREAM_LOGOUT_WAIT, UPSTREAM_MAX_ANSWER, UPSTREAM_MAX_LOGIN_ROUNDS, UPSTREAM_MAX_RECV,
+    UPSTREAM_MAX_ROUNDS, UPSTREAM_MAX_TARGETS,
 };
 use super::transport::{PduStream, TransportError};
 use crate::iscsi::bhs::Opcode;
@@ -295,12 +295,16 @@ pub fn send_targets(
         return Err(UpstreamError::Deadline { addr });
     }
     tracing::debug!("upstream discovery session to {addr} as {initiator} (SendTargets={})", Esc(query));
-    let decode = DecodeLimits { max_data_segment: UPSTREAM_MAX_RECV, ..DecodeLimits::default() };
+    // RFC 7143: 8192-byte PDUs until the login ends; ours after it.
+    let decode = DecodeLimits { max_data_segment: LOGIN_PDU_DATA, ..DecodeLimits::default() };
     let mut s = PduStream::connect(addr, limits.connect.min(left), decode)
         .map_err(|source| UpstreamError::Connect { addr, source })?;
     s.log_pdus = limits.log_pdus;
     let mut c = Client { s, addr, deadline: limits.deadline, itt: 1, cmdsn: 1, exp_statsn: 0 };
-    let answer = c.login(initiator, limits.hops).and_then(|()| c.send_targets(query));
+    let answer = c.login(initiator, limits.hops).and_then(|()| {
+        c.s.limits.max_data_segment = UPSTREAM_MAX_RECV;
+        c.send_targets(query)
+    });
     match answer {
         Ok(a) => {
             c.logout();
