@@ -11,7 +11,9 @@
 //! - Each node has a budget of sessions per second and at once
 //!   ([`super::node_budget`]), shared by every caller.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -35,18 +37,38 @@ pub struct NodeAnswer {
     pub targets: Result<Targets, String>,
 }
 
-/// (node portal, initiator, query: "All" or a lower-cased target name).
-type Key = (SocketAddr, String, String);
+/// (node portal, hash of (initiator, query)): looked up without
+/// allocating on every login; the entry holds the [`Who`] it is for, and
+/// a hash collision is a miss, never another initiator's answer.
+type Key = (SocketAddr, u64);
+
+/// Whose answer an entry is: the initiator, and the query ("All" or a
+/// target name) lower-cased.
+struct Who {
+    initiator: Box<str>,
+    query: Box<str>,
+}
+
+impl Who {
+    fn new(initiator: &str, query: &str) -> Who {
+        Who { initiator: initiator.into(), query: query.to_ascii_lowercase().into() }
+    }
+
+    fn is(&self, initiator: &str, query: &str) -> bool {
+        &*self.initiator == initiator && self.query.eq_ignore_ascii_case(query)
+    }
+}
 
 struct CacheEntry {
     at: Instant,
     targets: Targets,
     bytes: usize,
+    who: Who,
 }
 
 /// A query being asked right now; later callers wait for its answer.
-#[derive(Default)]
 struct Flight {
+    who: Who,
     result: Mutex<Option<Result<Targets, String>>>,
     done: Condvar,
 }
@@ -73,6 +95,7 @@ pub struct Nodes {
     flights: Mutex<HashMap<Key, Arc<Flight>>>,
     budgets: Budgets,
     failures: Mutex<HashMap<SocketAddr, Throttle>>,
+    hasher: RandomState,
     /// Single flight and node budgets on (off only to measure without
     /// them: `SANTOOLS_PORTAL_UNCOALESCED=1`, docs/performance.md).
     coalesce: bool,
@@ -82,10 +105,6 @@ impl Default for Nodes {
     fn default() -> Self {
         Nodes::new(true)
     }
-}
-
-fn key(addr: SocketAddr, initiator: &str, query: &str) -> Key {
-    (addr, initiator.to_string(), query.to_ascii_lowercase())
 }
 
 fn size_of(targets: &[DiscoveredTarget]) -> usize {
@@ -107,8 +126,19 @@ impl Nodes {
             flights: Mutex::default(),
             budgets: Budgets::default(),
             failures: Mutex::default(),
+            hasher: RandomState::new(),
             coalesce,
         }
+    }
+
+    fn key(&self, addr: SocketAddr, initiator: &str, query: &str) -> Key {
+        let mut h = self.hasher.build_hasher();
+        h.write(initiator.as_bytes());
+        h.write_u8(0xff);
+        for b in query.bytes() {
+            h.write_u8(b.to_ascii_lowercase());
+        }
+        (addr, h.finish())
     }
 
     /// Forgets every cached answer (reload, SIGUSR1): the next caller asks.
@@ -117,14 +147,15 @@ impl Nodes {
         *self.cache_bytes.lock().unwrap_or_else(|p| p.into_inner()) = 0;
     }
 
-    fn cached(&self, k: &Key, max_age: Duration) -> Option<(Targets, Duration)> {
+    fn cached(&self, addr: SocketAddr, initiator: &str, query: &str, max_age: Duration) -> Option<(Targets, Duration)> {
+        let k = self.key(addr, initiator, query);
         let map = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let e = map.get(k)?;
+        let e = map.get(&k).filter(|e| e.who.is(initiator, query))?;
         let age = e.at.elapsed();
         (age < max_age).then(|| (Arc::clone(&e.targets), age))
     }
 
-    fn store(&self, k: Key, targets: &Targets) {
+    fn store(&self, k: Key, who: Who, targets: &Targets) {
         let bytes = size_of(targets);
         let mut map = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let mut total = self.cache_bytes.lock().unwrap_or_else(|p| p.into_inner());
@@ -146,14 +177,14 @@ impl Nodes {
         }
         if bytes <= NODE_CACHE_BYTES / 4 {
             *total += bytes;
-            map.insert(k, CacheEntry { at: Instant::now(), targets: Arc::clone(targets), bytes });
+            map.insert(k, CacheEntry { at: Instant::now(), targets: Arc::clone(targets), bytes, who });
         }
     }
 
     /// The node portal's last answer for (initiator, query), however old
     /// (up to [`STALE_ANSWER_MAX`]), with its age.
     pub fn last_answer(&self, addr: SocketAddr, initiator: &str, query: &str) -> Option<(Targets, Duration)> {
-        self.cached(&key(addr, initiator, query), STALE_ANSWER_MAX)
+        self.cached(addr, initiator, query, STALE_ANSWER_MAX)
     }
 
     fn log_failure(&self, node: &str, addr: SocketAddr, e: &str) {
@@ -178,10 +209,10 @@ impl Nodes {
     /// One node portal's answer to `q`: from the cache, from a flight in
     /// progress, or asked now (within the node's budget), by `deadline`.
     pub fn fetch(&self, q: &NodeQuery<'_>, node: &str, addr: SocketAddr, deadline: Instant) -> Result<Targets, String> {
-        let k = key(addr, q.initiator, q.query);
-        if let Some((t, _)) = self.cached(&k, q.max_age) {
+        if let Some((t, _)) = self.cached(addr, q.initiator, q.query, q.max_age) {
             return Ok(t);
         }
+        let k = self.key(addr, q.initiator, q.query);
         if !self.coalesce {
             return self.ask(q, node, addr, deadline, k);
         }
@@ -189,10 +220,20 @@ impl Nodes {
             let (flight, leader) = {
                 let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
                 match flights.get(&k) {
-                    Some(f) => (Arc::clone(f), false),
+                    Some(f) if f.who.is(q.initiator, q.query) => (Arc::clone(f), false),
+                    // Another query with the same hash is in flight: ask
+                    // without coalescing.
+                    Some(_) => {
+                        drop(flights);
+                        return self.ask(q, node, addr, deadline, k);
+                    }
                     None => {
-                        let f = Arc::new(Flight::default());
-                        flights.insert(k.clone(), Arc::clone(&f));
+                        let f = Arc::new(Flight {
+                            who: Who::new(q.initiator, q.query),
+                            result: Mutex::new(None),
+                            done: Condvar::new(),
+                        });
+                        flights.insert(k, Arc::clone(&f));
                         (f, true)
                     }
                 }
@@ -237,7 +278,7 @@ impl Nodes {
             }
         }
         let mut retire = Retire { nodes: self, k: &k, flight: &flight, result: None };
-        let res = self.ask(q, node, addr, deadline, k.clone());
+        let res = self.ask(q, node, addr, deadline, k);
         retire.result = Some(res.clone());
         drop(retire);
         res
@@ -287,7 +328,7 @@ impl Nodes {
                     );
                 }
                 let targets = Arc::new(answer.targets);
-                self.store(k, &targets);
+                self.store(k, Who::new(q.initiator, q.query), &targets);
                 Ok(targets)
             }
             Err(UpstreamError::ClosedAtLogin { .. }) => {
@@ -295,7 +336,7 @@ impl Nodes {
                 // standby node): an empty answer, not a silent node.
                 tracing::debug!("node {node} portal {addr} has no targets (closed the discovery login)");
                 let targets: Targets = Arc::default();
-                self.store(k, &targets);
+                self.store(k, Who::new(q.initiator, q.query), &targets);
                 Ok(targets)
             }
             Err(e) => {
@@ -315,7 +356,7 @@ impl Nodes {
         std::thread::scope(|scope| {
             let pending: Vec<_> = portals
                 .iter()
-                .map(|(node, addr)| match self.cached(&key(*addr, q.initiator, q.query), q.max_age) {
+                .map(|(node, addr)| match self.cached(*addr, q.initiator, q.query, q.max_age) {
                     Some((t, _)) => Ok(t),
                     None => Err(scope.spawn(move || self.fetch(q, node, *addr, deadline))),
                 })
@@ -336,7 +377,7 @@ impl Nodes {
     /// SendTargets=<target> answer, else the node is asked for the target.
     pub fn confirm(&self, q: &NodeQuery<'_>, node: &str, addr: SocketAddr, target: &str) -> Result<bool, String> {
         let lists = |t: &Targets| t.iter().any(|x| x.name.eq_ignore_ascii_case(target));
-        if let Some((t, _)) = self.cached(&key(addr, q.initiator, "All"), q.max_age) {
+        if let Some((t, _)) = self.cached(addr, q.initiator, "All", q.max_age) {
             if lists(&t) {
                 return Ok(true);
             }
@@ -447,11 +488,29 @@ mod tests {
                 .collect(),
         );
         for i in 0..400 {
-            nodes.store(key("10.0.0.1:3260".parse().unwrap(), &format!("iqn.i{i}"), "All"), &big);
+            let (addr, init) = ("10.0.0.1:3260".parse().unwrap(), format!("iqn.i{i}"));
+            nodes.store(nodes.key(addr, &init, "All"), Who::new(&init, "All"), &big);
             assert!(*nodes.cache_bytes.lock().unwrap() <= NODE_CACHE_BYTES, "after {i}");
         }
         nodes.clear();
         assert_eq!(nodes.cache.lock().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn answers_are_kept_per_initiator_and_query() {
+        let nodes = Nodes::new(true);
+        let addr: SocketAddr = "10.0.0.1:3260".parse().unwrap();
+        let one: Targets = Arc::new(vec![DiscoveredTarget { name: "iqn.a".into(), addresses: Vec::new() }]);
+        nodes.store(nodes.key(addr, "iqn.i1", "All"), Who::new("iqn.i1", "All"), &one);
+        let hour = Duration::from_secs(3600);
+        assert!(nodes.cached(addr, "iqn.i1", "all", hour).is_some(), "the query is case-insensitive");
+        assert!(nodes.cached(addr, "iqn.i2", "All", hour).is_none(), "never another initiator's answer");
+        assert!(nodes.cached(addr, "iqn.i1", "iqn.a", hour).is_none());
+        assert!(nodes.cached("10.0.0.2:3260".parse().unwrap(), "iqn.i1", "All", hour).is_none());
+        assert!(nodes.cached(addr, "iqn.i1", "All", Duration::ZERO).is_none(), "too old");
+        // A colliding key (forced here) is a miss, not a wrong answer.
+        nodes.store(nodes.key(addr, "iqn.i3", "All"), Who::new("iqn.i1", "All"), &one);
+        assert!(nodes.cached(addr, "iqn.i3", "All", hour).is_none());
     }
 
     #[test]

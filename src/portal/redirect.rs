@@ -132,7 +132,9 @@ impl RedirectRequest<'_> {
     fn attempt(&self, priority: Priority) -> Result<Result<TargetAddress, Nowhere>, StateError> {
         let lock = self.store.lock(self.portal.address, self.initiator, self.target, self.lock_wait())?;
         let mut state = lock.load().unwrap_or_else(|| PortalState::new(self.initiator, self.target));
-        state.discovery_portal = self.portal.address.to_string();
+        if state.discovery_portal.is_empty() {
+            state.discovery_portal = self.portal.address.to_string();
+        }
         // Only this portal group's node portals, as configured now (a
         // reload may have removed a node).
         let dropped = state
