@@ -5,7 +5,7 @@
 //! the daemon.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::access_log::{access, plain_ip, Esc};
@@ -19,6 +19,7 @@ use super::node_budget::Priority;
 use super::nodes::{deadline_after, NodeAnswer, NodeQuery};
 use super::redirect::{RedirectDecision, RedirectRequest};
 use super::server::Portal;
+use super::throttle::{throttled, Throttle};
 use super::transport::{PduStream, TransportError};
 use super::upstream::{is_own_isid, HOPS_KEY, MAX_HOPS};
 use crate::config::PortalConfig;
@@ -90,18 +91,22 @@ struct Session<'a> {
     hops: u32,
 }
 
-/// Warns that a connection reached an address no discovery portal has (a
-/// wildcard listen address), at most once per minute: every such
-/// connection would otherwise add a line.
+/// Warnings a client can trigger at will are logged at most once a minute
+/// each (with a count of the rest): every such connection would otherwise
+/// add a line.
+static UNSERVED: Mutex<Throttle> = Mutex::new(Throttle::new(Duration::from_secs(60)));
+static LOOPS: Mutex<Throttle> = Mutex::new(Throttle::new(Duration::from_secs(60)));
+
+fn more(earlier: Option<u64>) -> String {
+    earlier.map(|n| format!(" ({n} more not logged in the last minute)")).unwrap_or_default()
+}
+
+/// A connection reached an address no discovery portal has (a wildcard
+/// listen address).
 fn unserved_address(local: IpAddr) {
-    static THROTTLE: std::sync::Mutex<super::throttle::Throttle> =
-        std::sync::Mutex::new(super::throttle::Throttle::new(Duration::from_secs(60)));
-    let mut t = THROTTLE.lock().unwrap_or_else(|p| p.into_inner());
-    let now = Instant::now();
-    let earlier = t.summary(now).map(|n| format!(" ({n} more not logged in the last minute)")).unwrap_or_default();
-    if t.note(now) == super::throttle::Verdict::Log {
-        tracing::warn!("no discovery portal is configured for local address {local}: refused (0x0300){earlier}");
-    }
+    throttled(&UNSERVED, |earlier| {
+        tracing::warn!("no discovery portal is configured for local address {local}: refused (0x0300){}", more(earlier))
+    });
 }
 
 /// Serves one accepted connection to its end.
@@ -222,10 +227,13 @@ impl Session<'_> {
             } else {
                 format!("that already went through {} portals", self.hops)
             };
-            tracing::warn!(
-                "loop: a discovery login {how} reached the portal at {}: a node portal in the configuration leads back to a portal; refused (0x0300)",
-                plain_ip(self.s.local.ip())
-            );
+            let local = plain_ip(self.s.local.ip());
+            throttled(&LOOPS, |earlier| {
+                tracing::warn!(
+                    "loop: a discovery login {how} reached the portal at {local}: a node portal in the configuration leads back to a portal; refused (0x0300){}",
+                    more(earlier)
+                )
+            });
             access(self.ip, format_args!("portal loop detected, refused (0x0300)"));
             return Err(self.refuse(&req, LoginStatus::TARGET_ERROR, TextParams::new()));
         }

@@ -57,6 +57,17 @@ impl Throttle {
     }
 }
 
+/// Runs `log` for the first occurrence in each window of `t` (with the
+/// number suppressed in the window before, if any); counts the rest.
+pub fn throttled(t: &std::sync::Mutex<Throttle>, log: impl FnOnce(Option<u64>)) {
+    let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    let earlier = t.summary(now);
+    if t.note(now) == Verdict::Log {
+        log(earlier);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
