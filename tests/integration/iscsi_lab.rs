@@ -429,6 +429,21 @@ impl Drop for PortalProc {
     }
 }
 
+/// Runs `../shared/tools/iscsiadm-userspace.sh ARGS` as `initiator`, one at
+/// a time on this machine: the script's stand-in for iscsid listens on one
+/// abstract socket name, so two runs at once would share it and one would
+/// lose it mid-discovery ("read error, daemon died?").
+pub fn iscsiadm_userspace(script: &Path, args: &[&str], initiator: &str) -> std::process::Output {
+    static IN_PROCESS: Mutex<()> = Mutex::new(());
+    let _g = IN_PROCESS.lock().unwrap_or_else(|p| p.into_inner());
+    let lock =
+        std::fs::OpenOptions::new().create(true).append(true).open("/tmp/santools-iscsiadm-userspace.lock").unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid descriptor; released when `lock` closes.
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    Command::new("bash").arg(script).args(args).env("INITIATOR", initiator).output().unwrap()
+}
+
 /// Runs a libiscsi tool with a time bound, returning (status, stdout+stderr).
 pub fn libiscsi(tool: &str, args: &[&str], timeout: Duration) -> (Option<i32>, String) {
     let mut c = Command::new(tool)

@@ -148,7 +148,7 @@ fn discovery_with_every_node_down_or_silent_is_refused_not_an_empty_success() {
     let portal = PortalProc::start(&lab.config_with("", &groups), &[]);
     let (code, out) = libiscsi("iscsi-ls", &["-i", INIT_A, &lab.portal_url()], T);
     assert_ne!(code, Some(0), "iscsi-ls must fail, not list nothing: {out}\n{}", portal.log());
-    assert!(portal.log().contains("no node answered SendTargets"), "{}", portal.log());
+    assert!(portal.wait_for_log("no node answered SendTargets", Duration::from_secs(10)), "{}", portal.log());
     // On the wire: a Reject (out of resources), then the portal closes.
     let mut r = Raw::discovery(&portal_addr(&lab), INIT_A);
     let pdu = r.text(b"SendTargets=All\0".to_vec()).expect("an answer");
@@ -162,12 +162,11 @@ fn discovery_with_every_node_down_or_silent_is_refused_not_an_empty_success() {
         which("iscsiadm").is_some() && is_root() && script.exists(),
         "needs open-iscsi, root and ../shared/tools/iscsiadm-userspace.sh",
     ) {
-        let o = Command::new("bash")
-            .arg(&script)
-            .args(["-m", "discovery", "-t", "st", "-p", &portal_addr(&lab), "-I", "fakeiface"])
-            .env("INITIATOR", INIT_A)
-            .output()
-            .unwrap();
+        let o = iscsiadm_userspace(
+            &script,
+            &["-m", "discovery", "-t", "st", "-p", &portal_addr(&lab), "-I", "fakeiface"],
+            INIT_A,
+        );
         assert!(!o.status.success(), "iscsiadm discovery must fail: {}", String::from_utf8_lossy(&o.stdout));
     }
     drop(silent);
@@ -196,12 +195,16 @@ fn a_partial_answer_keeps_the_silent_nodes_last_targets_and_says_so() {
         "a node that does not answer keeps its last answer:\n{}",
         portal.log()
     );
-    assert!(portal.log().contains("partial answer: node node2 portal"), "{}", portal.log());
-    assert!(portal.log().contains("listing its answer from"), "{}", portal.log());
+    assert!(portal.wait_for_log("partial answer: node node2 portal", Duration::from_secs(10)), "{}", portal.log());
+    assert!(portal.wait_for_log("listing its answer from", Duration::from_secs(10)), "{}", portal.log());
     // An initiator the silent node never answered: what node1 shows it,
     // and a line saying what is missing.
     assert_eq!(names(INIT_B), ["iqn.2024-01.test:on-node1"]);
-    assert!(portal.log().contains("its targets are missing from this answer"), "{}", portal.log());
+    assert!(
+        portal.wait_for_log("its targets are missing from this answer", Duration::from_secs(10)),
+        "{}",
+        portal.log()
+    );
 }
 
 // ---------- 3. failover staleness ----------
@@ -242,7 +245,16 @@ fn a_target_leaving_its_node_holds_logins_instead_of_redirecting_to_the_old_node
     let r = portal.redirects();
     assert_eq!(r.len(), 10, "{}", portal.log());
     assert!(r[1..].iter().all(|d| *d == node_portal(&lab.nodes[1].ip)), "{r:?}\n{}", portal.log());
-    assert!(portal.log().contains("no longer lists"), "{}", portal.log());
+    // The old node was asked before any redirect (under heavy load it may
+    // time out instead of answering: the login is held either way).
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let log = portal.log();
+            log.contains("no longer lists") || log.contains("could not confirm")
+        }),
+        "{}",
+        portal.log()
+    );
 }
 
 #[test]
@@ -347,6 +359,8 @@ fn one_request_with_thousands_of_sendtargets_keys_is_refused_and_memory_stays_bo
     }
     let rss_after = rss_kib(portal.pid());
     assert!(rss_after < rss_before + 64 * 1024, "RSS grew from {rss_before} KiB to {rss_after} KiB");
+    assert!(portal.wait_for_log("portal response: 987 more targets (not logged)", Duration::from_secs(10)));
+    assert!(portal.wait_for_log_count("disconnected", 61, Duration::from_secs(10)), "{}", portal.log());
     let log = portal.log();
     for why in
         ["text of 65536 bytes exceeds the limit of 8192", "500 keys (at most 64)", "40 SendTargets keys (at most 1)"]
@@ -376,10 +390,14 @@ fn a_node_answering_every_text_with_f0_costs_at_most_the_bound() {
     let (code, out) = libiscsi("iscsi-ls", &["-i", INIT_A, &lab.portal_url()], T);
     assert_eq!(code, Some(0), "{out}\n{}", portal.log());
     assert!(out.contains(VOL), "{out}");
-    let log = portal.log();
     assert!(
-        log.contains("did not end within 2048 text responses") || log.contains("no answer within the node query bound"),
-        "{log}"
+        wait_until(Duration::from_secs(10), || {
+            let log = portal.log();
+            log.contains("did not end within 2048 text responses")
+                || log.contains("no answer within the node query bound")
+        }),
+        "{}",
+        portal.log()
     );
     assert!(endless.sessions() >= 1);
     assert!(
@@ -559,7 +577,11 @@ fn the_portal_listed_as_its_own_node_is_refused_and_a_loop_is_detected_at_run_ti
     let (code, out) = libiscsi("iscsi-ls", &["-i", INIT_A, &lab.portal_url()], T);
     assert_eq!(code, Some(0), "{out}\n{}", portal.log());
     assert!(out.contains(VOL));
-    assert!(portal.log().contains("loop: a discovery login from this portal's own node client"), "{}", portal.log());
+    assert!(
+        portal.wait_for_log("loop: a discovery login from this portal's own node client", Duration::from_secs(10)),
+        "{}",
+        portal.log()
+    );
     assert!(threads(portal.pid()) < 100, "{} threads", threads(portal.pid()));
     let (code, out) = libiscsi("iscsi-inq", &["-i", INIT_A, &format!("{}/{VOL}/1", lab.portal_url())], T);
     assert_eq!(code, Some(0), "{out}\n{}", portal.log());
@@ -616,8 +638,9 @@ fn one_source_cannot_fill_max_connections_and_refusals_are_logged_at_a_bounded_r
     let (code, out) = libiscsi("iscsi-ls", &["-i", INIT_A, &lab.portal_url()], T);
     assert_eq!(code, Some(0), "{out}");
     assert!(portal.wait_for_log("more connections in the last 1s (max_connections_per_source", Duration::from_secs(10)));
+    // One line per second and reason, however many were refused (~290).
     let refusals = portal.log().matches("refusing connection from").count();
-    assert!(refusals <= 4, "{refusals} refusal lines for ~290 refused connections:\n{}", portal.log());
+    assert!(refusals < 20, "{refusals} refusal lines for ~290 refused connections:\n{}", portal.log());
     drop(held);
 }
 
@@ -672,7 +695,7 @@ fn a_read_only_or_full_state_directory_is_logged_once_per_change() {
     std::fs::create_dir_all(&state).unwrap();
     let mounted = is_root()
         && Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
             .arg(&state)
             .status()
             .is_ok_and(|s| s.success());
@@ -692,30 +715,34 @@ fn a_read_only_or_full_state_directory_is_logged_once_per_change() {
     };
     logins(3);
     assert!(wait_until(Duration::from_secs(10), || state_files(&state) >= 3));
-    let remount =
-        |opts: &str| assert!(Command::new("mount").args(["-o", opts]).arg(&state).status().unwrap().success());
-    remount("remount,ro");
-    logins(30);
+    let count = |what: &str| portal.log().matches(what).count();
+    // Each step below is one change of state, made in one action, so the
+    // flusher sees nothing in between: full, writable again, read-only,
+    // writable again.
+    let filler = state.join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 4 << 20]); // fills the 2 MiB file system
+    logins(10);
     assert!(portal.wait_for_log("cannot be written", Duration::from_secs(10)), "{}", portal.log());
     std::thread::sleep(Duration::from_secs(1)); // five more flush rounds
     logins(10);
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(portal.log().matches("cannot be written").count(), 1, "{}", portal.log());
-    // Writable but full: a new kind of failure, logged once more.
-    remount("remount,rw");
-    let filler = state.join("filler");
-    let _ = std::fs::write(&filler, vec![0u8; 512 * 1024]);
-    logins(10);
-    assert!(
-        wait_until(Duration::from_secs(10), || portal.log().matches("cannot be written").count() == 2),
-        "{}",
-        portal.log()
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(portal.log().matches("cannot be written").count(), 2, "{}", portal.log());
+    assert_eq!(count("cannot be written"), 1, "{}", portal.log());
     std::fs::remove_file(&filler).unwrap();
     assert!(portal.wait_for_log("rotation state is written again", Duration::from_secs(10)), "{}", portal.log());
-    assert_eq!(portal.log().matches("written again").count(), 1);
+    let remount =
+        |opts: &str| assert!(Command::new("mount").args(["-o", opts]).arg(&state).status().unwrap().success());
+    remount("remount,ro");
+    logins(30);
+    assert!(wait_until(Duration::from_secs(10), || count("cannot be written") == 2), "{}", portal.log());
+    std::thread::sleep(Duration::from_secs(1));
+    logins(10);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(count("cannot be written"), 2, "a new kind of failure is logged once:\n{}", portal.log());
+    assert_eq!(count("written again"), 1);
+    remount("remount,rw");
+    logins(3);
+    assert!(wait_until(Duration::from_secs(10), || count("written again") == 2), "{}", portal.log());
+    assert_eq!(count("cannot be written"), 2);
     drop(portal);
 }
 
@@ -972,7 +999,10 @@ fn seed_foreground_switch_syslog_prefix_and_seed_state_files() {
     std::fs::write(seed.join(format!("{VOL}.data")), "$VAR1 = { 'last_portal_index' => 1 };\n").unwrap();
     let portal = PortalProc::start(&cfg, &["-f"]);
     assert!(
-        portal.log().contains("holds 1 state files of the seed's portal (*.data); they are not read"),
+        portal.wait_for_log(
+            "holds 1 state files of the seed's portal (*.data); they are not read",
+            Duration::from_secs(10)
+        ),
         "{}",
         portal.log()
     );
