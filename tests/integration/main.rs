@@ -1,9 +1,11 @@
 //! Integration tests: the real santools binary on temp files, loop devices
 //! and (later) real daemons. One test binary, one module per area.
 
+mod fake_node;
 mod helpers;
 mod iscsi_captures;
 mod iscsi_lab;
+mod raw_iscsi;
 
 mod ddless_adversarial;
 mod ddless_cli;
@@ -14,5 +16,6 @@ mod ddmap_cli;
 mod lvm_tools;
 mod multicall;
 mod portal;
+mod portal_hardening;
 mod targets_cli;
 mod targets_live;
