@@ -2,9 +2,11 @@
 //! and (later) real daemons. One test binary, one module per area.
 
 mod archive_lab;
+mod fake_node;
 mod helpers;
 mod iscsi_captures;
 mod iscsi_lab;
+mod raw_iscsi;
 
 mod archive_acceptance;
 mod archive_crash;
@@ -17,5 +19,6 @@ mod ddmap_cli;
 mod lvm_tools;
 mod multicall;
 mod portal;
+mod portal_hardening;
 mod targets_cli;
 mod targets_live;
