@@ -42,6 +42,7 @@ pub fn tools() -> &'static [Tool] {
         crate::targets::cli::TOOL,
         crate::targets::state_cli::TOOL,
         crate::targets::session_top::TOOL,
+        crate::targets::lun_snapshot::cli::TOOL,
         crate::lvm::iostat_cli::TOOL,
         crate::lvm::cli::SNAP_CREATE,
         crate::lvm::cli::SNAP_REMOVE,

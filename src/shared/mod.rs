@@ -21,5 +21,6 @@ pub mod file_lock;
 pub mod mapped_file;
 pub mod murmur3;
 pub mod object_stamp;
+pub mod reflink;
 pub mod segment;
 pub mod units;

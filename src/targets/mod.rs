@@ -15,6 +15,7 @@ pub mod gen;
 pub mod import;
 pub mod inventory;
 pub mod live;
+pub mod lun_snapshot;
 pub mod model;
 pub mod plan;
 pub mod plan_iet;

@@ -7,6 +7,7 @@ mod helpers;
 mod iscsi_captures;
 mod iscsi_lab;
 mod raw_iscsi;
+mod ssh_lab;
 
 mod archive_acceptance;
 mod archive_crash;
@@ -16,6 +17,7 @@ mod ddless_crash;
 mod ddless_loopdev;
 mod ddless_property;
 mod ddmap_cli;
+mod lun_snapshot;
 mod lvm_tools;
 mod multicall;
 mod portal;

@@ -59,15 +59,7 @@ fn is_btrfs(path: &Path) -> io::Result<bool> {
 
 /// FICLONE: share all extents of `src` with `dst` (btrfs, xfs).
 fn reflink(src: &File, dst: &File) -> io::Result<()> {
-    // _IOW(0x94, 9, int)
-    const FICLONE: libc::c_ulong = 0x4004_9409;
-    // SAFETY: FICLONE takes the source descriptor as its argument.
-    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::shared::reflink::clone_file(src, dst)
 }
 
 /// Copies `src` into the empty `dst` keeping holes (SEEK_DATA/SEEK_HOLE).

@@ -1,0 +1,136 @@
+//! The record of one volume's snapshot on the node (`state.json`): written
+//! atomically after an export is complete and after a release, so a crash
+//! at any step leaves either the previous record or the new one. Every
+//! object the record names is also found by its fixed name, so `create`
+//! cleans up after a crash even when the record never got written.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::shared::atomic_file::write_atomic;
+use crate::shared::file_identity::FileIdentity;
+
+/// Largest state file read (it holds a few paths and numbers).
+const MAX_STATE_BYTES: u64 = 64 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// A snapshot is exported and not yet released.
+    Exported,
+    /// Nothing is exported; a base may be kept.
+    Released,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub phase: Phase,
+    /// The volume as given, for messages.
+    pub volume: String,
+    /// The volume's identity (`dev:ino`, or `rdev` of a device) when the
+    /// record was written: a replaced volume invalidates the base.
+    pub identity: String,
+    pub iqn: String,
+    pub snapshot: PathBuf,
+    pub size: u64,
+    /// Unix seconds.
+    pub created: u64,
+    /// file volumes: the base clone is of this identity and size.
+    #[serde(default)]
+    pub base_size: Option<u64>,
+}
+
+pub fn identity_text(id: &FileIdentity) -> String {
+    match id {
+        FileIdentity::Inode { dev, ino } => format!("{dev}:{ino}"),
+        FileIdentity::BlockDevice { rdev } => format!("rdev:{rdev}"),
+        FileIdentity::Planned { .. } => "planned".into(),
+    }
+}
+
+/// Reads `path`: None when missing; a damaged record is an error naming
+/// the file (an operator removes it after checking the export by hand).
+pub fn load(path: &Path) -> anyhow::Result<Option<VolumeRecord>> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    if meta.len() > MAX_STATE_BYTES {
+        anyhow::bail!("{}: {} bytes, a snapshot record is at most {MAX_STATE_BYTES}", path.display(), meta.len());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let rec = serde_json::from_str(&text).with_context(|| {
+        format!("{}: not a lun-snapshot record (remove it after checking tgtadm's targets)", path.display())
+    })?;
+    Ok(Some(rec))
+}
+
+pub fn save(path: &Path, rec: &VolumeRecord) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(rec)?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The files of one volume's snapshot directory.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    pub fn record(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join("lock")
+    }
+    pub fn map(&self) -> PathBuf {
+        self.dir.join("changes.ddmap")
+    }
+    /// LVM: changes of failed backups kept for the next one.
+    pub fn pending_map(&self) -> PathBuf {
+        self.dir.join("pending.ddmap")
+    }
+    /// file volumes: the clone being exported.
+    pub fn snapshot(&self) -> PathBuf {
+        self.dir.join("snapshot.img")
+    }
+    /// file volumes: the clone of the last snapshot the archive stored.
+    pub fn base(&self) -> PathBuf {
+        self.dir.join("base.img")
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_damage_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.json");
+        assert_eq!(load(&p).unwrap(), None);
+        let r = VolumeRecord {
+            phase: Phase::Exported,
+            volume: "/srv/luns/a b.img".into(),
+            identity: "1:2".into(),
+            iqn: "iqn.2024-01.x:y".into(),
+            snapshot: "/srv/luns/.lun-snapshot/a b.img/snapshot.img".into(),
+            size: 4096,
+            created: 7,
+            base_size: None,
+        };
+        save(&p, &r).unwrap();
+        assert_eq!(load(&p).unwrap(), Some(r));
+        std::fs::write(&p, "{").unwrap();
+        let e = format!("{:#}", load(&p).unwrap_err());
+        assert!(e.contains("state.json") && e.contains("not a lun-snapshot record"), "{e}");
+    }
+}
