@@ -9,10 +9,12 @@ use serde::Deserialize;
 
 pub mod ddless;
 pub mod ddmap;
+pub mod initiator;
 pub mod portal;
 
 pub use self::ddless::DdlessConfig;
 pub use self::ddmap::DdmapConfig;
+pub use self::initiator::InitiatorConfig;
 pub use self::portal::{DiscoveryPortal, PortalConfig};
 
 /// Where the configuration is read from when `--config` is not given.
@@ -46,6 +48,7 @@ impl InvalidValue {
 pub struct Config {
     pub ddless: DdlessConfig,
     pub ddmap: DdmapConfig,
+    pub initiator: InitiatorConfig,
     /// Required by the portal daemon and its tools.
     pub portal: Option<PortalConfig>,
 }
@@ -68,6 +71,7 @@ impl Config {
     fn validate(&self) -> Result<(), InvalidValue> {
         self.ddless.validate()?;
         self.ddmap.validate()?;
+        self.initiator.validate()?;
         if let Some(p) = &self.portal {
             p.validate()?;
         }

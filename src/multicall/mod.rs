@@ -34,6 +34,7 @@ pub fn tools() -> &'static [Tool] {
         crate::portal::cli::daemon_cli::TOOL,
         crate::portal::cli::query_cli::TOOL,
         crate::portal::cli::sendtargets_cli::TOOL,
+        crate::initiator::cli::TOOL,
     ];
     TOOLS
 }

@@ -2,6 +2,7 @@
 //! and (later) real daemons. One test binary, one module per area.
 
 mod helpers;
+mod initiator_lab;
 mod iscsi_captures;
 mod iscsi_lab;
 
@@ -10,5 +11,6 @@ mod ddless_crash;
 mod ddless_loopdev;
 mod ddless_property;
 mod ddmap_cli;
+mod initiator;
 mod multicall;
 mod portal;
