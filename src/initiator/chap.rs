@@ -42,10 +42,10 @@ fn base64_value(c: u8) -> Option<u8> {
 /// Decodes a CHAP binary value (RFC 7143 6.1: `0x`/`0X` hex, `0b`/`0B`
 /// base64), at most [`MAX_CHALLENGE`] bytes.
 pub fn parse_binary(v: &str) -> Result<Vec<u8>, String> {
-    let (prefix, body) = v.split_at(v.len().min(2));
+    // Bytes, not str slices: a value may hold any UTF-8 (fuzzing found it).
+    let (prefix, body) = v.as_bytes().split_at(v.len().min(2));
     let out = match prefix {
-        "0x" | "0X" => {
-            let body = body.as_bytes();
+        b"0x" | b"0X" => {
             if body.is_empty() || body.len() > 2 * MAX_CHALLENGE {
                 return Err(format!("hex value of {} digits", body.len()));
             }
@@ -63,14 +63,17 @@ pub fn parse_binary(v: &str) -> Result<Vec<u8>, String> {
                 })
                 .collect::<Result<Vec<u8>, String>>()?
         }
-        "0b" | "0B" => {
-            let body = body.trim_end_matches('=');
+        b"0b" | b"0B" => {
+            let mut body = body;
+            while let [rest @ .., b'='] = body {
+                body = rest;
+            }
             if body.is_empty() || body.len() > MAX_CHALLENGE * 4 / 3 + 4 {
                 return Err(format!("base64 value of {} characters", body.len()));
             }
             let mut out = Vec::with_capacity(body.len() * 3 / 4);
             let (mut acc, mut bits) = (0u32, 0);
-            for c in body.bytes() {
+            for &c in body {
                 acc = (acc << 6) | u32::from(base64_value(c).ok_or("invalid base64 character")?);
                 bits += 6;
                 if bits >= 8 {
@@ -140,7 +143,7 @@ mod tests {
         assert_eq!(parse_binary("0XAB1").unwrap(), vec![0x0a, 0xb1]);
         assert_eq!(parse_binary("0bq83v").unwrap(), vec![0xab, 0xcd, 0xef]);
         assert_eq!(parse_binary("0bAQ==").unwrap(), vec![0x01]);
-        for bad in ["", "0x", "ab01", "0xzz", "0b*", &format!("0x{}", "00".repeat(1025))] {
+        for bad in ["", "0x", "ab01", "0xzz", "0b*", "\n\u{34d}", "0x\u{34d}", &format!("0x{}", "00".repeat(1025))] {
             assert!(parse_binary(bad).is_err(), "{bad}");
         }
         assert!(same(b"abc", b"abc") && !same(b"abc", b"abd") && !same(b"ab", b"abc"));

@@ -3,12 +3,12 @@
 //! session that pipelines SCSI commands up to a queue depth and survives
 //! dropped connections, and a block-volume view of a LUN.
 //!
-//! - [`url`]: `iscsi://[USER[%PASSWORD]@]HOST[:PORT]/TARGET-IQN/LUN`
-//! - [`options`], [`settings`]: resolved settings, and how the CLI builds
-//!   them from flags, the `[initiator]` config section and the environment
-//! - [`session`]: login, then an event loop carrying [`Command`]s
-//! - [`volume`]: [`IscsiVolume`] (`read_at`, `write_at`, `flush`, `size`)
-//! - [`ls`]: what a portal shows this initiator (`santools iscsi-ls`)
+//! - [`url`] parses `iscsi://[USER[%PASSWORD]@]HOST[:PORT]/TARGET-IQN/LUN`;
+//! - [`options`] and [`settings`] hold resolved settings, and build them
+//!   from flags, the `[initiator]` config section and the environment;
+//! - [`session`] logs in, then runs an event loop carrying [`Command`]s;
+//! - [`volume`] offers [`IscsiVolume`] (`read_at`, `write_at`, `flush`, `size`);
+//! - [`ls`] lists what a portal shows this initiator (`santools iscsi-ls`).
 //!
 //! docs/iscsi-initiator.md describes behaviour on redirects, failures and
 //! reconnects.

@@ -71,6 +71,8 @@ struct Shared {
 }
 
 struct Inbox {
+    // Boxed once at submission; the box moves between the loop's queues.
+    #[allow(clippy::vec_box)]
     tasks: Vec<Box<Task>>,
     /// False once the loop has ended: nothing more will be carried.
     alive: bool,

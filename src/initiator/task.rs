@@ -151,7 +151,7 @@ impl Task {
         self.received = 0;
     }
 
-    pub fn finish(self: Box<Self>, r: TaskResult) {
+    pub fn finish(self, r: TaskResult) {
         if let Some((b, i)) = &self.done {
             b.complete(*i, r);
         }

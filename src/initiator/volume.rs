@@ -195,24 +195,52 @@ impl IscsiVolume {
         Ok(())
     }
 
-    fn read_blocks(&self, buf: &mut [u8], lba: u64) -> Result<(), InitiatorError> {
-        if buf.is_empty() {
-            return Ok(());
+    /// Reads many ranges in one batch: all their commands go out together
+    /// (up to the queue depth), the way to read scattered segments fast.
+    /// Each `(offset, buf)` must be whole blocks.
+    pub fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), InitiatorError> {
+        let bs = u64::from(self.info.block_size);
+        for (off, b) in reqs.iter() {
+            self.check_range(*off, b.len(), "read")?;
+            if off % bs != 0 || b.len() as u64 % bs != 0 {
+                return Err(volume_err(format!(
+                    "{}: read_many needs whole {bs}-byte blocks (offset {off}, {} bytes)",
+                    self.info.url,
+                    b.len()
+                )));
+            }
         }
+        self.check_capacity()?;
+        let mut cmds = Vec::new();
+        for (off, b) in reqs.iter_mut() {
+            self.push_reads(&mut cmds, b, *off / bs);
+        }
+        self.run_reads(cmds)
+    }
+
+    fn push_reads<'a>(&self, cmds: &mut Vec<Command<'a>>, buf: &'a mut [u8], lba: u64) {
         let bs = self.info.block_size as usize;
         let step = self.info.max_transfer as usize;
-        let mut cmds: Vec<Command<'_>> = buf
-            .chunks_mut(step)
-            .enumerate()
-            .map(|(i, chunk)| {
-                let blocks = (chunk.len() / bs) as u32;
-                Command {
-                    lun: self.info.lun,
-                    cdb: cdb::read_16(lba + (i * step / bs) as u64, blocks),
-                    data: DataBuf::In(chunk),
-                }
-            })
-            .collect();
+        for (i, chunk) in buf.chunks_mut(step).enumerate() {
+            let blocks = (chunk.len() / bs) as u32;
+            cmds.push(Command {
+                lun: self.info.lun,
+                cdb: cdb::read_16(lba + (i * step / bs) as u64, blocks),
+                data: DataBuf::In(chunk),
+            });
+        }
+    }
+
+    fn read_blocks(&self, buf: &mut [u8], lba: u64) -> Result<(), InitiatorError> {
+        let mut cmds = Vec::new();
+        self.push_reads(&mut cmds, buf, lba);
+        self.run_reads(cmds)
+    }
+
+    fn run_reads(&self, mut cmds: Vec<Command<'_>>) -> Result<(), InitiatorError> {
+        if cmds.is_empty() {
+            return Ok(());
+        }
         let results = self.session.execute(&mut cmds);
         for (c, r) in cmds.iter().zip(results) {
             let o = r?;

@@ -454,3 +454,316 @@ fn iscsi_ls_refuses_passwords_on_the_command_line_and_bad_urls() {
     let o = run(tool("iscsi-ls").arg("--help"));
     assert!(stdout(&o).contains("Usage: iscsi-ls"));
 }
+
+// ---------- redirects: the santools portal, and stand-in portals ----------
+
+/// A free loopback address with `port` unbound, as a TcpListener.
+fn listener_on_free_address(port: u16) -> std::net::TcpListener {
+    for i in 0..500u32 {
+        let n = (std::process::id().wrapping_mul(31) + i * 97) % 60_000;
+        let ip = format!("127.{}.{}.{}", 230 + n % 20, n / 20 % 250 + 1, n / 5000 % 200 + 10);
+        if let Ok(l) = std::net::TcpListener::bind(format!("{ip}:{port}")) {
+            return l;
+        }
+    }
+    panic!("no free loopback address");
+}
+
+/// A stand-in portal: answers each login with `status` and
+/// TargetAddress=`to`, after `delay`. Runs until the test ends.
+fn redirector(l: std::net::TcpListener, to: String, delay: Duration, status: u16) {
+    use santools::iscsi::login::{LoginRequest, LoginResponse, LoginStatus};
+    use santools::iscsi::pdu::{decode, encode, DecodeLimits, Digests};
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let to = to.clone();
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let req = loop {
+                    if let Ok(Some((p, _))) =
+                        decode(&buf, &DecodeLimits { max_data_segment: 65536, digests: Digests::default() })
+                    {
+                        break LoginRequest::from_pdu(&p).unwrap();
+                    }
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                std::thread::sleep(delay);
+                let rsp =
+                    LoginResponse::answering(&req, LoginStatus(status), format!("TargetAddress={to},1\0").into_bytes());
+                let _ = s.write_all(&encode(&rsp.to_pdu(), Digests::default()));
+                let _ = s.read(&mut chunk);
+            });
+        }
+    });
+}
+
+#[test]
+fn redirect_loops_and_long_chains_are_refused_and_delayed_logins_are_waited_for() {
+    if !tgt_present() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let tgt = Tgt::start(d.path(), "");
+    let f = backing_file(d.path(), "r.img", 2 << 20, 21);
+    tgt.target(1, T1, &[ME]);
+    tgt.lun(1, 1, &f, 512);
+    // A -> B -> A: a loop.
+    let a = listener_on_free_address(3260);
+    let b = listener_on_free_address(3260);
+    let (aa, ba) = (a.local_addr().unwrap().to_string(), b.local_addr().unwrap().to_string());
+    redirector(a, ba.clone(), Duration::ZERO, 0x0101);
+    redirector(b, aa.clone(), Duration::ZERO, 0x0102);
+    let e = open(&format!("iscsi://{aa}/{T1}/1"), &opts()).err().unwrap().to_string();
+    assert_eq!(e, format!("login redirect loop: {aa} -> {ba} -> {aa}"));
+    // A chain longer than max_redirects.
+    let hops: Vec<std::net::TcpListener> = (0..4).map(|_| listener_on_free_address(3260)).collect();
+    let addrs: Vec<String> = hops.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+    for (i, l) in hops.into_iter().enumerate() {
+        let next = addrs.get(i + 1).cloned().unwrap_or_else(|| tgt.addr());
+        redirector(l, next, Duration::ZERO, 0x0101);
+    }
+    let mut o = opts();
+    o.max_redirects = 3;
+    let e = open(&format!("iscsi://{}/{T1}/1", addrs[0]), &o).err().unwrap().to_string();
+    assert!(e.starts_with("more than 3 login redirects:"), "{e}");
+    o.max_redirects = 4;
+    let v = open(&format!("iscsi://{}/{T1}/1", addrs[0]), &o).unwrap();
+    assert_eq!(v.session_info().portal, tgt.addr(), "the session lives where the chain ended");
+    assert!(read_all(&v, 1 << 20) == read(&f));
+    drop(v);
+    // A portal holding the login (failover) for 2 s, then redirecting.
+    let slow = listener_on_free_address(3260);
+    let sa = slow.local_addr().unwrap().to_string();
+    redirector(slow, tgt.addr(), Duration::from_secs(2), 0x0101);
+    let t = Instant::now();
+    let v = open(&format!("iscsi://{sa}/{T1}/1"), &opts()).unwrap();
+    assert!(t.elapsed() >= Duration::from_secs(2));
+    assert!(read_all(&v, 1 << 20) == read(&f));
+    drop(v);
+    let mut o = opts();
+    o.login_timeout = Duration::from_secs(1);
+    let e = open(&format!("iscsi://{sa}/{T1}/1"), &o).err().unwrap().to_string();
+    assert!(e.contains("no login response within 1 s"), "{e}");
+    // A redirect without an address, and a refusal class that is not retried.
+    let bare = listener_on_free_address(3260);
+    let ba2 = bare.local_addr().unwrap().to_string();
+    redirector(bare, String::new(), Duration::ZERO, 0x0101);
+    let e = open(&format!("iscsi://{ba2}/{T1}/1"), &opts()).err().unwrap().to_string();
+    assert!(e.contains("invalid TargetAddress"), "{e}");
+    let removed = listener_on_free_address(3260);
+    let ra = removed.local_addr().unwrap().to_string();
+    redirector(removed, tgt.addr(), Duration::ZERO, 0x0204);
+    let e = open(&format!("iscsi://{ra}/{T1}/1"), &opts()).err().unwrap().to_string();
+    assert!(e.contains("target removed (0x0204)"), "{e}");
+}
+
+#[test]
+fn login_reads_and_reconnects_through_the_santools_portal_redirect() {
+    if !tgt_present() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let tgt = Tgt::start(d.path(), "");
+    let f = backing_file(d.path(), "p.img", 48 << 20, 22);
+    tgt.target(1, T1, &[ME]);
+    tgt.lun(1, 1, &f, 512);
+    let l = listener_on_free_address(13270);
+    let portal_addr = l.local_addr().unwrap();
+    drop(l);
+    let cfg = d.path().join("santools.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[portal]\nlisten = [\"{portal_addr}\"]\nstate_time_sec = 2\nstate_directory = \"{dir}/state\"\npid_file = \"{dir}/portal.pid\"\nupstream_connect_timeout_ms = 500\nupstream_response_timeout_ms = 2000\n\n[[portal.discovery_portals]]\naddress = \"{pip}\"\nportal_group_name = \"pg_test\"\nportal_port = {PORT}\n[portal.discovery_portals.portal_addresses]\n\"node1\" = [\"{nip}\"]\n",
+            dir = d.path().display(),
+            pip = portal_addr.ip(),
+            nip = tgt.ip,
+        ),
+    )
+    .unwrap();
+    let portal = crate::iscsi_lab::PortalProc::start(&cfg, &[]);
+    let url = format!("iscsi://{portal_addr}/{T1}/1");
+    let mut o = opts();
+    o.queue_depth = 4;
+    o.max_transfer = 64 << 10;
+    let v = Arc::new(open(&url, &o).unwrap());
+    assert_eq!(v.session_info().portal, tgt.addr(), "redirected to the node");
+    assert!(portal.log().contains(&format!("redirect to {}", tgt.addr())), "{}", portal.log());
+    // A connection killed mid-read: the reconnect asks the portal again.
+    let progress = Arc::new(AtomicU64::new(0));
+    let h = background_read(Arc::clone(&v), Arc::clone(&progress));
+    wait_for(&progress, 8 << 20);
+    let killed = tgt.kill_connections(1);
+    let got = h.join().unwrap().expect("read through the portal survives a dropped connection");
+    assert!(got == read(&f));
+    if killed > 0 && progress.load(Ordering::Relaxed) < 48 << 20 {
+        assert!(v.session_info().reconnects >= 1);
+    }
+    // iscsi-ls through the portal: discovery answers with the portal's address.
+    let out = ok(tool("iscsi-ls").args(["-i", ME, &format!("iscsi://{portal_addr}")]));
+    assert!(out.contains(&format!("Target: {T1}\n  Portal: {portal_addr},1\n")), "{out}");
+    assert!(out.contains("LUN 1: DIRECT_ACCESS, 50331648 bytes"), "{out}");
+}
+
+// ---------- golden capture: real tgt PDUs through a recording proxy ----------
+
+/// PDUs seen by the proxy: (target to initiator?, bytes).
+type Recording = Arc<std::sync::Mutex<Vec<(bool, Vec<u8>)>>>;
+
+/// Forwards one connection to `to`, recording each PDU per direction.
+fn recording_proxy(l: std::net::TcpListener, to: String) -> Recording {
+    use santools::iscsi::pdu::{decode, DecodeLimits, Digests};
+    use std::io::{Read, Write};
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l2 = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(client) = s else { return };
+            let server = std::net::TcpStream::connect(&to).unwrap();
+            for (mut from, mut into, t2i) in
+                [(client.try_clone().unwrap(), server.try_clone().unwrap(), false), (server, client, true)]
+            {
+                let log = Arc::clone(&l2);
+                std::thread::spawn(move || {
+                    let mut pending = Vec::new();
+                    let mut chunk = vec![0u8; 1 << 16];
+                    let limits = DecodeLimits { max_data_segment: 1 << 24, digests: Digests::default() };
+                    loop {
+                        let n = match from.read(&mut chunk) {
+                            Ok(0) | Err(_) => {
+                                let _ = into.shutdown(std::net::Shutdown::Both);
+                                return;
+                            }
+                            Ok(n) => n,
+                        };
+                        if into.write_all(&chunk[..n]).is_err() {
+                            return;
+                        }
+                        pending.extend_from_slice(&chunk[..n]);
+                        while let Ok(Some((_, used))) = decode(&pending, &limits) {
+                            let pdu: Vec<u8> = pending.drain(..used).collect();
+                            log.lock().unwrap().push((t2i, pdu));
+                        }
+                    }
+                });
+            }
+        }
+    });
+    log
+}
+
+#[test]
+fn pdus_captured_from_tgt_decode_as_their_types_and_round_trip() {
+    use santools::initiator::{Command, DataBuf, Session};
+    use santools::iscsi::bhs::Opcode;
+    use santools::iscsi::data_pdu::{DataIn, DataOut, R2t};
+    use santools::iscsi::nop::{NopIn, NopOut};
+    use santools::iscsi::pdu::{decode, encode, DecodeLimits, Digests};
+    use santools::iscsi::scsi_pdu::{ScsiCommand, ScsiResponse};
+    use santools::scsi::sense::{Sense, SenseKey};
+    if !tgt_present() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let tgt = Tgt::start(d.path(), "nop_interval=1,nop_count=5");
+    let f = backing_file(d.path(), "g.img", 1 << 20, 23);
+    tgt.target(1, T1, &[ME]);
+    tgt.lun(1, 1, &f, 512);
+    let l = listener_on_free_address(3260);
+    let proxy = l.local_addr().unwrap().to_string();
+    let log = recording_proxy(l, tgt.addr());
+    let v = open(&format!("iscsi://{proxy}/{T1}/1"), &opts()).unwrap();
+    let mut b = vec![0u8; 300 << 10];
+    v.read_at(&mut b, 0).unwrap();
+    v.write_at(&b, 0).unwrap(); // past FirstBurstLength: R2T and Data-Out
+    v.flush().unwrap();
+    let t = Instant::now();
+    while v.session_info().pings_answered < 1 && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(v);
+    // A READ past the end: CHECK CONDITION with sense data.
+    let s = Session::open(&IscsiUrl::parse(&format!("iscsi://{proxy}")).unwrap().portal, T1, &opts()).unwrap();
+    let mut buf = vec![0u8; 512];
+    let mut o = s
+        .execute_one(Command { lun: 1, cdb: santools::scsi::cdb::read_16(1 << 30, 1), data: DataBuf::In(&mut buf) })
+        .unwrap();
+    while o.sense.is_some_and(|s| s.is_unit_attention()) {
+        o = s
+            .execute_one(Command { lun: 1, cdb: santools::scsi::cdb::read_16(1 << 30, 1), data: DataBuf::In(&mut buf) })
+            .unwrap();
+    }
+    assert_eq!(o.sense.map(|s| (s.key, s.asc)), Some((SenseKey::IllegalRequest, 0x21)), "{o:?}");
+    drop(s);
+    std::thread::sleep(Duration::from_millis(200));
+    let pdus = log.lock().unwrap().clone();
+    let limits = DecodeLimits { max_data_segment: 1 << 24, digests: Digests::default() };
+    let mut seen = std::collections::BTreeSet::new();
+    let capture = std::env::var_os("SANTOOLS_CAPTURE_DIR");
+    for (i, (t2i, bytes)) in pdus.iter().enumerate() {
+        let (p, _) = decode(bytes, &limits).unwrap().unwrap();
+        assert_eq!(&encode(&p, Digests::default()), bytes, "PDU {i} re-encodes to other bytes");
+        let op = p.bhs.opcode().unwrap();
+        seen.insert(format!("{op:?}"));
+        let ctx = format!("PDU {i} ({op:?})");
+        match op {
+            Opcode::ScsiCommand => assert_eq!(
+                ScsiCommand::from_pdu(&ScsiCommand::from_pdu(&p).expect(&ctx).to_pdu()).unwrap(),
+                ScsiCommand::from_pdu(&p).unwrap()
+            ),
+            Opcode::ScsiResponse => {
+                let r = ScsiResponse::from_pdu(&p).expect(&ctx);
+                assert_eq!(ScsiResponse::from_pdu(&r.to_pdu()).unwrap(), r);
+                assert_eq!(encode(&r.to_pdu(), Digests::default()), *bytes, "{ctx}");
+                if !r.sense.is_empty() {
+                    seen.insert(format!("sense {}", Sense::parse(&r.sense).expect(&ctx).key.name()));
+                }
+            }
+            Opcode::DataIn => {
+                let r = DataIn::from_pdu(&p).expect(&ctx);
+                assert_eq!(encode(&r.to_pdu(), Digests::default()), *bytes, "{ctx}");
+            }
+            Opcode::DataOut => {
+                let r = DataOut::from_pdu(&p).expect(&ctx);
+                assert_eq!(encode(&r.to_pdu(), Digests::default()), *bytes, "{ctx}");
+            }
+            Opcode::R2t => {
+                let r = R2t::from_pdu(&p).expect(&ctx);
+                assert_eq!(encode(&r.to_pdu(), Digests::default()), *bytes, "{ctx}");
+            }
+            Opcode::NopIn => {
+                let r = NopIn::from_pdu(&p).expect(&ctx);
+                assert_eq!(encode(&r.to_pdu(), Digests::default()), *bytes, "{ctx}");
+            }
+            Opcode::NopOut => {
+                let r = NopOut::from_pdu(&p).expect(&ctx);
+                assert_eq!(encode(&r.to_pdu(), Digests::default()), *bytes, "{ctx}");
+            }
+            _ => {}
+        }
+        if let Some(dir) = &capture {
+            let name = format!("tgt-{i:04}-{}-op{:02x}.pdu", if *t2i { "t2i" } else { "i2t" }, p.bhs.opcode_raw());
+            std::fs::write(std::path::Path::new(dir).join(name), bytes).unwrap();
+        }
+    }
+    for want in [
+        "ScsiCommand",
+        "ScsiResponse",
+        "DataIn",
+        "DataOut",
+        "R2t",
+        "NopIn",
+        "NopOut",
+        "sense UNIT ATTENTION",
+        "sense ILLEGAL REQUEST",
+    ] {
+        assert!(seen.contains(want), "no {want} captured: {seen:?}");
+    }
+}
