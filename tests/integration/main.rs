@@ -6,6 +6,7 @@ mod initiator_lab;
 mod iscsi_captures;
 mod iscsi_lab;
 
+mod ddless_adversarial;
 mod ddless_cli;
 mod ddless_crash;
 mod ddless_loopdev;
