@@ -163,11 +163,11 @@ fn ours(t: &Tgtd, qd: usize, digests: (bool, bool), size: u64) -> (u64, f64, f64
     let mut o = InitiatorOptions::new(INITIATOR);
     o.queue_depth = qd;
     o.max_transfer = REQUEST as u32;
-    if digests.0 {
-        o.header_digest = DigestPref::Crc32c;
-    }
-    if digests.1 {
-        o.data_digest = DigestPref::Crc32c;
+    // Digest rows say exactly what they want: tgt picks its own configured
+    // CRC32C over an offer of "None,CRC32C" (seen in the 2026-11-30 run).
+    if digests.0 || digests.1 {
+        o.header_digest = if digests.0 { DigestPref::Crc32c } else { DigestPref::None };
+        o.data_digest = if digests.1 { DigestPref::Crc32c } else { DigestPref::None };
     }
     let url = IscsiUrl::parse_lun(&format!("iscsi://{}/{TARGET}/1", t.addr)).unwrap();
     let v = std::sync::Arc::new(IscsiVolume::open(&url, &o).unwrap());
