@@ -19,7 +19,9 @@ use santools::iscsi::pdu::{decode, encode, DecodeLimits, Digests};
 use santools::iscsi::reject::RejectNotice;
 use santools::iscsi::scsi_pdu::{ScsiCommand, ScsiResponse};
 use santools::iscsi::text::TextParams;
-use santools::scsi::data::{parse_report_luns, BlockLimits, Capacity, Inquiry};
+use santools::scsi::data::{
+    lun_identifiers, parse_device_identification, parse_report_luns, BlockLimits, Capacity, Inquiry,
+};
 use santools::scsi::sense::Sense;
 
 macro_rules! round_trip {
@@ -63,6 +65,12 @@ fuzz_target!(|data: &[u8]| {
     let _ = Capacity::parse_16(data);
     let _ = BlockLimits::parse(data);
     let _ = parse_report_luns(data);
+    if let Ok(d) = parse_device_identification(data) {
+        for id in lun_identifiers(&d) {
+            // Identities go into key=value stats files: never '=', space or newline.
+            assert!(!id.contains(['=', ' ', '\n']), "{id}");
+        }
+    }
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = parse_binary(s);
         if let Ok(u) = IscsiUrl::parse(s) {

@@ -55,6 +55,7 @@ pub enum Section {
     Ddless,
     Ddmap,
     Portal,
+    Initiator,
 }
 
 impl Section {
@@ -63,6 +64,7 @@ impl Section {
             Section::Ddless => "ddless",
             Section::Ddmap => "ddmap",
             Section::Portal => "portal",
+            Section::Initiator => "initiator",
         }
     }
 }

@@ -8,7 +8,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use super::ls::{list, LsReport};
 use super::settings::{config_exposure_warning, resolve, SessionArgs, UrlSource};
-use super::url::IscsiUrl;
+use super::url::{redact_unparsed, IscsiUrl};
 use crate::cli::common_args::CommonArgs;
 use crate::cli::exit;
 use crate::cli::logging::{self, Verbosity};
@@ -104,7 +104,7 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
         a.common.verbosity()
     };
     logging::init("iscsi-ls", verbosity);
-    let url = IscsiUrl::parse(&a.url).with_context(|| format!("URL {:?}", redact(&a.url)))?;
+    let url = IscsiUrl::parse(&a.url).with_context(|| format!("URL {:?}", redact_unparsed(&a.url)))?;
     let config = Config::load(a.common.config.as_deref())?;
     let path: PathBuf = a.common.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
     if let Some(w) = config_exposure_warning(Path::new(&path), &config.initiator) {
@@ -124,15 +124,6 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     Ok(if report.has_errors() { exit::DIFFERENCES } else { exit::OK })
 }
 
-/// `s` with anything between "%" and "@" hidden, for messages about a
-/// URL that did not parse.
-fn redact(s: &str) -> String {
-    match (s.find('%'), s.rfind('@')) {
-        (Some(p), Some(at)) if p < at => format!("{}%***{}", &s[..p], &s[at..]),
-        _ => s.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,7 +132,7 @@ mod tests {
     fn sizes_and_redaction() {
         assert_eq!(human(512), "512 B");
         assert_eq!(human(16 << 20), "16.0 MiB");
-        assert_eq!(redact("iscsi://u%pw@h/x"), "iscsi://u%***@h/x");
-        assert_eq!(redact("iscsi://h/x"), "iscsi://h/x");
+        assert_eq!(redact_unparsed("iscsi://u%pw@h/x"), "iscsi://u%***@h/x");
+        assert_eq!(redact_unparsed("iscsi://h/x"), "iscsi://h/x");
     }
 }

@@ -5,7 +5,9 @@ use super::error::InitiatorError;
 use super::session::Session;
 use super::task::{Command, DataBuf, Outcome};
 use crate::scsi::cdb::{self, Cdb};
-use crate::scsi::data::{parse_report_luns, BlockLimits, Capacity, Inquiry};
+use crate::scsi::data::{
+    lun_identifiers, parse_device_identification, parse_report_luns, BlockLimits, Capacity, Inquiry,
+};
 use crate::scsi::sense::SenseKey;
 use crate::scsi::Status;
 
@@ -56,6 +58,38 @@ pub fn block_limits(session: &Session, lun: u16) -> BlockLimits {
         .ok()
         .and_then(|b| BlockLimits::parse(&b).ok())
         .unwrap_or_default()
+}
+
+/// What names the LUN globally: its logical-unit designators from the
+/// Device Identification VPD page (0x83), else its Unit Serial Number
+/// (0x80) as `serial:HEX`; empty when the target reports neither.
+pub fn lun_identity(session: &Session, lun: u16) -> Vec<String> {
+    let ids = data_in(session, lun, cdb::inquiry(Some(cdb::VPD_DEVICE_IDENTIFICATION), 1024), 1024)
+        .ok()
+        .and_then(|b| parse_device_identification(&b).ok())
+        .map(|d| lun_identifiers(&d))
+        .unwrap_or_default();
+    if !ids.is_empty() {
+        return ids;
+    }
+    match data_in(session, lun, cdb::inquiry(Some(cdb::VPD_UNIT_SERIAL_NUMBER), 256), 256) {
+        Ok(b) if b.len() > 4 && b[1] == cdb::VPD_UNIT_SERIAL_NUMBER => {
+            let n = (b[3] as usize).min(b.len() - 4);
+            let serial: Vec<u8> = b[4..4 + n].iter().copied().filter(|c| *c != b' ' && *c != 0).collect();
+            if serial.is_empty() {
+                Vec::new()
+            } else {
+                vec![format!("serial:{}", serial.iter().map(|c| format!("{c:02x}")).collect::<String>())]
+            }
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Whether the LUN is write-protected (the WP bit of the MODE SENSE(6)
+/// header); false when the target does not say.
+pub fn write_protected(session: &Session, lun: u16) -> bool {
+    data_in(session, lun, cdb::mode_sense_6(255), 255).ok().is_some_and(|b| b.len() >= 3 && b[2] & 0x80 != 0)
 }
 
 fn is_unsupported(e: &InitiatorError) -> bool {

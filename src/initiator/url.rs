@@ -249,6 +249,23 @@ impl IscsiUrl {
     }
 }
 
+/// `s` with anything between "%" and "@" hidden (and any
+/// `target_password=` value), for messages about a URL that did not parse.
+pub fn redact_unparsed(s: &str) -> String {
+    let s = match (s.find('%'), s.rfind('@')) {
+        (Some(p), Some(at)) if p < at => format!("{}%***{}", &s[..p], &s[at..]),
+        _ => s.to_string(),
+    };
+    match s.find("target_password=") {
+        Some(i) => {
+            let from = i + "target_password=".len();
+            let end = s[from..].find('&').map_or(s.len(), |e| from + e);
+            format!("{}***{}", &s[..from], &s[end..])
+        }
+        None => s,
+    }
+}
+
 impl std::fmt::Display for IscsiUrl {
     /// The URL with every password shown as `***`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

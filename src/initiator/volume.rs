@@ -33,6 +33,23 @@ pub struct LunInfo {
     pub product: String,
     /// Largest single command in bytes.
     pub max_transfer: u32,
+    /// The LUN's global names (Device Identification VPD designators, or
+    /// its serial number), sorted; empty when the target reports none.
+    pub designators: Vec<String>,
+    /// The target reports the medium write-protected (MODE SENSE WP).
+    pub write_protected: bool,
+}
+
+impl LunInfo {
+    /// What names this LUN however it is reached (through a portal's
+    /// redirect or a node's own address): `TARGET-IQN/LUN/DESIGNATORS`.
+    /// Never the URL: two URLs may name one LUN. Target software that
+    /// derives designators from target and LUN numbers (tgt's defaults)
+    /// gives a LUN recreated under the same numbers the same identity.
+    pub fn identity(&self) -> String {
+        let ids = if self.designators.is_empty() { "unidentified".to_string() } else { self.designators.join("+") };
+        format!("{}/{}/{}", self.target, self.lun, ids)
+    }
 }
 
 pub struct IscsiVolume {
@@ -69,6 +86,8 @@ impl IscsiVolume {
             return Err(volume_err(format!("{url}: LUN {lun} is not ready: {e}")));
         }
         let capacity = scsi_ops::read_capacity(&session, lun)?;
+        let designators = scsi_ops::lun_identity(&session, lun);
+        let write_protected = scsi_ops::write_protected(&session, lun);
         let limits = scsi_ops::block_limits(&session, lun);
         let bs = capacity.block_size;
         let mut max_transfer = opts.max_transfer / bs * bs;
@@ -85,6 +104,8 @@ impl IscsiVolume {
             vendor: inq.vendor,
             product: inq.product,
             max_transfer,
+            designators,
+            write_protected,
         };
         tracing::info!(
             "opened {} ({} bytes, {}-byte blocks, {} {}, queue depth {}, {} KiB per command)",

@@ -10,9 +10,14 @@ pub const READ_16: u8 = 0x88;
 pub const WRITE_16: u8 = 0x8a;
 pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
 pub const REPORT_LUNS: u8 = 0xa0;
+pub const MODE_SENSE_6: u8 = 0x1a;
 
 /// VPD page of Block Limits (SBC-3 6.6.3).
 pub const VPD_BLOCK_LIMITS: u8 = 0xb0;
+/// VPD page of Device Identification (SPC-4 7.8.6).
+pub const VPD_DEVICE_IDENTIFICATION: u8 = 0x83;
+/// VPD page of the Unit Serial Number (SPC-4 7.8.17).
+pub const VPD_UNIT_SERIAL_NUMBER: u8 = 0x80;
 
 pub type Cdb = [u8; 16];
 
@@ -69,6 +74,17 @@ pub fn synchronize_cache_10() -> Cdb {
     c
 }
 
+/// MODE SENSE(6) of all pages, block descriptors disabled: the header's
+/// device-specific byte says whether the medium is write-protected.
+pub fn mode_sense_6(alloc: u8) -> Cdb {
+    let mut c = [0u8; 16];
+    c[0] = MODE_SENSE_6;
+    c[1] = 0x08;
+    c[2] = 0x3f;
+    c[4] = alloc;
+    c
+}
+
 /// REPORT LUNS, select report 0 (all logical units).
 pub fn report_luns(alloc: u32) -> Cdb {
     let mut c = [0u8; 16];
@@ -88,6 +104,7 @@ pub fn name(cdb: &Cdb) -> &'static str {
         WRITE_16 => "WRITE(16)",
         SYNCHRONIZE_CACHE_10 => "SYNCHRONIZE CACHE(10)",
         REPORT_LUNS => "REPORT LUNS",
+        MODE_SENSE_6 => "MODE SENSE(6)",
         _ => "SCSI command",
     }
 }

@@ -136,6 +136,95 @@ impl BlockLimits {
     }
 }
 
+/// One designator of the Device Identification VPD page (0x83, SPC-4
+/// 7.8.6): what names a logical unit (or its port or target).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Designator {
+    /// 0: the logical unit, 1: the target port, 2: the target device.
+    pub association: u8,
+    /// 1: T10 vendor ID, 2: EUI-64, 3: NAA, 8: SCSI name string, 0xa: UUID, ...
+    pub designator_type: u8,
+    /// 1: binary, 2: ASCII, 3: UTF-8.
+    pub code_set: u8,
+    pub value: Vec<u8>,
+}
+
+impl Designator {
+    /// Short name of the designator type, for identities and messages.
+    pub fn type_name(&self) -> &'static str {
+        match self.designator_type {
+            0 => "vendor",
+            1 => "t10",
+            2 => "eui",
+            3 => "naa",
+            4 => "port",
+            5 => "tpg",
+            6 => "lug",
+            7 => "md5",
+            8 => "name",
+            9 => "pcie",
+            0xa => "uuid",
+            _ => "other",
+        }
+    }
+
+    /// `naa:600140...`: the type and the value in hex (ASCII values too,
+    /// so the result never holds spaces, `=` or newlines).
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(5 + 2 * self.value.len());
+        s.push_str(self.type_name());
+        s.push(':');
+        for b in &self.value {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+}
+
+/// The designators of a Device Identification VPD page (0x83). Entries
+/// running past the page are an error; the page length is trusted only as
+/// far as the bytes go.
+pub fn parse_device_identification(b: &[u8]) -> Result<Vec<Designator>, ShortData> {
+    need("Device Identification VPD page", b, 4)?;
+    if b[1] != 0x83 {
+        return Err(ShortData { what: "Device Identification VPD page (wrong page code)", got: 0, need: 4 });
+    }
+    let page_len = u16::from_be_bytes([b[2], b[3]]) as usize;
+    let end = b.len().min(4 + page_len);
+    let mut out = Vec::new();
+    let mut at = 4;
+    while at + 4 <= end {
+        let len = b[at + 3] as usize;
+        let value = b.get(at + 4..at + 4 + len).filter(|_| at + 4 + len <= end).ok_or(ShortData {
+            what: "Device Identification designator",
+            got: end - at,
+            need: 4 + len,
+        })?;
+        out.push(Designator {
+            association: (b[at + 1] >> 4) & 0x3,
+            designator_type: b[at + 1] & 0x0f,
+            code_set: b[at] & 0x0f,
+            value: value.to_vec(),
+        });
+        at += 4 + len;
+    }
+    Ok(out)
+}
+
+/// The designators that name the logical unit itself (association 0) and
+/// identify it globally (T10 vendor ID, EUI-64, NAA, SCSI name string,
+/// UUID), rendered and sorted: the LUN's name however it is reached.
+pub fn lun_identifiers(designators: &[Designator]) -> Vec<String> {
+    let mut ids: Vec<String> = designators
+        .iter()
+        .filter(|d| d.association == 0 && matches!(d.designator_type, 1 | 2 | 3 | 8 | 0xa) && !d.value.is_empty())
+        .map(Designator::render)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 /// REPORT LUNS: the LUN numbers (entries in other address methods are
 /// skipped), and the list length the target announced (to ask again with
 /// a larger allocation when it did not fit).
@@ -180,6 +269,33 @@ mod tests {
         assert_eq!(Capacity::parse_10(&rc10).unwrap().unwrap().bytes(), 16 << 20);
         assert_eq!(Capacity::parse_10(&[0xff, 0xff, 0xff, 0xff, 0, 0, 2, 0]).unwrap(), None);
         assert!(Capacity::parse_16(&rc16[..8]).is_err());
+    }
+
+    #[test]
+    fn device_identification_as_tgt_answers_it() {
+        // tgt 1.0.85, LUN 1 of tid 1: two NAA designators and a T10 vendor ID.
+        let mut page = vec![0x00, 0x83, 0, 0];
+        page.extend_from_slice(&[0x01, 0x03, 0, 8, 0x60, 0, 0x0e, 0x10, 0, 0, 0, 0]);
+        page.extend_from_slice(&[0x01, 0x03, 0, 4, 0x30, 0, 0, 1]);
+        page.extend_from_slice(&[0x02, 0x01, 0, 16]);
+        page.extend_from_slice(b"IET     00010001");
+        page.extend_from_slice(&[0x61, 0x93, 0, 4, 0, 0, 0, 1]); // a target port: not the LUN's name
+        let n = (page.len() - 4) as u16;
+        page[2..4].copy_from_slice(&n.to_be_bytes());
+        let d = parse_device_identification(&page).unwrap();
+        assert_eq!(d.len(), 4);
+        assert_eq!((d[2].designator_type, d[2].code_set, d[2].association), (1, 2, 0));
+        assert_eq!(d[3].association, 1);
+        let ids = lun_identifiers(&d);
+        assert_eq!(ids, vec!["naa:30000001", "naa:60000e1000000000", "t10:49455420202020203030303130303031"]);
+        assert!(ids.iter().all(|i| !i.contains(['=', ' ', '\n'])));
+        // A designator running past the page is refused, a short page too.
+        let mut bad = page.clone();
+        bad[7] = 200;
+        assert!(parse_device_identification(&bad).is_err());
+        assert!(parse_device_identification(&page[..3]).is_err());
+        page[1] = 0x80;
+        assert!(parse_device_identification(&page).is_err());
     }
 
     #[test]

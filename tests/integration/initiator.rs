@@ -458,7 +458,7 @@ fn iscsi_ls_refuses_passwords_on_the_command_line_and_bad_urls() {
 // ---------- redirects: the santools portal, and stand-in portals ----------
 
 /// A free loopback address with `port` unbound, as a TcpListener.
-fn listener_on_free_address(port: u16) -> std::net::TcpListener {
+pub fn listener_on_free_address(port: u16) -> std::net::TcpListener {
     for i in 0..500u32 {
         let n = (std::process::id().wrapping_mul(31) + i * 97) % 60_000;
         let ip = format!("127.{}.{}.{}", 230 + n % 20, n / 20 % 250 + 1, n / 5000 % 200 + 10);
@@ -564,6 +564,26 @@ fn redirect_loops_and_long_chains_are_refused_and_delayed_logins_are_waited_for(
     assert!(e.contains("target removed (0x0204)"), "{e}");
 }
 
+/// The santools portal on a free loopback address, redirecting every
+/// login to `tgt` (one node); its config and state live in `dir`.
+pub fn santools_portal_for(tgt: &Tgt, dir: &std::path::Path) -> (crate::iscsi_lab::PortalProc, std::net::SocketAddr) {
+    let l = listener_on_free_address(13270);
+    let portal_addr = l.local_addr().unwrap();
+    drop(l);
+    let cfg = dir.join("santools.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[portal]\nlisten = [\"{portal_addr}\"]\nstate_time_sec = 2\nstate_directory = \"{dir}/state\"\npid_file = \"{dir}/portal.pid\"\nupstream_connect_timeout_ms = 500\nupstream_response_timeout_ms = 2000\n\n[[portal.discovery_portals]]\naddress = \"{pip}\"\nportal_group_name = \"pg_test\"\nportal_port = {PORT}\n[portal.discovery_portals.portal_addresses]\n\"node1\" = [\"{nip}\"]\n",
+            dir = dir.display(),
+            pip = portal_addr.ip(),
+            nip = tgt.ip,
+        ),
+    )
+    .unwrap();
+    (crate::iscsi_lab::PortalProc::start(&cfg, &[]), portal_addr)
+}
+
 #[test]
 fn login_reads_and_reconnects_through_the_santools_portal_redirect() {
     if !tgt_present() {
@@ -574,21 +594,7 @@ fn login_reads_and_reconnects_through_the_santools_portal_redirect() {
     let f = backing_file(d.path(), "p.img", 48 << 20, 22);
     tgt.target(1, T1, &[ME]);
     tgt.lun(1, 1, &f, 512);
-    let l = listener_on_free_address(13270);
-    let portal_addr = l.local_addr().unwrap();
-    drop(l);
-    let cfg = d.path().join("santools.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[portal]\nlisten = [\"{portal_addr}\"]\nstate_time_sec = 2\nstate_directory = \"{dir}/state\"\npid_file = \"{dir}/portal.pid\"\nupstream_connect_timeout_ms = 500\nupstream_response_timeout_ms = 2000\n\n[[portal.discovery_portals]]\naddress = \"{pip}\"\nportal_group_name = \"pg_test\"\nportal_port = {PORT}\n[portal.discovery_portals.portal_addresses]\n\"node1\" = [\"{nip}\"]\n",
-            dir = d.path().display(),
-            pip = portal_addr.ip(),
-            nip = tgt.ip,
-        ),
-    )
-    .unwrap();
-    let portal = crate::iscsi_lab::PortalProc::start(&cfg, &[]);
+    let (portal, portal_addr) = santools_portal_for(&tgt, d.path());
     let url = format!("iscsi://{portal_addr}/{T1}/1");
     let mut o = opts();
     o.queue_depth = 4;

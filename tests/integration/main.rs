@@ -9,6 +9,7 @@ mod iscsi_lab;
 mod ddless_adversarial;
 mod ddless_cli;
 mod ddless_crash;
+mod ddless_iscsi;
 mod ddless_loopdev;
 mod ddless_property;
 mod ddmap_cli;
