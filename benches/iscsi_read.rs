@@ -159,34 +159,35 @@ fn perf(url: &str, args: &[&str], secs: u64, block: usize) -> Sample {
     }
 }
 
-fn ours(t: &Tgtd, qd: usize, digests: (bool, bool), size: u64) -> (u64, f64, f64) {
+fn ours(addr: &str, qd: usize, digests: (bool, bool), size: u64) -> (u64, f64, f64) {
     let mut o = InitiatorOptions::new(INITIATOR);
     o.queue_depth = qd;
-    o.max_transfer = REQUEST as u32;
+    o.max_transfer = std::env::var("REQUEST_KIB").ok().and_then(|v| v.parse::<u32>().ok()).map_or(REQUEST as u32, |k| k << 10);
     // Digest rows say exactly what they want: tgt picks its own configured
     // CRC32C over an offer of "None,CRC32C" (seen in the 2026-11-30 run).
     if digests.0 || digests.1 {
         o.header_digest = if digests.0 { DigestPref::Crc32c } else { DigestPref::None };
         o.data_digest = if digests.1 { DigestPref::Crc32c } else { DigestPref::None };
     }
-    let url = IscsiUrl::parse_lun(&format!("iscsi://{}/{TARGET}/1", t.addr)).unwrap();
+    let url = IscsiUrl::parse_lun(&format!("iscsi://{addr}/{TARGET}/1")).unwrap();
     let v = std::sync::Arc::new(IscsiVolume::open(&url, &o).unwrap());
-    assert_eq!(v.size(), size);
+    assert!(v.size() >= size, "the LUN is smaller than {size} bytes");
     // Two readers with 4 MiB buffers each, as ddless's workers read (-w 2):
     // the session keeps up to `qd` commands of theirs in flight.
-    const CHUNK: u64 = 4 << 20;
+    let knob = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (readers, chunk) = (knob("READERS", 2), knob("CHUNK_KIB", 4096) << 10);
     let cpu0 = rusage(libc::RUSAGE_SELF);
     let t0 = Instant::now();
-    let hs: Vec<_> = (0..2u64)
+    let hs: Vec<_> = (0..readers)
         .map(|w| {
             let v = std::sync::Arc::clone(&v);
             std::thread::spawn(move || {
-                let mut buf = vec![0u8; CHUNK as usize];
-                let mut off = w * CHUNK;
+                let mut buf = vec![0u8; chunk as usize];
+                let mut off = w * chunk;
                 while off < size {
-                    let n = (size - off).min(CHUNK) as usize;
+                    let n = (size - off).min(chunk) as usize;
                     v.read_at(&mut buf[..n], off).unwrap();
-                    off += 2 * CHUNK;
+                    off += readers * chunk;
                 }
             })
         })
@@ -198,11 +199,8 @@ fn ours(t: &Tgtd, qd: usize, digests: (bool, bool), size: u64) -> (u64, f64, f64
 }
 
 /// 1% of the 16 KiB segments, spread over the LUN, read in batches.
-fn ours_sparse(t: &Tgtd, size: u64) -> (u64, f64, f64) {
-    let mut o = InitiatorOptions::new(INITIATOR);
-    o.queue_depth = 32;
-    let url = IscsiUrl::parse_lun(&format!("iscsi://{}/{TARGET}/1", t.addr)).unwrap();
-    let v = std::sync::Arc::new(IscsiVolume::open(&url, &o).unwrap());
+/// The 1% of segments the nightly case reads (sorted, distinct).
+fn sparse_picks(size: u64) -> Vec<u64> {
     let segs = size / 16384;
     let mut x = 0x2545_f491_4f6c_dd1du64;
     let mut picks: Vec<u64> = (0..segs / 100)
@@ -215,6 +213,15 @@ fn ours_sparse(t: &Tgtd, size: u64) -> (u64, f64, f64) {
         .collect();
     picks.sort_unstable();
     picks.dedup();
+    picks
+}
+
+fn ours_sparse(t: &Tgtd, size: u64) -> (u64, f64, f64) {
+    let mut o = InitiatorOptions::new(INITIATOR);
+    o.queue_depth = 32;
+    let url = IscsiUrl::parse_lun(&format!("iscsi://{}/{TARGET}/1", t.addr)).unwrap();
+    let v = std::sync::Arc::new(IscsiVolume::open(&url, &o).unwrap());
+    let picks = sparse_picks(size);
     let cpu0 = rusage(libc::RUSAGE_SELF);
     let t0 = Instant::now();
     // Batches of 256 segments, all in flight together (read_many).
@@ -225,6 +232,26 @@ fn ours_sparse(t: &Tgtd, size: u64) -> (u64, f64, f64) {
         v.read_many(&mut reqs).unwrap();
     }
     (picks.len() as u64 * 16384, t0.elapsed().as_secs_f64(), rusage(libc::RUSAGE_SELF) - cpu0)
+}
+
+/// `santools ddless` as an administrator runs it, with the bench's
+/// request size (a config file) and queue depth.
+fn ddless(dir: &Path, qd: usize, workers: &str, args: &[&std::ffi::OsStr]) -> Command {
+    let cfg = dir.join("santools.toml");
+    if !cfg.exists() {
+        std::fs::write(&cfg, format!("[initiator]\nname = \"{INITIATOR}\"\nmax_transfer_kib = {}\n", REQUEST >> 10))
+            .unwrap();
+    }
+    let mut c = Command::new(env!("CARGO_BIN_EXE_santools"));
+    c.arg("ddless").arg("--config").arg(&cfg).args(["-q", "-w", workers, "--queue-depth", &qd.to_string()]).args(args);
+    c
+}
+
+/// A run of ddless: (bytes it read, wall, CPU of the child).
+fn ddless_sample(mut c: Command, bytes: u64) -> Sample {
+    c.stdin(Stdio::null());
+    let (_, wall, cpu) = run_child(c, 600);
+    Some((bytes, wall, cpu))
 }
 
 /// Runs a child for at most `secs`, then SIGINT; returns (output, wall, CPU).
@@ -272,6 +299,20 @@ fn perf_rate(out: &str) -> Option<f64> {
 }
 
 fn main() {
+    // Profiling aid: `ISCSI_READ_ONE=HOST:PORT QD=8 LUN_MIB=N` reads the
+    // LUN of target iqn.2024-01.bench:lun once, nothing else (run it under
+    // perf, strace or valgrind against a tgtd of your own).
+    if let Ok(addr) = std::env::var("ISCSI_READ_ONE") {
+        let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+        let (mut bytes, mut wall, mut cpu) = (0, 0.0, 0.0);
+        for _ in 0..env("PASSES", 1) {
+            let (b, w, c) = ours(&addr, env("QD", 8) as usize, (false, false), env("LUN_MIB", 2048) << 20);
+            (bytes, wall, cpu) = (bytes + b, wall + w, cpu + c);
+        }
+        let gb = bytes as f64 / 1e9;
+        println!("{:.0} MB/s, {:.2} CPU s/GB", bytes as f64 / 1e6 / wall, cpu / gb);
+        return;
+    }
     for t in ["tgtd", "tgtadm", "iscsi-perf"] {
         if Command::new("which").arg(t).output().map(|o| !o.status.success()).unwrap_or(true) {
             eprintln!("SKIPPED: {t} is not installed");
@@ -329,7 +370,7 @@ fn main() {
             Some((size, t0.elapsed().as_secs_f64(), rusage(libc::RUSAGE_SELF) - cpu0))
         });
         for qd in [1usize, 8, 32] {
-            sample(&mut rows, &format!("santools, qd {qd}"), &tgtd, || Some(ours(&tgtd, qd, (false, false), size)));
+            sample(&mut rows, &format!("santools, qd {qd}"), &tgtd, || Some(ours(&tgtd.addr, qd, (false, false), size)));
             let q = qd.to_string();
             sample(&mut rows, &format!("libiscsi iscsi-perf, qd {qd}"), &tgtd, || {
                 perf(&url, &["-m", &q, "-b", &blocks], secs, REQUEST)
@@ -343,7 +384,39 @@ fn main() {
                 Some((size, wall, cpu))
             });
         }
+        for qd in [1usize, 8, 32] {
+            let sums = dir.path().join("sums");
+            sample(&mut rows, &format!("ddless -s iscsi:// -c (checksum only), qd {qd}"), &tgtd, || {
+                ddless_sample(ddless(dir.path(), qd, "2", &["-s".as_ref(), url.as_ref(), "-c".as_ref(), sums.as_ref()]), size)
+            });
+        }
         sample(&mut rows, "santools, 1% of 16 KiB segments, qd 32", &tgtd, || Some(ours_sparse(&tgtd, size)));
+        let (msums, mtarget, map) = (dir.path().join("msums"), dir.path().join("target.img"), dir.path().join("map"));
+        if !map.exists() {
+            // Setup, not measured: a full copy, then a ddmap flagging the 1%.
+            let picks = sparse_picks(size);
+            let copy = [&*"-s".as_ref(), url.as_ref(), "-c".as_ref(), msums.as_ref(), "-t".as_ref(), mtarget.as_ref()];
+            assert!(ddless(dir.path(), 32, "2", &copy).status().unwrap().success());
+            let ext: String = picks.iter().map(|s| format!("{} 16384\n", s * 16384)).collect();
+            std::fs::write(dir.path().join("ext"), ext).unwrap();
+            let ok = Command::new(env!("CARGO_BIN_EXE_santools"))
+                .args(["ddmap", "--from-extents"])
+                .arg(dir.path().join("ext"))
+                .args(["--size", &size.to_string(), "--name", "bench", "-t"])
+                .arg(&map)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let flagged = sparse_picks(size).len() as u64 * 16384;
+        for workers in ["2", "8"] {
+            sample(&mut rows, &format!("ddless -m (1% flagged) -w {workers}, qd 32"), &tgtd, || {
+                let args = [&*"-s".as_ref(), url.as_ref(), "-m".as_ref(), map.as_ref(), "-c".as_ref(), msums.as_ref()];
+                let mut c = ddless(dir.path(), 32, workers, &args);
+                c.arg("-t").arg(&mtarget);
+                ddless_sample(c, flagged)
+            });
+        }
         sample(&mut rows, "libiscsi iscsi-perf -r, random 16 KiB, qd 32", &tgtd, || {
             perf(&url, &["-m", "32", "-b", "32", "-r"], secs, 16384)
         });
@@ -353,8 +426,8 @@ fn main() {
         tgtd.tgtadm(&["--op", "update", "--mode", "target", "--tid", "1", "--name", key, "--value", "CRC32C,None"]);
     }
     for _ in 0..reps {
-        sample(&mut rows, "santools, qd 32, header digest", &tgtd, || Some(ours(&tgtd, 32, (true, false), size)));
-        sample(&mut rows, "santools, qd 32, header+data digests", &tgtd, || Some(ours(&tgtd, 32, (true, true), size)));
+        sample(&mut rows, "santools, qd 32, header digest", &tgtd, || Some(ours(&tgtd.addr, 32, (true, false), size)));
+        sample(&mut rows, "santools, qd 32, header+data digests", &tgtd, || Some(ours(&tgtd.addr, 32, (true, true), size)));
         sample(&mut rows, "libiscsi iscsi-perf, qd 32, header digest", &tgtd, || {
             perf(&format!("{url}?header_digest=crc32c"), &["-m", "32", "-b", &blocks], secs, REQUEST)
         });
@@ -374,7 +447,9 @@ fn main() {
                 rate(&format!("libiscsi iscsi-perf, qd {q}"))
             };
             p.map(|p| format!("{:.2}x", r.mbs / p)).unwrap_or_default()
-        } else if name.contains("1% of") {
+        } else if let Some(q) = name.strip_prefix("ddless -s iscsi:// -c (checksum only), qd ") {
+            rate(&format!("libiscsi iscsi-perf, qd {q}")).map(|p| format!("{:.2}x", r.mbs / p)).unwrap_or_default()
+        } else if name.contains("1% of") || name.contains("1% flagged") {
             rate("libiscsi iscsi-perf -r").map(|p| format!("{:.2}x", r.mbs / p)).unwrap_or_default()
         } else {
             String::new()

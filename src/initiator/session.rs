@@ -16,7 +16,7 @@
 //! tells the caller not to vouch for them.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -242,6 +242,13 @@ unsafe impl Send for Sink {}
 
 const RX_BUF: usize = 64 << 10;
 
+/// Data-In payloads from this size on are read straight from the socket
+/// into the caller's buffer, together with the next PDU's header (one
+/// readv), and headers after them are read exactly: no payload byte is
+/// copied. Smaller ones come in bulk reads into the receive buffer (fewer
+/// system calls; the copy is cheap).
+const DIRECT_MIN: usize = 16 << 10;
+
 struct Live {
     stream: std::net::TcpStream,
     label: String,
@@ -255,6 +262,12 @@ struct Live {
     last_rx: Instant,
     /// Our NOP-Out ping awaiting its answer: (ITT, when sent).
     ping: Option<(u32, Instant)>,
+    /// A read returned less than asked: the socket is empty, so wait for
+    /// poll instead of asking again (a read that would only say EAGAIN).
+    drained: bool,
+    /// The last Data-In carried a payload of DIRECT_MIN or more: read the
+    /// next header exactly, so the payload after it is not copied.
+    large_payloads: bool,
 }
 
 struct JournalEntry {
@@ -349,6 +362,8 @@ impl Engine {
             tx: VecDeque::new(),
             last_rx: Instant::now(),
             ping: None,
+            drained: false,
+            large_payloads: false,
         });
         Ok(())
     }
@@ -654,8 +669,9 @@ impl Engine {
 
     // ----- receiving -----
 
-    /// Reads into the receive buffer; Ok(false) when nothing is there now.
-    fn fill(&mut self) -> Res<bool> {
+    /// Reads up to `max` bytes into the receive buffer; Ok(false) when
+    /// nothing is there now.
+    fn fill(&mut self, max: usize) -> Res<bool> {
         let live = self.live.as_mut().expect("connected");
         if live.start == live.end {
             live.start = 0;
@@ -665,15 +681,66 @@ impl Engine {
             live.end -= live.start;
             live.start = 0;
         }
+        if live.drained {
+            return Ok(false);
+        }
+        let want = max.min(RX_BUF - live.end);
         loop {
-            match live.stream.read(&mut live.rbuf[live.end..]) {
+            match live.stream.read(&mut live.rbuf[live.end..live.end + want]) {
                 Ok(0) => return Err("the target closed the connection".into()),
                 Ok(n) => {
                     live.end += n;
                     live.last_rx = Instant::now();
+                    live.drained = n < want;
                     return Ok(true);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    live.drained = true;
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("receiving: {e}")),
+            }
+        }
+    }
+
+    /// Bytes to ask for when `need` more are wanted for a header or
+    /// trailer: exactly those after large payloads, else a bulk read.
+    fn header_read_size(&self, need: usize) -> usize {
+        if self.live.as_ref().is_some_and(|l| l.large_payloads) {
+            need
+        } else {
+            RX_BUF
+        }
+    }
+
+    /// Reads the rest of a large payload straight into `dst` and, in the
+    /// same readv, up to `tail` bytes after it (the trailer and the next
+    /// header) into the receive buffer, which is empty. Returns the payload
+    /// bytes read; 0 when nothing is there now.
+    fn read_direct(&mut self, dst: &mut [u8], tail: usize) -> Res<usize> {
+        let live = self.live.as_mut().expect("connected");
+        debug_assert_eq!(live.start, live.end);
+        live.start = 0;
+        live.end = 0;
+        if live.drained {
+            return Ok(0);
+        }
+        let want = dst.len();
+        loop {
+            let mut iov = [IoSliceMut::new(dst), IoSliceMut::new(&mut live.rbuf[..tail])];
+            match live.stream.read_vectored(&mut iov) {
+                Ok(0) => return Err("the target closed the connection".into()),
+                Ok(n) => {
+                    live.last_rx = Instant::now();
+                    live.drained = n < want + tail;
+                    live.end = n.saturating_sub(want);
+                    return Ok(n.min(want));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    live.drained = true;
+                    return Ok(0);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("receiving: {e}")),
             }
@@ -681,6 +748,7 @@ impl Engine {
     }
 
     fn on_readable(&mut self) -> Res<()> {
+        self.live.as_mut().expect("connected").drained = false;
         loop {
             let live = self.live.as_mut().expect("connected");
             let avail = live.end - live.start;
@@ -697,7 +765,8 @@ impl Engine {
                         return Err(format!("header of {need} bytes"));
                     }
                     if avail < need {
-                        if !self.fill()? {
+                        let size = self.header_read_size(need - avail);
+                        if !self.fill(size)? {
                             return Ok(());
                         }
                         continue;
@@ -733,26 +802,22 @@ impl Engine {
                         }
                         live.start += n;
                         got += n;
-                    } else if let Sink::Task(_, p, off) = &sink {
-                        // Large payloads go straight from the socket to the caller's buffer.
+                    } else if let (Sink::Task(_, p, off), true) = (&sink, fr.data_len >= DIRECT_MIN) {
+                        // Large payloads go straight from the socket to the caller's
+                        // buffer, with the trailer and the next header behind them.
                         // SAFETY: as above; the range is within the task's buffer.
                         let dst = unsafe { std::slice::from_raw_parts_mut(p.add(*off + got), want) };
-                        match live.stream.read(dst) {
-                            Ok(0) => return Err("the target closed the connection".into()),
-                            Ok(n) => {
-                                got += n;
-                                live.last_rx = Instant::now();
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                live.state = RxState::Data { bhs, frame: fr, sink, got };
-                                return Ok(());
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(format!("receiving: {e}")),
+                        let hdigest = if live.limits.digests.header { 4 } else { 0 };
+                        let n = self.read_direct(dst, fr.trailer_len() + BHS_LEN + hdigest)?;
+                        if n == 0 {
+                            let live = self.live.as_mut().expect("connected");
+                            live.state = RxState::Data { bhs, frame: fr, sink, got };
+                            return Ok(());
                         }
+                        got += n;
                     } else {
                         live.state = RxState::Data { bhs, frame: fr, sink, got };
-                        if !self.fill()? {
+                        if !self.fill(RX_BUF)? {
                             return Ok(());
                         }
                         continue;
@@ -768,7 +833,8 @@ impl Engine {
                     let tl = fr.trailer_len();
                     if avail < tl {
                         live.state = RxState::Trailer { bhs, frame: fr, sink };
-                        if !self.fill()? {
+                        let size = self.header_read_size(tl - avail);
+                        if !self.fill(size)? {
                             return Ok(());
                         }
                         continue;
@@ -805,6 +871,9 @@ impl Engine {
         }
         if off + fr.data_len > len {
             return Err(format!("Data-In past the end of the buffer: {}+{} > {len}", off, fr.data_len));
+        }
+        if let Some(live) = self.live.as_mut() {
+            live.large_payloads = fr.data_len >= DIRECT_MIN;
         }
         Ok(Sink::Task(d.itt, p, off))
     }
