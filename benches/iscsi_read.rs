@@ -162,7 +162,8 @@ fn perf(url: &str, args: &[&str], secs: u64, block: usize) -> Sample {
 fn ours(addr: &str, qd: usize, digests: (bool, bool), size: u64) -> (u64, f64, f64) {
     let mut o = InitiatorOptions::new(INITIATOR);
     o.queue_depth = qd;
-    o.max_transfer = std::env::var("REQUEST_KIB").ok().and_then(|v| v.parse::<u32>().ok()).map_or(REQUEST as u32, |k| k << 10);
+    o.max_transfer =
+        std::env::var("REQUEST_KIB").ok().and_then(|v| v.parse::<u32>().ok()).map_or(REQUEST as u32, |k| k << 10);
     // Digest rows say exactly what they want: tgt picks its own configured
     // CRC32C over an offer of "None,CRC32C" (seen in the 2026-11-30 run).
     if digests.0 || digests.1 {
@@ -370,7 +371,9 @@ fn main() {
             Some((size, t0.elapsed().as_secs_f64(), rusage(libc::RUSAGE_SELF) - cpu0))
         });
         for qd in [1usize, 8, 32] {
-            sample(&mut rows, &format!("santools, qd {qd}"), &tgtd, || Some(ours(&tgtd.addr, qd, (false, false), size)));
+            sample(&mut rows, &format!("santools, qd {qd}"), &tgtd, || {
+                Some(ours(&tgtd.addr, qd, (false, false), size))
+            });
             let q = qd.to_string();
             sample(&mut rows, &format!("libiscsi iscsi-perf, qd {qd}"), &tgtd, || {
                 perf(&url, &["-m", &q, "-b", &blocks], secs, REQUEST)
@@ -387,7 +390,10 @@ fn main() {
         for qd in [1usize, 8, 32] {
             let sums = dir.path().join("sums");
             sample(&mut rows, &format!("ddless -s iscsi:// -c (checksum only), qd {qd}"), &tgtd, || {
-                ddless_sample(ddless(dir.path(), qd, "2", &["-s".as_ref(), url.as_ref(), "-c".as_ref(), sums.as_ref()]), size)
+                ddless_sample(
+                    ddless(dir.path(), qd, "2", &["-s".as_ref(), url.as_ref(), "-c".as_ref(), sums.as_ref()]),
+                    size,
+                )
             });
         }
         sample(&mut rows, "santools, 1% of 16 KiB segments, qd 32", &tgtd, || Some(ours_sparse(&tgtd, size)));
@@ -427,7 +433,9 @@ fn main() {
     }
     for _ in 0..reps {
         sample(&mut rows, "santools, qd 32, header digest", &tgtd, || Some(ours(&tgtd.addr, 32, (true, false), size)));
-        sample(&mut rows, "santools, qd 32, header+data digests", &tgtd, || Some(ours(&tgtd.addr, 32, (true, true), size)));
+        sample(&mut rows, "santools, qd 32, header+data digests", &tgtd, || {
+            Some(ours(&tgtd.addr, 32, (true, true), size))
+        });
         sample(&mut rows, "libiscsi iscsi-perf, qd 32, header digest", &tgtd, || {
             perf(&format!("{url}?header_digest=crc32c"), &["-m", "32", "-b", &blocks], secs, REQUEST)
         });

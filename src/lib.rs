@@ -12,15 +12,18 @@
 //! - [`multicall`], [`cli`], [`config`]: dispatch, shared front-end
 //!   plumbing, the TOML configuration.
 
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod ddless;
 pub mod ddmap;
 pub mod initiator;
 pub mod iscsi;
+pub mod lvm;
 pub mod multicall;
 pub mod portal;
 pub mod progress;
 pub mod scsi;
 pub mod shared;
+pub mod targets;
 pub mod volume;

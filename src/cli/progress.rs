@@ -47,6 +47,9 @@ impl TerminalProgress {
 
 impl Progress for TerminalProgress {
     fn start(&self, total_bytes: u64) {
+        // A tool may run several phases through one bar (the archive's
+        // copy, then its integrity check): each starts from zero.
+        self.bar.set_position(0);
         self.bar.set_length(total_bytes);
         self.bar.set_draw_target(ProgressDrawTarget::stderr());
     }

@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod archive;
 pub mod ddless;
 pub mod ddmap;
 pub mod initiator;
 pub mod portal;
+pub mod targets;
 
 pub use self::ddless::DdlessConfig;
 pub use self::ddmap::DdmapConfig;
@@ -56,6 +58,8 @@ pub enum Section {
     Ddmap,
     Portal,
     Initiator,
+    Archive,
+    Targets,
 }
 
 impl Section {
@@ -65,6 +69,8 @@ impl Section {
             Section::Ddmap => "ddmap",
             Section::Portal => "portal",
             Section::Initiator => "initiator",
+            Section::Archive => "archive",
+            Section::Targets => "targets",
         }
     }
 }
@@ -77,10 +83,14 @@ pub struct Config {
     pub initiator: InitiatorConfig,
     /// Required by the portal daemon and its tools.
     pub portal: Option<PortalConfig>,
+    /// Required by the archive tools (backup, restore, snapcheck, ddless-maint).
+    pub archive: Option<archive::ArchiveConfig>,
     /// Errors found in sections the loading tool does not use (each names
     /// the file, section and problem); the tool prints them as warnings.
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// The target inventory and the target tools' settings.
+    pub targets: Option<targets::TargetsConfig>,
 }
 
 /// The top-level table whose text contains byte `offset` (None for keys
@@ -142,6 +152,9 @@ impl Config {
             key: v.key,
             problem: v.problem,
         })?;
+        if let Some(t) = &config.targets {
+            t.check(text, path)?;
+        }
         Ok(config)
     }
 
@@ -151,6 +164,9 @@ impl Config {
         self.initiator.validate()?;
         if let Some(p) = &self.portal {
             p.validate()?;
+        }
+        if let Some(a) = &self.archive {
+            a.validate()?;
         }
         Ok(())
     }
@@ -177,10 +193,15 @@ impl Config {
                     }
                 }
                 Ok(mut config) => match config.validate() {
-                    Ok(()) => {
-                        config.warnings = warnings;
-                        return Ok(config);
-                    }
+                    Ok(()) => match config.targets.as_ref().map(|t| t.check(&text, path)) {
+                        // The inventory's own check names file, line and key.
+                        Some(Err(e)) if used("targets") => return Err(e),
+                        Some(Err(e)) => ("targets".to_string(), e.to_string()),
+                        _ => {
+                            config.warnings = warnings;
+                            return Ok(config);
+                        }
+                    },
                     Err(v) => {
                         let name = v.key.split('.').next().unwrap_or_default().to_string();
                         if used(&name) {

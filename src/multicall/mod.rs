@@ -36,6 +36,22 @@ pub fn tools() -> &'static [Tool] {
         crate::portal::cli::query_cli::TOOL,
         crate::portal::cli::sendtargets_cli::TOOL,
         crate::initiator::cli::TOOL,
+        crate::archive::cli::backup_cli::TOOL,
+        crate::archive::cli::restore_cli::TOOL,
+        crate::archive::cli::snapcheck_cli::TOOL,
+        crate::archive::cli::maint_cli::TOOL,
+        crate::targets::cli::TOOL,
+        crate::targets::state_cli::TOOL,
+        crate::targets::session_top::TOOL,
+        crate::lvm::iostat_cli::TOOL,
+        crate::lvm::cli::SNAP_CREATE,
+        crate::lvm::cli::SNAP_REMOVE,
+        crate::lvm::cli::SNAP_COPY,
+        crate::lvm::cli::COPY,
+        crate::lvm::cli::DEVSIZE,
+        crate::lvm::cli::CLUSTER,
+        crate::targets::routing_cli::ROUTING,
+        crate::targets::routing_cli::IPTABLES,
     ];
     TOOLS
 }

@@ -12,6 +12,7 @@ pub mod block_device;
 pub mod change_map;
 pub mod checksum_file;
 pub mod checksum_record;
+pub mod command;
 pub mod ddmap_file;
 pub mod extents;
 pub mod failpoint;

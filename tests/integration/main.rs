@@ -1,11 +1,16 @@
 //! Integration tests: the real santools binary on temp files, loop devices
 //! and (later) real daemons. One test binary, one module per area.
 
+mod archive_lab;
+mod fake_node;
 mod helpers;
 mod initiator_lab;
 mod iscsi_captures;
 mod iscsi_lab;
+mod raw_iscsi;
 
+mod archive_acceptance;
+mod archive_crash;
 mod ddless_adversarial;
 mod ddless_cli;
 mod ddless_crash;
@@ -14,5 +19,9 @@ mod ddless_loopdev;
 mod ddless_property;
 mod ddmap_cli;
 mod initiator;
+mod lvm_tools;
 mod multicall;
 mod portal;
+mod portal_hardening;
+mod targets_cli;
+mod targets_live;

@@ -1,0 +1,85 @@
+//! The archive tools' command lines: `backup`, `restore`, `snapcheck`,
+//! `ddless-maint`. Each parses its flags, loads `[archive]`, and renders the
+//! library's typed reports as text or `--json`.
+
+pub mod backup_cli;
+pub mod maint_cli;
+pub mod restore_cli;
+pub mod snapcheck_cli;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::job_log::JobLog;
+use super::settings::ArchiveSettings;
+use crate::cli::progress::TerminalProgress;
+use crate::config::{Config, Section};
+use crate::progress::{NoProgress, Progress};
+
+/// Loads the configuration and resolves `[archive]` (required by every
+/// archive tool).
+pub(crate) fn load_settings(config: Option<&Path>) -> anyhow::Result<ArchiveSettings> {
+    // Errors in other tools' sections are warnings here (issue 6, item 12).
+    let c = Config::load_for(config, &[Section::Archive])?;
+    for w in &c.warnings {
+        tracing::warn!("{w}");
+    }
+    let shown =
+        config.map(|p| p.display().to_string()).unwrap_or_else(|| crate::config::DEFAULT_CONFIG_PATH.to_string());
+    let a = c
+        .archive
+        .as_ref()
+        .with_context(|| format!("configuration {shown} has no [archive] section (see examples/santools.toml)"))?;
+    ArchiveSettings::from_config(a)
+        .map_err(|v| anyhow::anyhow!("configuration {shown}: key `{}`: {}", v.key, v.problem))
+}
+
+/// The tool's log file; a directory that cannot be written is a warning
+/// (the terminal still gets every line).
+pub(crate) fn open_log(settings: &ArchiveSettings, tool: &str) -> JobLog {
+    match JobLog::open(&settings.log_dir, tool, settings.tz.clone()) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(
+                "cannot write the log file in {}: {e}; logging to the terminal only",
+                settings.log_dir.display()
+            );
+            JobLog::disabled()
+        }
+    }
+}
+
+/// Parses `--wait SECONDS`.
+pub(crate) fn wait_secs(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n <= 7 * 86_400 => Ok(Duration::from_secs(n)),
+        Ok(_) => Err("must be at most 604800 (a week)".into()),
+        Err(_) => Err(format!("'{s}' is not a whole number of seconds")),
+    }
+}
+
+/// Parses a worker count (1..=64).
+pub(crate) fn workers(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=64).contains(&n) => Ok(n),
+        Ok(_) => Err("must be between 1 and 64".into()),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
+/// A progress bar on a terminal, nothing elsewhere.
+pub(crate) struct Bar(Option<TerminalProgress>);
+
+impl Bar {
+    pub(crate) fn new(quiet: bool, label: &str) -> Self {
+        Bar(TerminalProgress::for_terminal(quiet, label))
+    }
+    pub(crate) fn get(&self) -> &dyn Progress {
+        match &self.0 {
+            Some(b) => b,
+            None => &NoProgress,
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Where a backup reads from. A source yields a readable volume, its size,
+//! and optionally a ddmap with its state; afterwards it is told how the
+//! backup ended (so it clears its map only after a snapshot exists).
+//!
+//! Kinds: `file` / `device` (a path from the configuration, with an
+//! optional ddmap) and `command` (prepare / finish argument vectors
+//! speaking the JSON protocol in [`protocol`]).
+
+pub mod protocol;
+
+use std::fs::File;
+use std::path::Path;
+
+use self::protocol::{expand_argv, parse_prepare, FinishMessage, Location, PreparedSource};
+use super::ddmap_state::DdmapState;
+use super::settings::{SourceSpec, StateSpec};
+use crate::shared::block_device::{device_kind, device_size, DeviceKind};
+use crate::shared::command::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source {what}: {problem}")]
+    Invalid { what: String, problem: String },
+    #[error("source prepare command: {0}")]
+    Prepare(String),
+    #[error("source finish command: {0}")]
+    Finish(String),
+}
+
+/// A prepared source, to be finished exactly once.
+pub struct OpenedSource {
+    pub prepared: PreparedSource,
+    spec: SourceSpec,
+    volume: String,
+    finished: bool,
+}
+
+fn invalid(what: impl Into<String>, problem: impl Into<String>) -> SourceError {
+    SourceError::Invalid { what: what.into(), problem: problem.into() }
+}
+
+/// Size of a readable path (file or block device), checking its kind.
+pub fn readable_size(path: &Path, want_device: Option<bool>) -> Result<u64, SourceError> {
+    let shown = path.display().to_string();
+    let f = File::open(path).map_err(|e| invalid(&shown, format!("cannot open: {e}")))?;
+    let meta = f.metadata().map_err(|e| invalid(&shown, e.to_string()))?;
+    let kind = device_kind(&meta).map_err(|e| invalid(&shown, e.to_string()))?;
+    match (want_device, kind) {
+        (Some(true), DeviceKind::RegularFile) => {
+            return Err(invalid(&shown, "is a regular file, but the source kind is \"device\""))
+        }
+        (Some(false), DeviceKind::BlockDevice) => {
+            return Err(invalid(&shown, "is a block device, but the source kind is \"file\""))
+        }
+        _ => {}
+    }
+    device_size(&f, kind).map_err(|e| invalid(&shown, format!("cannot read its size: {e}")))
+}
+
+fn read_state_file(path: &Path) -> Result<DdmapState, SourceError> {
+    let shown = path.display().to_string();
+    match std::fs::read(path) {
+        Ok(b) if b.len() <= 4096 => {
+            let text = String::from_utf8_lossy(&b);
+            // The seed's state file holds the state name, possibly after other words.
+            let word = text.split_whitespace().last().unwrap_or("");
+            word.parse().map_err(|e: String| invalid(format!("ddmap state file {shown}"), e))
+        }
+        Ok(_) => Err(invalid(format!("ddmap state file {shown}"), "is larger than 4 KiB")),
+        // No state file yet: the map cannot be trusted.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DdmapState::Unknown),
+        Err(e) => Err(invalid(format!("ddmap state file {shown}"), e.to_string())),
+    }
+}
+
+/// Prepares a source for a backup of `volume` (the configured name).
+pub fn prepare(spec: &SourceSpec, volume: &str) -> Result<OpenedSource, SourceError> {
+    let prepared = match spec {
+        SourceSpec::Path { device, path, ddmap, state } => {
+            let size = readable_size(path, Some(*device))?;
+            if size == 0 {
+                return Err(invalid(path.display().to_string(), "is empty (size 0)"));
+            }
+            let ddmap_state = match state {
+                StateSpec::Unknown => ddmap.as_ref().map(|_| DdmapState::Unknown),
+                StateSpec::Fixed(s) => Some(*s),
+                StateSpec::File(f) => Some(read_state_file(f)?),
+            };
+            PreparedSource {
+                location: Location::Path(path.clone()),
+                size,
+                ddmap: ddmap.clone(),
+                ddmap_state,
+                checksum: None,
+                token: None,
+                ignored_keys: Vec::new(),
+            }
+        }
+        SourceSpec::Command { prepare, timeout, .. } => {
+            let argv = expand_argv(prepare, volume);
+            let out = Command::new(&argv[0])
+                .args(&argv[1..])
+                .env("SANTOOLS_VOLUME", volume)
+                .timeout(*timeout)
+                .max_stdout(protocol::MAX_PREPARE_OUTPUT)
+                .run()
+                .map_err(|e| SourceError::Prepare(e.to_string()))?;
+            let p = parse_prepare(&out.stdout).map_err(|e| SourceError::Prepare(format!("{} {e}", argv[0])))?;
+            if !p.ignored_keys.is_empty() {
+                tracing::debug!("source prepare printed keys this version ignores: {}", p.ignored_keys.join(", "));
+            }
+            if let Location::Path(path) = &p.location {
+                let actual = readable_size(path, None)?;
+                if actual != p.size {
+                    return Err(SourceError::Prepare(format!(
+                        "said {} is {} bytes, but it is {actual} bytes",
+                        path.display(),
+                        p.size
+                    )));
+                }
+            }
+            p
+        }
+    };
+    if let Location::Url(u) = &prepared.location {
+        return Err(invalid(
+            protocol::redact_url(u),
+            "iscsi:// sources need santools' native initiator, which this build does not include",
+        ));
+    }
+    if let Some(m) = &prepared.ddmap {
+        if !m.is_file() {
+            return Err(invalid(format!("ddmap {}", m.display()), "does not exist or is not a regular file"));
+        }
+    }
+    Ok(OpenedSource { prepared, spec: spec.clone(), volume: volume.to_string(), finished: false })
+}
+
+impl OpenedSource {
+    /// The path ddless reads.
+    pub fn path(&self) -> &Path {
+        match &self.prepared.location {
+            Location::Path(p) => p,
+            Location::Url(_) => Path::new(""),
+        }
+    }
+
+    pub fn description(&self) -> String {
+        self.prepared.location.to_string()
+    }
+
+    /// Tells the source how the backup ended. Idempotent.
+    pub fn finish(&mut self, msg: &FinishMessage) -> Result<(), SourceError> {
+        if self.finished {
+            return Ok(());
+        }
+        self.finished = true;
+        let SourceSpec::Command { finish: Some(finish), timeout, .. } = &self.spec else { return Ok(()) };
+        let argv = expand_argv(finish, &self.volume);
+        let body = serde_json::to_vec(msg).map_err(|e| SourceError::Finish(e.to_string()))?;
+        let status = match msg.status {
+            protocol::Status::Success => "success",
+            protocol::Status::Failure => "failure",
+        };
+        Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("SANTOOLS_VOLUME", &self.volume)
+            .env("SANTOOLS_BACKUP_STATUS", status)
+            .env("SANTOOLS_SOURCE_TOKEN", self.prepared.token.as_deref().unwrap_or(""))
+            .stdin_bytes(body)
+            .timeout(*timeout)
+            .run()
+            .map(|_| ())
+            .map_err(|e| SourceError::Finish(e.to_string()))
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+}
+
+/// A path used as a source in a report.
+pub fn describe_spec(spec: &SourceSpec) -> String {
+    match spec {
+        SourceSpec::Path { device, path, ddmap, .. } => {
+            let kind = if *device { "device" } else { "file" };
+            match ddmap {
+                Some(m) => format!("{kind} {} (ddmap {})", path.display(), m.display()),
+                None => format!("{kind} {}", path.display()),
+            }
+        }
+        SourceSpec::Command { prepare, .. } => format!("command {}", prepare.join(" ")),
+    }
+}

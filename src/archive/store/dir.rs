@@ -1,0 +1,515 @@
+//! Directory-tree backends: plain directories (`dir`, for hosts without ZFS
+//! or btrfs) and btrfs subvolumes (`btrfs`). Both use one layout under the
+//! pool's path:
+//!
+//! ```text
+//! <path>/<volume>/image                      the archive volume's data
+//! <path>/<volume>/properties.json            its user properties
+//! <path>/.snapshots/<volume>/<snap>/image    a snapshot (read-only)
+//! <path>/.snapshots/<volume>/<snap>.props.json   later property changes
+//! <path>/ddless/                             checksum files and history
+//! ```
+//!
+//! dir: a snapshot is a reflink copy of the image (a sparse copy where the
+//! file system cannot reflink), assembled under a temporary name and
+//! renamed into place, so it exists whole or not at all. btrfs: the volume
+//! is a subvolume and a snapshot is `btrfs subvolume snapshot -r`, atomic
+//! by itself. Either way the snapshot's properties are written into it
+//! before it appears (see [`super::props_file`]).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::props_file::{self, Embedded};
+use super::{pid_alive, ArchiveStore, Capabilities, SnapshotInfo, SnapshotView, StoreError, VolumeInfo};
+use crate::archive::names::{PoolName, PropertyName, SnapshotName, VolumeName};
+use crate::shared::atomic_file::sync_parent_dir;
+use crate::shared::command::Command;
+
+pub const IMAGE_FILE: &str = "image";
+const SNAPSHOTS: &str = ".snapshots";
+const TMP_PREFIX: &str = ".tmp-";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Plain,
+    Btrfs,
+}
+
+#[derive(Clone, Debug)]
+pub struct TreeStore {
+    pool: PoolName,
+    root: PathBuf,
+    flavor: Flavor,
+    timeout: Duration,
+}
+
+/// statfs magic of btrfs.
+const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
+
+fn is_btrfs(path: &Path) -> io::Result<bool> {
+    let st = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
+    Ok(st.filesystem_type().0 as i64 == BTRFS_SUPER_MAGIC)
+}
+
+/// FICLONE: share all extents of `src` with `dst` (btrfs, xfs).
+fn reflink(src: &File, dst: &File) -> io::Result<()> {
+    // _IOW(0x94, 9, int)
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    // SAFETY: FICLONE takes the source descriptor as its argument.
+    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Copies `src` into the empty `dst` keeping holes (SEEK_DATA/SEEK_HOLE).
+fn sparse_copy(src: &File, dst: &File, len: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    dst.set_len(len)?;
+    let fd = src.as_raw_fd();
+    let mut pos: i64 = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    while (pos as u64) < len {
+        // SAFETY: lseek on a valid descriptor.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break; // only a hole remains
+            }
+            return Err(e);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let end = if hole < 0 { len as i64 } else { hole.min(len as i64) };
+        let mut off = data;
+        while off < end {
+            let n = ((end - off) as usize).min(buf.len());
+            src.read_exact_at(&mut buf[..n], off as u64)?;
+            dst.write_all_at(&buf[..n], off as u64)?;
+            off += n as i64;
+        }
+        pos = end;
+    }
+    Ok(())
+}
+
+/// rename(2) that refuses to replace an existing destination.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    nix::fcntl::renameat2(None, from, None, to, nix::fcntl::RenameFlags::RENAME_NOREPLACE).map_err(io::Error::from)
+}
+
+impl TreeStore {
+    pub fn new(pool: PoolName, root: PathBuf, flavor: Flavor, timeout: Duration) -> Self {
+        TreeStore { pool, root, flavor, timeout }
+    }
+
+    fn volume_dir(&self, v: &VolumeName) -> PathBuf {
+        self.root.join(v.as_str())
+    }
+    fn snapshots_dir(&self, v: &VolumeName) -> PathBuf {
+        self.root.join(SNAPSHOTS).join(v.as_str())
+    }
+    fn snapshot_dir(&self, v: &VolumeName, s: &SnapshotName) -> PathBuf {
+        self.snapshots_dir(v).join(s.as_str())
+    }
+
+    fn btrfs(&self, args: &[&std::ffi::OsStr]) -> Result<(), StoreError> {
+        Command::new("btrfs").args(args).timeout(self.timeout).run()?;
+        Ok(())
+    }
+
+    fn embedded_props(props: &[(PropertyName, String)]) -> Embedded {
+        Embedded {
+            creation: jiff::Timestamp::now().as_second(),
+            properties: props.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        }
+    }
+
+    fn snapshot_plain(
+        &self,
+        v: &VolumeName,
+        s: &SnapshotName,
+        props: &[(PropertyName, String)],
+    ) -> Result<(), StoreError> {
+        let dir = self.snapshots_dir(v);
+        fs::create_dir_all(&dir).map_err(StoreError::io("creating", &dir))?;
+        let tmp = dir.join(format!("{TMP_PREFIX}{}-{}", std::process::id(), s));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir(&tmp).map_err(StoreError::io("creating", &tmp))?;
+        let result = (|| {
+            let src_path = self.volume_dir(v).join(IMAGE_FILE);
+            let src = File::open(&src_path).map_err(StoreError::io("opening", &src_path))?;
+            let len = src.metadata().map_err(StoreError::io("reading", &src_path))?.len();
+            let dst_path = tmp.join(IMAGE_FILE);
+            let dst = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&dst_path)
+                .map_err(StoreError::io("creating", &dst_path))?;
+            if reflink(&src, &dst).is_err() {
+                sparse_copy(&src, &dst, len).map_err(StoreError::io("copying into", &dst_path))?;
+            }
+            dst.sync_all().map_err(StoreError::io("syncing", &dst_path))?;
+            fs::set_permissions(&dst_path, fs::Permissions::from_mode(0o444))
+                .map_err(StoreError::io("protecting", &dst_path))?;
+            props_file::write_json(&tmp.join(props_file::EMBEDDED), &Self::embedded_props(props))?;
+            File::open(&tmp).and_then(|d| d.sync_all()).map_err(StoreError::io("syncing", &tmp))?;
+            let target = dir.join(s.as_str());
+            rename_noreplace(&tmp, &target).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    StoreError::AlreadyExists { object: format!("{}/{}@{}", self.pool, v, s) }
+                } else {
+                    StoreError::Io { what: "renaming into place", path: target.clone(), cause: e }
+                }
+            })?;
+            sync_parent_dir(&target).map_err(StoreError::io("syncing", &target))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+
+    fn snapshot_btrfs(
+        &self,
+        v: &VolumeName,
+        s: &SnapshotName,
+        props: &[(PropertyName, String)],
+    ) -> Result<(), StoreError> {
+        let dir = self.snapshots_dir(v);
+        fs::create_dir_all(&dir).map_err(StoreError::io("creating", &dir))?;
+        let target = dir.join(s.as_str());
+        if target.exists() {
+            return Err(StoreError::AlreadyExists { object: format!("{}/{}@{}", self.pool, v, s) });
+        }
+        let vol = self.volume_dir(v);
+        // Embedded in the volume just before the snapshot: the read-only
+        // snapshot carries its properties from its first moment. No fsync:
+        // the snapshot's own transaction commit makes it durable with the
+        // snapshot, and without the snapshot it means nothing.
+        props_file::write_json_unsynced(&vol.join(props_file::EMBEDDED), &Self::embedded_props(props))?;
+        self.btrfs(&["subvolume".as_ref(), "snapshot".as_ref(), "-r".as_ref(), vol.as_os_str(), target.as_os_str()])?;
+        sync_parent_dir(&target).map_err(StoreError::io("syncing", &target))?;
+        let _ = fs::remove_file(vol.join(props_file::EMBEDDED));
+        Ok(())
+    }
+}
+
+impl ArchiveStore for TreeStore {
+    fn describe(&self) -> String {
+        let kind = if self.flavor == Flavor::Btrfs { "btrfs" } else { "dir" };
+        format!("{kind} {} ({})", self.pool, self.root.display())
+    }
+
+    fn pool(&self) -> &PoolName {
+        &self.pool
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            zvols: false,
+            native_holds: false,
+            clones_block_origin: false,
+            send_receive: self.flavor == Flavor::Btrfs,
+            resumable_receive: false,
+            snapshot_read_needs_clone: false,
+        }
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        let m = fs::metadata(&self.root).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => {
+                StoreError::NotFound { object: format!("pool {} directory {}", self.pool, self.root.display()) }
+            }
+            _ => StoreError::Io { what: "checking pool directory", path: self.root.clone(), cause: e },
+        })?;
+        if !m.is_dir() {
+            return Err(StoreError::Invalid(format!("pool {}: {} is not a directory", self.pool, self.root.display())));
+        }
+        if self.flavor == Flavor::Btrfs && !is_btrfs(&self.root).map_err(StoreError::io("checking", &self.root))? {
+            return Err(StoreError::Invalid(format!(
+                "pool {}: {} is not on a btrfs file system",
+                self.pool,
+                self.root.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn checksum_dir(&self, create: bool) -> Result<PathBuf, StoreError> {
+        let d = self.root.join("ddless");
+        if !d.is_dir() {
+            if !create {
+                return Err(StoreError::NotFound { object: d.display().to_string() });
+            }
+            // Two volumes' first backups may race to create it.
+            match fs::create_dir(&d) {
+                Ok(()) => sync_parent_dir(&d).map_err(StoreError::io("syncing", &d))?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+                Err(e) => return Err(StoreError::Io { what: "creating", path: d, cause: e }),
+            }
+        }
+        Ok(d)
+    }
+
+    fn volumes(&self) -> Result<Vec<VolumeName>, StoreError> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.root).map_err(StoreError::io("listing", &self.root))? {
+            let e = e.map_err(StoreError::io("listing", &self.root))?;
+            if let Some(n) = e.file_name().to_str() {
+                if n.ends_with("_bk") && e.path().join(IMAGE_FILE).is_file() {
+                    if let Ok(v) = VolumeName::new(n) {
+                        out.push(v);
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn volume(&self, v: &VolumeName) -> Result<Option<VolumeInfo>, StoreError> {
+        let dir = self.volume_dir(v);
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        let image = dir.join(IMAGE_FILE);
+        let size = match fs::metadata(&image) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(StoreError::Io { what: "reading", path: image, cause: e }),
+        };
+        Ok(Some(VolumeInfo {
+            name: v.clone(),
+            size,
+            data_path: image,
+            properties: props_file::volume_props(&dir)?.properties,
+        }))
+    }
+
+    fn create_volume(
+        &self,
+        v: &VolumeName,
+        _size: u64,
+        props: &[(PropertyName, String)],
+    ) -> Result<VolumeInfo, StoreError> {
+        let dir = self.volume_dir(v);
+        if !dir.exists() {
+            match self.flavor {
+                Flavor::Plain => {
+                    // Assembled under a temporary name: a crash never leaves a
+                    // half-made volume under the real one.
+                    let tmp = self.root.join(format!("{TMP_PREFIX}{}-{}", std::process::id(), v));
+                    let _ = fs::remove_dir_all(&tmp);
+                    fs::create_dir(&tmp).map_err(StoreError::io("creating", &tmp))?;
+                    File::create(tmp.join(IMAGE_FILE)).map_err(StoreError::io("creating", &tmp))?;
+                    let vp = props_file::VolumeProps {
+                        properties: props.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+                    };
+                    props_file::write_json(&tmp.join(props_file::VOLUME_PROPS), &vp)?;
+                    File::open(&tmp).and_then(|d| d.sync_all()).map_err(StoreError::io("syncing", &tmp))?;
+                    rename_noreplace(&tmp, &dir).map_err(StoreError::io("renaming into place", &dir))?;
+                }
+                Flavor::Btrfs => {
+                    self.btrfs(&["subvolume".as_ref(), "create".as_ref(), dir.as_os_str()])?;
+                    File::create(dir.join(IMAGE_FILE)).map_err(StoreError::io("creating", &dir))?;
+                    for (k, val) in props {
+                        props_file::set_volume_prop(&dir, k.as_str(), val)?;
+                    }
+                }
+            }
+            sync_parent_dir(&dir).map_err(StoreError::io("syncing", &dir))?;
+        } else if !dir.join(IMAGE_FILE).exists() {
+            File::create(dir.join(IMAGE_FILE)).map_err(StoreError::io("creating", &dir))?;
+        }
+        self.volume(v)?.ok_or_else(|| StoreError::NotFound { object: dir.display().to_string() })
+    }
+
+    fn prepare_size(&self, _v: &VolumeName, _size: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn snapshots(&self, v: &VolumeName) -> Result<Vec<SnapshotInfo>, StoreError> {
+        let dir = self.snapshots_dir(v);
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::Io { what: "listing", path: dir, cause: e }),
+        };
+        let mut out = Vec::new();
+        for e in rd {
+            let e = e.map_err(StoreError::io("listing", &dir))?;
+            let Some(name) = e.file_name().to_str().map(str::to_string) else { continue };
+            if name.starts_with('.') || name.ends_with(".props.json") || !e.path().is_dir() {
+                continue;
+            }
+            let Ok(snap) = SnapshotName::new(&name) else { continue };
+            let (embedded, overlay) = props_file::snapshot_props(&e.path())?;
+            out.push(SnapshotInfo {
+                name: snap,
+                creation: embedded.creation,
+                properties: props_file::merged(&embedded, &overlay),
+                held: !overlay.holds.is_empty(),
+                clones: Vec::new(),
+                used: None,
+            });
+        }
+        out.sort_by(|a, b| (a.creation, &a.name).cmp(&(b.creation, &b.name)));
+        Ok(out)
+    }
+
+    fn create_snapshot(
+        &self,
+        v: &VolumeName,
+        s: &SnapshotName,
+        props: &[(PropertyName, String)],
+    ) -> Result<(), StoreError> {
+        match self.flavor {
+            Flavor::Plain => self.snapshot_plain(v, s, props),
+            Flavor::Btrfs => self.snapshot_btrfs(v, s, props),
+        }
+    }
+
+    fn destroy_snapshot(&self, v: &VolumeName, s: &SnapshotName) -> Result<(), StoreError> {
+        let dir = self.snapshot_dir(v, s);
+        if !dir.is_dir() {
+            return Err(StoreError::NotFound { object: format!("{}/{}@{}", self.pool, v, s) });
+        }
+        let (_, overlay) = props_file::snapshot_props(&dir)?;
+        if !overlay.holds.is_empty() {
+            let tags: Vec<&str> = overlay.holds.iter().map(String::as_str).collect();
+            return Err(StoreError::Busy {
+                object: format!("{}/{}@{}", self.pool, v, s),
+                reason: format!("held by {}", tags.join(", ")),
+            });
+        }
+        match self.flavor {
+            Flavor::Plain => {
+                // Out of sight first: a half-deleted snapshot must never look whole.
+                let doomed = self.snapshots_dir(v).join(format!("{TMP_PREFIX}{}-deleting-{}", std::process::id(), s));
+                fs::rename(&dir, &doomed).map_err(StoreError::io("removing", &dir))?;
+                sync_parent_dir(&dir).map_err(StoreError::io("syncing", &dir))?;
+                let _ = fs::set_permissions(doomed.join(IMAGE_FILE), fs::Permissions::from_mode(0o644));
+                fs::remove_dir_all(&doomed).map_err(StoreError::io("removing", &doomed))?;
+            }
+            Flavor::Btrfs => self.btrfs(&["subvolume".as_ref(), "delete".as_ref(), dir.as_os_str()])?,
+        }
+        let _ = fs::remove_file(props_file::overlay_path(&dir));
+        Ok(())
+    }
+
+    fn set_property(
+        &self,
+        v: &VolumeName,
+        s: Option<&SnapshotName>,
+        p: &PropertyName,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        match s {
+            Some(s) => {
+                let dir = self.snapshot_dir(v, s);
+                if !dir.is_dir() {
+                    return Err(StoreError::NotFound { object: format!("{}/{}@{}", self.pool, v, s) });
+                }
+                props_file::set_snapshot_prop(&dir, p.as_str(), value)
+            }
+            None => {
+                let dir = self.volume_dir(v);
+                if !dir.is_dir() {
+                    return Err(StoreError::NotFound { object: format!("{}/{}", self.pool, v) });
+                }
+                props_file::set_volume_prop(&dir, p.as_str(), value)
+            }
+        }
+    }
+
+    fn open_snapshot(&self, v: &VolumeName, s: &SnapshotName) -> Result<SnapshotView, StoreError> {
+        let dir = self.snapshot_dir(v, s);
+        if !dir.is_dir() {
+            return Err(StoreError::NotFound { object: format!("{}/{}@{}", self.pool, v, s) });
+        }
+        let image = dir.join(IMAGE_FILE);
+        let size = fs::metadata(&image).map_err(StoreError::io("reading", &image))?.len();
+        Ok(SnapshotView::new(image, size, None))
+    }
+
+    fn cleanup_stale(&self, v: &VolumeName) -> Result<Vec<String>, StoreError> {
+        let mut removed = Vec::new();
+        for dir in [self.root.clone(), self.snapshots_dir(v)] {
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(rest) = name.strip_prefix(TMP_PREFIX) else { continue };
+                let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+                if pid_alive(pid) {
+                    continue;
+                }
+                let p = e.path();
+                if self.flavor == Flavor::Btrfs && p.join(IMAGE_FILE).exists() && dir == self.root {
+                    let _ = self.btrfs(&["subvolume".as_ref(), "delete".as_ref(), p.as_os_str()]);
+                }
+                let _ = fs::set_permissions(p.join(IMAGE_FILE), fs::Permissions::from_mode(0o644));
+                if p.exists() {
+                    fs::remove_dir_all(&p).map_err(StoreError::io("removing", &p))?;
+                }
+                removed.push(p.display().to_string());
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// User properties as a map (for reports).
+pub fn props_map(props: &[(PropertyName, String)]) -> BTreeMap<String, String> {
+    props.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(root: &Path) -> TreeStore {
+        TreeStore::new(PoolName::new("p").unwrap(), root.to_path_buf(), Flavor::Plain, Duration::from_secs(60))
+    }
+
+    #[test]
+    fn dir_snapshots_are_whole_copies_with_their_properties() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        s.check().unwrap();
+        let v = VolumeName::new("iscsi_lv_bk").unwrap();
+        let ns = crate::archive::names::Namespace::new("edu.test").unwrap();
+        let info = s.create_volume(&v, 0, &[(ns.prop("snaprotate_schedule"), "A".into())]).unwrap();
+        assert_eq!(info.properties.get("edu.test:snaprotate_schedule").map(String::as_str), Some("A"));
+        // Sparse: a hole, then data.
+        let f = OpenOptions::new().write(true).open(&info.data_path).unwrap();
+        f.set_len(3 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"hello", 2 << 20).unwrap();
+        let snap = SnapshotName::new("2011-03-29_23:00:01").unwrap();
+        s.create_snapshot(&v, &snap, &[(ns.prop("snap_time"), "1301439601".into())]).unwrap();
+        assert!(matches!(s.create_snapshot(&v, &snap, &[]), Err(StoreError::AlreadyExists { .. })));
+        f.write_all_at(b"world", 2 << 20).unwrap();
+        let list = s.snapshots(&v).unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].properties.get("edu.test:snap_time").map(String::as_str), Some("1301439601"));
+        let view = s.open_snapshot(&v, &snap).unwrap();
+        let bytes = fs::read(&view.data_path).unwrap();
+        assert_eq!(bytes.len(), 3 << 20);
+        assert_eq!(&bytes[2 << 20..(2 << 20) + 5], b"hello");
+        s.set_property(&v, Some(&snap), &ns.prop("snapcheck"), "1:ok").unwrap();
+        assert_eq!(s.snapshots(&v).unwrap()[0].properties.get("edu.test:snapcheck").map(String::as_str), Some("1:ok"));
+        s.destroy_snapshot(&v, &snap).unwrap();
+        assert!(s.snapshots(&v).unwrap().is_empty());
+        assert_eq!(s.volumes().unwrap(), vec![v]);
+    }
+}

@@ -1,0 +1,208 @@
+//! Where archive volumes live: one interface ([`ArchiveStore`]), several
+//! backends, each the only code that knows its system tools.
+//!
+//! - [`zfs`]: a dataset per volume holding one sparse image file (image
+//!   mode: any ZFS, including zfs-fuse), or a zvol (zvol mode, as the
+//!   seed);
+//! - [`btrfs`]: a subvolume per volume holding the image, read-only
+//!   snapshots;
+//! - [`dir`]: plain directories, snapshots as reflink (or sparse) copies.
+//!
+//! Callers check [`Capabilities`] instead of matching on the kind.
+
+pub mod dir;
+mod props_file;
+pub mod zfs;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::names::{PoolName, PropertyName, SnapshotName, VolumeName};
+use crate::shared::command::CommandError;
+
+/// What a backend can do; the archive checks these instead of assuming.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// Volumes are block devices (zvols) rather than image files.
+    pub zvols: bool,
+    /// Holds are native (otherwise santools emulates them in a sidecar).
+    pub native_holds: bool,
+    /// A clone keeps its origin snapshot from being destroyed.
+    pub clones_block_origin: bool,
+    /// Snapshots can be sent to another pool or host.
+    pub send_receive: bool,
+    /// An interrupted receive can resume.
+    pub resumable_receive: bool,
+    /// Reading a snapshot needs a temporary clone (no snapshot directory).
+    pub snapshot_read_needs_clone: bool,
+}
+
+/// An archive volume as the backend sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct VolumeInfo {
+    pub name: VolumeName,
+    /// Bytes of the volume (the image file's or zvol's size).
+    pub size: u64,
+    /// What ddless writes: the image file or the zvol device.
+    pub data_path: PathBuf,
+    /// User properties (`<ns>:key`).
+    pub properties: BTreeMap<String, String>,
+}
+
+/// A snapshot of an archive volume.
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotInfo {
+    pub name: SnapshotName,
+    /// Creation time, seconds since the epoch.
+    pub creation: i64,
+    /// User properties (`<ns>:key`).
+    pub properties: BTreeMap<String, String>,
+    /// Held (cannot be destroyed until released).
+    pub held: bool,
+    /// Clones made from it.
+    pub clones: Vec<String>,
+    /// Bytes only this snapshot holds, when the backend knows.
+    pub used: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{object} does not exist")]
+    NotFound { object: String },
+    #[error("{object} already exists")]
+    AlreadyExists { object: String },
+    #[error("{object} is busy: {reason}")]
+    Busy { object: String, reason: String },
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("{what} {}: {cause}", path.display())]
+    Io { what: &'static str, path: PathBuf, cause: std::io::Error },
+    #[error("unexpected output of {what}: {problem}")]
+    Parse { what: String, problem: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    pub(crate) fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+        move |cause| StoreError::Io { what, path: path.to_path_buf(), cause }
+    }
+}
+
+/// A snapshot opened for reading. The path stays valid until it is dropped
+/// (which removes a temporary clone, where one was needed).
+pub struct SnapshotView {
+    pub data_path: PathBuf,
+    pub size: u64,
+    cleanup: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl SnapshotView {
+    pub fn new(data_path: PathBuf, size: u64, cleanup: Option<Box<dyn FnOnce() + Send>>) -> Self {
+        SnapshotView { data_path, size, cleanup }
+    }
+}
+
+impl Drop for SnapshotView {
+    fn drop(&mut self) {
+        if let Some(c) = self.cleanup.take() {
+            c();
+        }
+    }
+}
+
+/// One pool of archive volumes on one backend.
+pub trait ArchiveStore: Send + Sync {
+    /// "zfs (image) tank", for logs and reports.
+    fn describe(&self) -> String;
+    fn pool(&self) -> &PoolName;
+    fn capabilities(&self) -> Capabilities;
+    /// Checks that the pool exists and is usable.
+    fn check(&self) -> Result<(), StoreError>;
+    /// The directory holding checksum files and their history
+    /// (`<pool>/ddless`); created on first use when `create`.
+    fn checksum_dir(&self, create: bool) -> Result<PathBuf, StoreError>;
+    /// Archive volumes on the pool (names ending in `_bk`).
+    fn volumes(&self) -> Result<Vec<VolumeName>, StoreError>;
+    fn volume(&self, v: &VolumeName) -> Result<Option<VolumeInfo>, StoreError>;
+    /// Creates an empty volume (its data grows with the first copy) with
+    /// the configured creation options and user properties.
+    fn create_volume(
+        &self,
+        v: &VolumeName,
+        size: u64,
+        props: &[(PropertyName, String)],
+    ) -> Result<VolumeInfo, StoreError>;
+    /// Makes room for `size` bytes before a copy: image files are resized
+    /// by ddless itself (through its commit protocol); a zvol is grown here.
+    fn prepare_size(&self, v: &VolumeName, size: u64) -> Result<(), StoreError>;
+    /// Snapshots of a volume, oldest first (by creation, then name).
+    fn snapshots(&self, v: &VolumeName) -> Result<Vec<SnapshotInfo>, StoreError>;
+    /// Takes a snapshot with its properties in one step: it exists with
+    /// them or not at all.
+    fn create_snapshot(
+        &self,
+        v: &VolumeName,
+        s: &SnapshotName,
+        props: &[(PropertyName, String)],
+    ) -> Result<(), StoreError>;
+    fn destroy_snapshot(&self, v: &VolumeName, s: &SnapshotName) -> Result<(), StoreError>;
+    /// Sets a user property on a volume or (with `s`) a snapshot.
+    fn set_property(
+        &self,
+        v: &VolumeName,
+        s: Option<&SnapshotName>,
+        p: &PropertyName,
+        value: &str,
+    ) -> Result<(), StoreError>;
+    /// Opens a snapshot's bytes for reading.
+    fn open_snapshot(&self, v: &VolumeName, s: &SnapshotName) -> Result<SnapshotView, StoreError>;
+    /// Removes what an interrupted run of ours left behind for this volume
+    /// (temporary clones of dead processes). Returns what was removed.
+    fn cleanup_stale(&self, v: &VolumeName) -> Result<Vec<String>, StoreError>;
+}
+
+/// True when `pid` is a live process (a stale temporary of a dead run may
+/// be removed; a live run's may not).
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let rc = unsafe { libc::kill(pid as i32, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The name prefix of temporary objects (clones, directories) santools
+/// creates while reading snapshots: `santools-read-<pid>-<n>`.
+pub(crate) const TEMP_PREFIX: &str = "santools-read-";
+
+/// The pid in a temporary object's name, if it is one of ours.
+pub(crate) fn temp_owner(name: &str) -> Option<u32> {
+    let rest = name.rsplit('/').next()?.strip_prefix(TEMP_PREFIX)?;
+    rest.split('-').next()?.parse().ok()
+}
+
+/// A fresh temporary name for this process.
+pub(crate) fn temp_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{TEMP_PREFIX}{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_carry_their_owner() {
+        let n = temp_name();
+        assert_eq!(temp_owner(&n), Some(std::process::id()));
+        assert_eq!(temp_owner(&format!("tank/{n}")), Some(std::process::id()));
+        assert_eq!(temp_owner("tank/iscsi_lv_bk"), None);
+        assert!(pid_alive(std::process::id()));
+        assert!(!pid_alive(0));
+    }
+}

@@ -1,0 +1,156 @@
+//! `[archive]`: the backup archive (backup, restore, snapcheck,
+//! ddless-maint). Raw TOML shapes here; [`crate::archive::settings`] checks
+//! every value and resolves it into typed settings, naming the key of any
+//! error (`archive.volumes[2].source.path`).
+//!
+//! ```toml
+//! [archive]
+//! namespace = "edu.amherst"
+//! timezone = "UTC"
+//! prefix = "iscsi"
+//!
+//! [archive.pools.tank]
+//! backend = "zfs"
+//! zfs_options = ["compression=on", "refreservation=none"]
+//!
+//! [[archive.volumes]]
+//! name = "vg_satabeast8_vol0/lv_vol00"
+//! pool = "tank"
+//! schedule = "SNAP_ROTATE_A"
+//! source = { kind = "device", path = "/dev/vg_satabeast8_vol0/lv_vol00" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::InvalidValue;
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// Property namespace (`<ns>:snap_time`...); the seed's is edu.amherst.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Time zone of snapshot names: "UTC", "local" or an IANA name.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Default archive volume prefix (`<prefix>_<lv>_bk`).
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    #[serde(default = "default_log_dir")]
+    pub log_dir: PathBuf,
+    #[serde(default = "default_lock_dir")]
+    pub lock_dir: PathBuf,
+    /// Durable state that is not in a pool (resumable restores to devices).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Volumes backed up at once by `backup -a`.
+    #[serde(default = "default_concurrent_workers")]
+    pub concurrent_workers: u64,
+    /// ddless reader threads per volume.
+    #[serde(default = "default_ddless_workers")]
+    pub ddless_workers: u64,
+    /// Snapshots `snapcheck -d` verifies per run.
+    #[serde(default = "default_snapcheck_count")]
+    pub snapcheck_count: u64,
+    /// Seconds a zfs or btrfs command may take.
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout_sec: u64,
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolConfig>,
+    #[serde(default)]
+    pub volumes: Vec<VolumeConfig>,
+}
+
+fn default_namespace() -> String {
+    "org.santools".into()
+}
+fn default_timezone() -> String {
+    "UTC".into()
+}
+fn default_prefix() -> String {
+    "iscsi".into()
+}
+fn default_log_dir() -> PathBuf {
+    PathBuf::from("/var/log/santools")
+}
+fn default_lock_dir() -> PathBuf {
+    PathBuf::from("/run/santools/archive")
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/santools/archive")
+}
+fn default_concurrent_workers() -> u64 {
+    2
+}
+fn default_ddless_workers() -> u64 {
+    4
+}
+fn default_snapcheck_count() -> u64 {
+    4
+}
+fn default_command_timeout() -> u64 {
+    600
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// "zfs", "btrfs" or "dir".
+    pub backend: String,
+    /// zfs: "image" (default; any ZFS, zfs-fuse included) or "zvol".
+    pub zfs_mode: Option<String>,
+    /// btrfs and dir: the directory the pool lives in.
+    pub path: Option<PathBuf>,
+    /// zfs: `zfs create -o` options for new volumes (the seed's zfs_options).
+    #[serde(default)]
+    pub zfs_options: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeConfig {
+    /// The source volume's name; a volume group in front (`vg/lv`) is stripped.
+    pub name: String,
+    pub pool: String,
+    /// Overrides `archive.prefix`.
+    pub prefix: Option<String>,
+    /// Rotation schedule, stored as `<ns>:snaprotate_schedule`.
+    pub schedule: Option<String>,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    pub source: SourceConfig,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// "file", "device" or "command".
+    pub kind: String,
+    /// file / device: the volume to read.
+    pub path: Option<PathBuf>,
+    /// file / device: a ddmap of the segments changed since the last backup.
+    pub ddmap: Option<PathBuf>,
+    /// file / device: the map's state (UNKNOWN, ACTIVE, CLEAN, DIRTY).
+    pub ddmap_state: Option<String>,
+    /// file / device: a file holding the map's state (the seed's ietd_ddmap state file).
+    pub ddmap_state_file: Option<PathBuf>,
+    /// command: argument vector printing the source as JSON (docs/archive.md).
+    pub prepare: Option<Vec<String>>,
+    /// command: argument vector told how the backup ended (JSON on stdin).
+    pub finish: Option<Vec<String>>,
+    /// command: seconds prepare and finish may take.
+    pub timeout_sec: Option<u64>,
+}
+
+impl ArchiveConfig {
+    pub(crate) fn validate(&self) -> Result<(), InvalidValue> {
+        crate::archive::settings::ArchiveSettings::from_config(self).map(|_| ())
+    }
+}
