@@ -401,7 +401,8 @@ fn main() {
         if !map.exists() {
             // Setup, not measured: a full copy, then a ddmap flagging the 1%.
             let picks = sparse_picks(size);
-            let copy = [&*"-s".as_ref(), url.as_ref(), "-c".as_ref(), msums.as_ref(), "-t".as_ref(), mtarget.as_ref()];
+            let copy: [&std::ffi::OsStr; 6] =
+                ["-s".as_ref(), url.as_ref(), "-c".as_ref(), msums.as_ref(), "-t".as_ref(), mtarget.as_ref()];
             assert!(ddless(dir.path(), 32, "2", &copy).status().unwrap().success());
             let ext: String = picks.iter().map(|s| format!("{} 16384\n", s * 16384)).collect();
             std::fs::write(dir.path().join("ext"), ext).unwrap();
@@ -417,7 +418,8 @@ fn main() {
         let flagged = sparse_picks(size).len() as u64 * 16384;
         for workers in ["2", "8"] {
             sample(&mut rows, &format!("ddless -m (1% flagged) -w {workers}, qd 32"), &tgtd, || {
-                let args = [&*"-s".as_ref(), url.as_ref(), "-m".as_ref(), map.as_ref(), "-c".as_ref(), msums.as_ref()];
+                let args: [&std::ffi::OsStr; 6] =
+                    ["-s".as_ref(), url.as_ref(), "-m".as_ref(), map.as_ref(), "-c".as_ref(), msums.as_ref()];
                 let mut c = ddless(dir.path(), 32, workers, &args);
                 c.arg("-t").arg(&mtarget);
                 ddless_sample(c, flagged)

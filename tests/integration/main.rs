@@ -11,6 +11,7 @@ mod raw_iscsi;
 
 mod archive_acceptance;
 mod archive_crash;
+mod archive_iscsi;
 mod ddless_adversarial;
 mod ddless_cli;
 mod ddless_crash;
