@@ -58,6 +58,9 @@ fn backup_of_an_iscsi_source_equals_the_lun(b: Backend) {
     assert!(r["source"].as_str().unwrap().starts_with("iscsi://"), "{r}");
     assert!(image_of(&a.pool.image(&av(VOL))) == read(&lun), "the archive volume differs from the LUN");
     assert_eq!(a.pool.snapshots(&av(VOL)).len(), 1);
+    // -i reads the LUN a second time and compares.
+    let (code, r) = backup(&a, &["-i", "-s", &vol(VOL)]);
+    assert_eq!((code, r["integrity"].as_str()), (Some(0), Some("ok")), "{r}");
 
     // With a ddmap: the first backup reads everything, the next only
     // what the map flags (an unflagged change is not read: proof that the
