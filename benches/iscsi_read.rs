@@ -6,6 +6,11 @@
 //! 16 KiB segments, scattered, read at queue depth 32 (ours) against
 //! `iscsi-perf -r` (random reads).
 //!
+//! The `santools ddless` binary is measured as an administrator runs it:
+//! `ddless -s iscsi://... -c X` (checksum only) at the same queue depths,
+//! and `ddless -s iscsi://... -m MAP -c X -t FILE` with a ddmap flagging
+//! the same 1% (wall and CPU of the whole process).
+//!
 //! Reports MB/s, the ratio to libiscsi, and CPU seconds per GB of the
 //! initiator (user + system) and of tgtd.
 //!
