@@ -425,8 +425,9 @@ source = { kind = "command", prepare = ["/usr/bin/prep", "{volume}"] }
     fn the_example_configuration_is_valid() {
         let text = include_str!("../../examples/santools.toml");
         let s = parse(text).unwrap();
-        assert_eq!(s.volumes.len(), 3);
+        assert_eq!(s.volumes.len(), 4);
         assert_eq!(s.volumes[0].archive.to_string(), "vg_satabeast7_vol0/iscsi_lv_mail_bk");
+        assert!(matches!(&s.volumes[3].source, SourceSpec::Iscsi { ddmap: Some(_), .. }));
         assert!(matches!(
             s.pools[&PoolName::new("vg_satabeast7_vol0").unwrap()].backend,
             BackendSettings::Zfs { mode: ZfsMode::Zvol, .. }
@@ -487,6 +488,8 @@ source = { kind = "command", prepare = ["/usr/bin/prep", "{volume}"] }
         );
         let s = parse(&lun).unwrap();
         assert!(matches!(&s.volumes[0].source, SourceSpec::Iscsi { url, ddmap: None, .. } if url.ends_with("x:t/1")));
+        let e = parse(&lun.replace("\"iscsi://10.0.0.5/iqn.2024-01.x:t/1\"", "\"/dev/sdb\"")).unwrap_err();
+        assert!(e.contains("must be an iscsi:// URL") && e.contains("/dev/sdb"), "{e}");
         let lun = GOOD.replacen(
             "kind = \"file\", path = \"/dev/vg8/lv_a\"",
             "kind = \"iscsi\", url = \"iscsi://h/iqn.2024-01.x:t/0\"",

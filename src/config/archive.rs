@@ -135,6 +135,12 @@ fn source_config<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SourceConfig,
             f.write_str("a source table or an iscsi:// URL")
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SourceConfig, E> {
+            if !crate::initiator::IscsiUrl::is_iscsi_url(v) {
+                return Err(E::custom(format!(
+                    "a source given as a string must be an iscsi:// URL, got {:?}; use a table, e.g. {{ kind = \"device\", path = \"/dev/...\" }}",
+                    crate::initiator::url::redact_unparsed(v)
+                )));
+            }
             Ok(SourceConfig { kind: "iscsi".into(), url: Some(v.to_string()), ..SourceConfig::default() })
         }
         fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<SourceConfig, A::Error> {
