@@ -6,6 +6,9 @@
 //!   ddmap, atomic files, locks).
 //! - [`ddless`], [`ddmap`]: the data path, as library functions with typed
 //!   options and reports, plus their command-line front ends.
+//! - [`iscsi`], [`scsi`]: socket-free protocol codecs; [`initiator`]: a
+//!   native iSCSI initiator over them; [`volume`]: files and `iscsi://`
+//!   LUNs behind one block-volume trait.
 //! - [`multicall`], [`cli`], [`config`]: dispatch, shared front-end
 //!   plumbing, the TOML configuration.
 
@@ -14,10 +17,13 @@ pub mod cli;
 pub mod config;
 pub mod ddless;
 pub mod ddmap;
+pub mod initiator;
 pub mod iscsi;
 pub mod lvm;
 pub mod multicall;
 pub mod portal;
 pub mod progress;
+pub mod scsi;
 pub mod shared;
 pub mod targets;
+pub mod volume;

@@ -38,6 +38,7 @@ use crate::progress::Progress;
 use crate::shared::checksum_file::ChecksumFile;
 use crate::shared::checksum_record::ChecksumRecord;
 use crate::shared::failpoint;
+use crate::volume::VolumeSpec;
 
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
@@ -211,7 +212,7 @@ fn run(
     if opts.dry_run {
         return dry_run(ctx, vol, store.as_ref(), existing.as_ref(), ws.as_ref(), report);
     }
-    let src = source::prepare(&vol.source, &vol.source_name)?;
+    let src = source::prepare(&vol.source, &vol.source_name, &s.initiator)?;
     let src = opened.insert(src);
     failpoint::hit("backup.after-prepare");
     report.source = src.description();
@@ -291,8 +292,8 @@ fn run(
     // The copy.
     let use_map = matches!(plan, ReadPlan::Map);
     let copy_opts = CopyOptions {
-        source: src.path().to_path_buf(),
-        target: info.data_path.clone(),
+        source: src.volume_spec().clone(),
+        target: VolumeSpec::Path(info.data_path.clone()),
         checksum: ChecksumMode::File(ws.checksum()),
         ddmap: if use_map { map.clone() } else { None },
         read: ReadOptions { direct_io: false, workers: opts.ddless_workers, read_rate_mb_s: None },
@@ -413,7 +414,11 @@ fn integrity_check(
     // The archive volume as it is now.
     let archive_sums = scratch.file("archive.ddless");
     compute_checksums(
-        &ChecksumOptions { source: data.to_path_buf(), checksum: archive_sums.clone(), read: read.clone() },
+        &ChecksumOptions {
+            source: VolumeSpec::Path(data.to_path_buf()),
+            checksum: archive_sums.clone(),
+            read: read.clone(),
+        },
         ctx.progress,
     )
     .context("checksumming the archive volume")?;
@@ -426,7 +431,7 @@ fn integrity_check(
         None => {
             let p = scratch.file("source.ddless");
             compute_checksums(
-                &ChecksumOptions { source: src.path().to_path_buf(), checksum: p.clone(), read },
+                &ChecksumOptions { source: src.volume_spec().clone(), checksum: p.clone(), read },
                 ctx.progress,
             )
             .context("checksumming the source for the integrity check")?;
@@ -500,13 +505,22 @@ fn dry_run(
             report.read = "unknown".into();
             say(format!("run the source's prepare command {:?} (not run in a dry run)", prepare));
         }
+        SourceSpec::Iscsi { url, ddmap, .. } => {
+            // Logging in to a LUN is harmless, but the map's state and the
+            // read plan are decided by a real run.
+            report.read = "unknown".into();
+            let map = ddmap.as_ref().map(|m| format!(" (ddmap {})", m.display())).unwrap_or_default();
+            say(format!("read the LUN {}{map} with santools' initiator", source::protocol::redact_url(url)));
+        }
         SourceSpec::Path { path, ddmap, state, .. } => {
             let size = source::readable_size(path, None)?;
             report.size = size;
             let st = match state {
                 StateSpec::Unknown => ddmap.as_ref().map(|_| DdmapState::Unknown),
                 StateSpec::Fixed(s) => Some(*s),
-                StateSpec::File(_) => source::prepare(&vol.source, &vol.source_name)?.prepared.ddmap_state,
+                StateSpec::File(_) => {
+                    source::prepare(&vol.source, &vol.source_name, &ctx.settings.initiator)?.prepared.ddmap_state
+                }
             };
             report.ddmap_state = st.map(|s| s.to_string());
             let facts = ArchiveFacts {

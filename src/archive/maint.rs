@@ -21,6 +21,7 @@ use super::volume_lock::lock_volume;
 use super::workspace::Workspace;
 use crate::ddless::{compute_checksums, verify, ChecksumOptions, ReadOptions, VerifyOptions};
 use crate::progress::Progress;
+use crate::volume::VolumeSpec;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct MaintReport {
@@ -84,7 +85,11 @@ fn run(ctx: &MaintContext<'_>, vol: &VolumeRef, repair: bool, r: &mut MaintRepor
         }
         Ok(true) => {
             let v = verify(
-                &VerifyOptions { source: info.data_path.clone(), checksum: live.clone(), read: read.clone() },
+                &VerifyOptions {
+                    source: VolumeSpec::Path(info.data_path.clone()),
+                    checksum: live.clone(),
+                    read: read.clone(),
+                },
                 ctx.progress,
             )?;
             r.segments = v.segments;
@@ -119,7 +124,7 @@ fn run(ctx: &MaintContext<'_>, vol: &VolumeRef, repair: bool, r: &mut MaintRepor
             ctx.log.warn("maint", &format!("{vol}: the newest snapshot's checksum history cannot be kept: {why}"));
         }
         compute_checksums(
-            &ChecksumOptions { source: info.data_path.clone(), checksum: live.clone(), read },
+            &ChecksumOptions { source: VolumeSpec::Path(info.data_path.clone()), checksum: live.clone(), read },
             ctx.progress,
         )?;
         let mut state = ws.state()?;

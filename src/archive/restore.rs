@@ -1,9 +1,10 @@
 //! `restore`: a snapshot (or the newest one) back onto a new file or,
-//! explicitly allowed, a block device (seed chunks 102, 120, 142).
+//! explicitly allowed, a block device or an `iscsi://` LUN (seed chunks
+//! 102, 120, 142).
 //!
-//! Never overwrites: a file target must not exist; a device is written
-//! only with `--overwrite-device`, must hold the snapshot, and is refused
-//! while mounted or otherwise claimed. The copy goes through ddless with a
+//! Never overwrites: a file target must not exist; a device or LUN is
+//! written only with `--overwrite-device`, must hold the snapshot, and a
+//! device is refused while mounted or otherwise claimed. The copy goes through ddless with a
 //! checksum file kept for the restore, so an interrupted restore resumes
 //! where it stopped (a marker file names the snapshot and the target's
 //! identity: a rerun resumes only that restore onto that very target). At
@@ -27,16 +28,19 @@ use super::store::ArchiveStore;
 use super::volume_lock::lock_volume;
 use super::workspace::Workspace;
 use crate::ddless::{copy, ChecksumMode, CommitTuning, CopyOptions, ReadOptions};
+use crate::initiator::IscsiVolume;
 use crate::progress::Progress;
 use crate::shared::atomic_file::write_atomic;
 use crate::shared::block_device::{device_kind, device_size};
 use crate::shared::checksum_record::{checksum_segments, encode_records};
 use crate::shared::failpoint;
+use crate::volume::{Access, IscsiSpec, VolumeSpec};
 
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
     pub source: ObjectRef,
-    pub target: PathBuf,
+    /// A path (new file or block device) or an `iscsi://` LUN.
+    pub target: VolumeSpec,
     pub overwrite_device: bool,
     pub lock_wait: Duration,
     pub workers: std::num::NonZeroUsize,
@@ -63,8 +67,8 @@ struct Marker {
     format: String,
     snapshot: String,
     size: u64,
-    /// "dev:ino" of a file target, "rdev" of a device; None between the
-    /// marker and the target's creation.
+    /// "dev:ino:birth" of a file target, "rdev:N" of a device, "lun:IDENTITY"
+    /// of an iSCSI LUN; None between the marker and the target's creation.
     target_identity: Option<String>,
 }
 
@@ -102,6 +106,17 @@ fn restore_files(settings: &ArchiveSettings, target: &Path, device: Option<u64>)
             (PathBuf::from(c), PathBuf::from(m))
         }
     }
+}
+
+/// Where a restore onto a LUN keeps its checksum file and marker: the
+/// state directory, keyed by the LUN's identity (target, LUN, designators;
+/// never the URL: a portal and a node address reach the same LUN).
+fn lun_restore_files(settings: &ArchiveSettings, identity: &str) -> (PathBuf, PathBuf) {
+    use md5::{Digest, Md5};
+    let hash: String = Md5::digest(identity.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let d = settings.state_dir.join("restore");
+    let stem = format!("lun-{hash}");
+    (d.join(format!("{stem}.ddless")), d.join(format!("{stem}.restore.json")))
 }
 
 /// True when block device `rdev` (or a partition of it) is mounted.
@@ -142,17 +157,20 @@ fn write_marker(p: &Path, m: &Marker) -> anyhow::Result<()> {
     write_atomic(p, &b).with_context(|| format!("writing {}", p.display()))
 }
 
-/// Checksums the first `size` bytes of `path` into a checksum file.
-fn checksum_prefix(path: &Path, size: u64, out: &Path, progress: &dyn Progress) -> anyhow::Result<()> {
-    use std::io::Read;
-    let mut f = File::open(path).with_context(|| format!("opening {} to verify it", path.display()))?;
+/// Checksums the first `size` bytes of a file, device or LUN into a checksum file.
+fn checksum_prefix(vol: &VolumeSpec, size: u64, out: &Path, progress: &dyn Progress) -> anyhow::Result<()> {
+    let path = vol.display();
+    let f = vol.open(Access::ReadOnly).with_context(|| format!("opening {path} to verify it"))?;
+    if f.size() < size {
+        bail!("{path} holds {} bytes, fewer than the {size} to verify (did it shrink?)", f.size());
+    }
     let mut w = io::BufWriter::new(File::create(out).with_context(|| format!("creating {}", out.display()))?);
     let mut buf = vec![0u8; 8 << 20];
     let mut done = 0u64;
     let mut recs = Vec::new();
     while done < size {
         let n = (size - done).min(buf.len() as u64) as usize;
-        f.read_exact(&mut buf[..n]).with_context(|| format!("reading {} at byte {done}", path.display()))?;
+        f.read_at(&mut buf[..n], done).with_context(|| format!("reading {path} at byte {done}"))?;
         recs.clear();
         checksum_segments(&buf[..n], &mut recs);
         io::Write::write_all(&mut w, &encode_records(&recs))?;
@@ -161,6 +179,21 @@ fn checksum_prefix(path: &Path, size: u64, out: &Path, progress: &dyn Progress) 
     }
     io::Write::flush(&mut w)?;
     Ok(())
+}
+
+/// A LUN target as inspected before the restore: its identity, size and
+/// whether it is write-protected (the session is closed again: ddless
+/// opens its own).
+struct LunTarget {
+    identity: String,
+    size: u64,
+    write_protected: bool,
+}
+
+fn inspect_lun(spec: &IscsiSpec) -> anyhow::Result<LunTarget> {
+    let v = IscsiVolume::open(&spec.url, &spec.options).with_context(|| format!("opening target {}", spec.url))?;
+    let info = v.info();
+    Ok(LunTarget { identity: info.identity(), size: v.size(), write_protected: info.write_protected })
 }
 
 pub fn restore(
@@ -178,26 +211,45 @@ pub fn restore(
     let info = store.volume(&vol.volume)?.ok_or_else(|| anyhow!("archive volume {vol} does not exist"))?;
 
     // The target, checked before anything is locked or written.
-    let target = &opts.target;
-    if target.as_os_str().is_empty() {
-        bail!("no target given");
-    }
-    let meta = match fs::metadata(target) {
-        Ok(m) => Some(m),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("inspecting target {}", target.display())),
-    };
-    let device = match &meta {
-        Some(m) if m.file_type().is_block_device() => Some(m.rdev()),
-        _ => None,
-    };
-    if let Some(m) = &meta {
-        let data_meta = fs::metadata(&info.data_path).ok();
-        if data_meta.is_some_and(|d| d.dev() == m.dev() && d.ino() == m.ino() && device.is_none()) {
-            bail!("target {} is the archive volume itself", target.display());
+    let shown = opts.target.display().to_string();
+    let (meta, device, lun) = match &opts.target {
+        VolumeSpec::Path(target) => {
+            if target.as_os_str().is_empty() {
+                bail!("no target given");
+            }
+            let meta = match fs::metadata(target) {
+                Ok(m) => Some(m),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e).with_context(|| format!("inspecting target {shown}")),
+            };
+            let device = match &meta {
+                Some(m) if m.file_type().is_block_device() => Some(m.rdev()),
+                _ => None,
+            };
+            if let Some(m) = &meta {
+                let data_meta = fs::metadata(&info.data_path).ok();
+                if data_meta.is_some_and(|d| d.dev() == m.dev() && d.ino() == m.ino() && device.is_none()) {
+                    bail!("target {shown} is the archive volume itself");
+                }
+            }
+            (meta, device, None)
         }
-    }
-    let (sums, marker_path) = restore_files(settings, target, device);
+        VolumeSpec::Iscsi(spec) => {
+            if !opts.overwrite_device {
+                bail!("target {shown} is an iSCSI LUN; restoring onto it destroys its contents: pass --overwrite-device to allow it");
+            }
+            let l = inspect_lun(spec)?;
+            if l.write_protected {
+                bail!("target {shown} is write-protected (the target reports the LUN read-only)");
+            }
+            (None, None, Some(l))
+        }
+    };
+    let (sums, marker_path) = match (&opts.target, &lun) {
+        (VolumeSpec::Path(target), _) => restore_files(settings, target, device),
+        (VolumeSpec::Iscsi(_), Some(l)) => lun_restore_files(settings, &l.identity),
+        (VolumeSpec::Iscsi(_), None) => bail!("target {shown}: not inspected"),
+    };
 
     let _lock = lock_volume(&settings.lock_dir, vol, "restore", opts.lock_wait)?;
     let snaps = store.snapshots(&vol.volume)?;
@@ -212,13 +264,26 @@ pub fn restore(
     let size = view.size;
 
     let marker = read_marker(&marker_path)?;
-    let resumed = match (&meta, &marker) {
-        (None, Some(_)) | (None, None) => false,
-        (Some(m), Some(mk)) => {
+    let resumed = match (&meta, &marker, &lun) {
+        (_, Some(mk), Some(l)) => {
             if mk.snapshot != snap_ref {
                 bail!(
-                    "target {} holds an unfinished restore of {}, not {snap_ref}; finish that one or remove the target and {}",
-                    target.display(),
+                    "target {shown} holds an unfinished restore of {}, not {snap_ref}; finish that one or remove {}",
+                    mk.snapshot,
+                    marker_path.display()
+                );
+            }
+            if mk.target_identity.as_deref() != Some(format!("lun:{}", l.identity).as_str()) {
+                bail!("target {shown} is not the LUN the unfinished restore in {} was writing", marker_path.display());
+            }
+            true
+        }
+        (_, None, Some(_)) => false,
+        (None, Some(_), None) | (None, None, None) => false,
+        (Some(m), Some(mk), None) => {
+            if mk.snapshot != snap_ref {
+                bail!(
+                    "target {shown} holds an unfinished restore of {}, not {snap_ref}; finish that one or remove the target and {}",
                     mk.snapshot,
                     marker_path.display()
                 );
@@ -227,36 +292,41 @@ pub fn restore(
                 Some(id) if *id == identity(m) => true,
                 None if device.is_none() && m.len() == 0 => true,
                 _ => bail!(
-                    "target {} is not the file the unfinished restore in {} was writing; refusing to overwrite it",
-                    target.display(),
+                    "target {shown} is not the file the unfinished restore in {} was writing; refusing to overwrite it",
                     marker_path.display()
                 ),
             }
         }
-        (Some(_), None) if device.is_none() => {
-            bail!("target {} exists; restore never overwrites a file (choose a new name)", target.display())
+        (Some(_), None, None) if device.is_none() => {
+            bail!("target {shown} exists; restore never overwrites a file (choose a new name)")
         }
-        (Some(_), None) => false,
+        (Some(_), None, None) => false,
     };
 
-    if let Some(rdev) = device {
+    if let (Some(rdev), VolumeSpec::Path(target)) = (device, &opts.target) {
         if !opts.overwrite_device {
-            bail!("target {} is a block device; restoring onto it destroys its contents: pass --overwrite-device to allow it", target.display());
+            bail!("target {shown} is a block device; restoring onto it destroys its contents: pass --overwrite-device to allow it");
         }
         if let Some(mp) = mounted(rdev).context("reading /proc/self/mountinfo")? {
-            bail!("target {} is mounted on {mp}; unmount it first", target.display());
+            bail!("target {shown} is mounted on {mp}; unmount it first");
         }
-        let dev = File::open(target).with_context(|| format!("opening {}", target.display()))?;
-        let kind = device_kind(&dev.metadata()?).map_err(|e| anyhow!("{}: {e}", target.display()))?;
-        let dev_size = device_size(&dev, kind).with_context(|| format!("reading the size of {}", target.display()))?;
+        let dev = File::open(target).with_context(|| format!("opening {shown}"))?;
+        let kind = device_kind(&dev.metadata()?).map_err(|e| anyhow!("{shown}: {e}"))?;
+        let dev_size = device_size(&dev, kind).with_context(|| format!("reading the size of {shown}"))?;
         if dev_size < size {
-            bail!("target {} holds {dev_size} bytes, but snapshot {snap_ref} is {size} bytes", target.display());
+            bail!("target {shown} holds {dev_size} bytes, but snapshot {snap_ref} is {size} bytes");
+        }
+    }
+    if let Some(l) = &lun {
+        if l.size < size {
+            bail!("target {shown} holds {} bytes, but snapshot {snap_ref} is {size} bytes", l.size);
         }
     }
 
     // Claim the target: marker first, then the file (created exclusively),
     // then the marker learns the target's identity. A device is claimed by
-    // ddless itself (an exclusive open, which a mount also conflicts with).
+    // ddless itself (an exclusive open, which a mount also conflicts with);
+    // a LUN by the lock on the restore's checksum file, keyed by its identity.
     if !resumed {
         // A stale checksum file of an abandoned restore must not vouch for anything.
         let _ = fs::remove_file(&sums);
@@ -264,34 +334,40 @@ pub fn restore(
             &marker_path,
             &Marker { format: MARKER_FORMAT.into(), snapshot: snap_ref.clone(), size, target_identity: None },
         )?;
-        if device.is_none() {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(target)
-                .with_context(|| format!("creating target {}", target.display()))?;
-        }
-        let m = fs::metadata(target).with_context(|| format!("inspecting {}", target.display()))?;
+        let target_identity = match (&opts.target, &lun) {
+            (_, Some(l)) => format!("lun:{}", l.identity),
+            (VolumeSpec::Path(target), None) => {
+                if device.is_none() {
+                    OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(target)
+                        .with_context(|| format!("creating target {shown}"))?;
+                }
+                identity(&fs::metadata(target).with_context(|| format!("inspecting {shown}"))?)
+            }
+            (VolumeSpec::Iscsi(_), None) => bail!("target {shown}: not inspected"),
+        };
         write_marker(
             &marker_path,
             &Marker {
                 format: MARKER_FORMAT.into(),
                 snapshot: snap_ref.clone(),
                 size,
-                target_identity: Some(identity(&m)),
+                target_identity: Some(target_identity),
             },
         )?;
     } else {
-        log.line("restore", &format!("resuming the restore of {snap_ref} onto {}", target.display()));
+        log.line("restore", &format!("resuming the restore of {snap_ref} onto {shown}"));
     }
     failpoint::hit("restore.after-claim");
 
-    log.line("restore", &format!("restoring {snap_ref} ({size} bytes) onto {}", target.display()));
+    log.line("restore", &format!("restoring {snap_ref} ({size} bytes) onto {shown}"));
     let copied = copy(
         &CopyOptions {
-            source: view.data_path.clone(),
-            target: target.clone(),
+            source: VolumeSpec::Path(view.data_path.clone()),
+            target: opts.target.clone(),
             checksum: ChecksumMode::File(sums.clone()),
             ddmap: None,
             read: ReadOptions { direct_io: false, workers: opts.workers, read_rate_mb_s: None },
@@ -299,13 +375,14 @@ pub fn restore(
         },
         progress,
     )
-    .with_context(|| format!("copying {snap_ref} onto {}", target.display()))?;
+    .with_context(|| format!("copying {snap_ref} onto {shown}"))?;
     failpoint::hit("restore.after-copy");
 
     // Read the target back and check it against the snapshot's history.
     let ws = Workspace::new(store.checksum_dir(false)?, &vol.volume);
     let scratch = ws.scratch().with_context(|| format!("creating scratch space in {}", ws.dir.display()))?;
     let expected = scratch.file("expected.ddless");
+    let snapshot_bytes = VolumeSpec::Path(view.data_path.clone());
     let verified_against = match ws.history().reconstruct(snap.name.as_str(), &expected) {
         Ok(r) if r.problems.is_empty() => "history",
         Ok(r) => {
@@ -316,7 +393,7 @@ pub fn restore(
                     r.problems.join("; ")
                 ),
             );
-            checksum_prefix(&view.data_path, size, &expected, progress)?;
+            checksum_prefix(&snapshot_bytes, size, &expected, progress)?;
             "snapshot"
         }
         Err(HistoryError::NoHistory { reason, .. }) => {
@@ -326,18 +403,17 @@ pub fn restore(
                     "{snap_ref} has no checksum history ({reason}); checking against the snapshot's bytes instead"
                 ),
             );
-            checksum_prefix(&view.data_path, size, &expected, progress)?;
+            checksum_prefix(&snapshot_bytes, size, &expected, progress)?;
             "snapshot"
         }
         Err(e) => return Err(e.into()),
     };
     let actual = scratch.file("target.ddless");
-    checksum_prefix(target, size, &actual, progress)?;
+    checksum_prefix(&opts.target, size, &actual, progress)?;
     let cmp: Comparison = compare_files(&expected, &actual, |_| {})?;
     if !cmp.equal() {
         bail!(
-            "target {} does not match {snap_ref} after the copy: {} segment(s) differ (first: {:?}); the restore state is kept, rerun to repair",
-            target.display(),
+            "target {shown} does not match {snap_ref} after the copy: {} segment(s) differ (first: {:?}); the restore state is kept, rerun to repair",
             cmp.differing,
             cmp.first
         );
@@ -351,13 +427,10 @@ pub fn restore(
         p.push(suffix);
         let _ = fs::remove_file(PathBuf::from(p));
     }
-    log.line(
-        "restore",
-        &format!("restored {snap_ref} onto {}: verified against the {verified_against}", target.display()),
-    );
+    log.line("restore", &format!("restored {snap_ref} onto {shown}: verified against the {verified_against}"));
     Ok(RestoreReport {
         snapshot: snap_ref,
-        target: target.display().to_string(),
+        target: shown,
         size,
         resumed,
         segments_changed: copied.segments_changed,

@@ -48,8 +48,24 @@ pub enum StateSpec {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceSpec {
-    Path { device: bool, path: PathBuf, ddmap: Option<PathBuf>, state: StateSpec },
-    Command { prepare: Vec<String>, finish: Option<Vec<String>>, timeout: Duration },
+    Path {
+        device: bool,
+        path: PathBuf,
+        ddmap: Option<PathBuf>,
+        state: StateSpec,
+    },
+    /// An `iscsi://` LUN read with santools' initiator (the URL as
+    /// configured: it may carry a CHAP password; shown redacted).
+    Iscsi {
+        url: String,
+        ddmap: Option<PathBuf>,
+        state: StateSpec,
+    },
+    Command {
+        prepare: Vec<String>,
+        finish: Option<Vec<String>>,
+        timeout: Duration,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -76,6 +92,9 @@ pub struct ArchiveSettings {
     pub command_timeout: Duration,
     pub pools: BTreeMap<PoolName, PoolSettings>,
     pub volumes: Vec<VolumeSettings>,
+    /// The `[initiator]` section, for iscsi:// sources and restore targets
+    /// (set by the tools that load it; empty otherwise).
+    pub initiator: crate::config::InitiatorConfig,
 }
 
 fn bounded(key: &str, value: u64, min: u64, max: u64) -> Result<u64, InvalidValue> {
@@ -186,12 +205,13 @@ fn source(key: &str, c: &SourceConfig) -> Result<SourceSpec, InvalidValue> {
         }
     };
     match c.kind.as_str() {
-        "file" | "device" => {
+        "file" | "device" | "iscsi" => {
             only("prepare", c.prepare.is_some(), "command")?;
             only("finish", c.finish.is_some(), "command")?;
             only("timeout_sec", c.timeout_sec.is_some(), "command")?;
-            let path = c.path.as_deref().ok_or_else(|| InvalidValue::new(format!("{key}.path"), "is required"))?;
-            let path = absolute(&format!("{key}.path"), path)?;
+            let iscsi = c.kind == "iscsi";
+            only("url", c.url.is_some() && !iscsi, "iscsi")?;
+            only("path", c.path.is_some() && iscsi, "file and device")?;
             let ddmap = c.ddmap.as_deref().map(|p| absolute(&format!("{key}.ddmap"), p)).transpose()?;
             let state = match (&c.ddmap_state, &c.ddmap_state_file) {
                 (Some(_), Some(_)) => {
@@ -209,11 +229,24 @@ fn source(key: &str, c: &SourceConfig) -> Result<SourceSpec, InvalidValue> {
             if ddmap.is_none() && state != StateSpec::Unknown {
                 return Err(InvalidValue::new(format!("{key}.ddmap"), "a ddmap state needs a ddmap"));
             }
+            if iscsi {
+                let url = c.url.as_deref().ok_or_else(|| InvalidValue::new(format!("{key}.url"), "is required"))?;
+                crate::initiator::IscsiUrl::parse_lun(url).map_err(|e| {
+                    InvalidValue::new(
+                        format!("{key}.url"),
+                        format!("{}: {e}", crate::initiator::url::redact_unparsed(url)),
+                    )
+                })?;
+                return Ok(SourceSpec::Iscsi { url: url.to_string(), ddmap, state });
+            }
+            let path = c.path.as_deref().ok_or_else(|| InvalidValue::new(format!("{key}.path"), "is required"))?;
+            let path = absolute(&format!("{key}.path"), path)?;
             Ok(SourceSpec::Path { device: c.kind == "device", path, ddmap, state })
         }
         "command" => {
             for (f, present) in [
                 ("path", c.path.is_some()),
+                ("url", c.url.is_some()),
                 ("ddmap", c.ddmap.is_some()),
                 ("ddmap_state", c.ddmap_state.is_some()),
                 ("ddmap_state_file", c.ddmap_state_file.is_some()),
@@ -232,7 +265,7 @@ fn source(key: &str, c: &SourceConfig) -> Result<SourceSpec, InvalidValue> {
         }
         other => Err(InvalidValue::new(
             format!("{key}.kind"),
-            format!("must be \"file\", \"device\" or \"command\", got {other:?}"),
+            format!("must be \"file\", \"device\", \"iscsi\" or \"command\", got {other:?}"),
         )),
     }
 }
@@ -312,6 +345,7 @@ impl ArchiveSettings {
             command_timeout: Duration::from_secs(to),
             pools,
             volumes,
+            initiator: crate::config::InitiatorConfig::default(),
         })
     }
 
@@ -391,8 +425,9 @@ source = { kind = "command", prepare = ["/usr/bin/prep", "{volume}"] }
     fn the_example_configuration_is_valid() {
         let text = include_str!("../../examples/santools.toml");
         let s = parse(text).unwrap();
-        assert_eq!(s.volumes.len(), 3);
+        assert_eq!(s.volumes.len(), 4);
         assert_eq!(s.volumes[0].archive.to_string(), "vg_satabeast7_vol0/iscsi_lv_mail_bk");
+        assert!(matches!(&s.volumes[3].source, SourceSpec::Iscsi { ddmap: Some(_), .. }));
         assert!(matches!(
             s.pools[&PoolName::new("vg_satabeast7_vol0").unwrap()].backend,
             BackendSettings::Zfs { mode: ZfsMode::Zvol, .. }
@@ -427,6 +462,14 @@ source = { kind = "command", prepare = ["/usr/bin/prep", "{volume}"] }
             ("pool = \"tank\"", "pool = \"nope\"", "archive.volumes[0].pool"),
             ("ddmap_state = \"CLEAN\"", "ddmap_state = \"SHINY\"", "archive.volumes[0].source.ddmap_state"),
             ("prepare = [\"/usr/bin/prep\", \"{volume}\"]", "prepare = []", "archive.volumes[1].source.prepare"),
+            ("kind = \"file\", path = \"/dev/vg8/lv_a\"", "kind = \"iscsi\"", "archive.volumes[0].source.url"),
+            ("kind = \"file\"", "kind = \"iscsi\"", "archive.volumes[0].source.path"),
+            ("kind = \"file\"", "kind = \"file\", url = \"iscsi://h/iqn.2024-01.x:t/1\"", "archive.volumes[0].source.url"),
+            (
+                "source = { kind = \"file\", path = \"/dev/vg8/lv_a\", ddmap = \"/var/m/lv_a.ddmap\", ddmap_state = \"CLEAN\" }",
+                "source = \"iscsi://h/iqn.2024-01.x:t\"",
+                "archive.volumes[0].source.url",
+            ),
         ];
         for (from, to, key) in cases {
             let text = GOOD.replacen(from, to, 1);
@@ -437,5 +480,22 @@ source = { kind = "command", prepare = ["/usr/bin/prep", "{volume}"] }
         let text = GOOD.replacen("name = \"lv_b\"\npool = \"bt\"", "name = \"lv_a\"\npool = \"tank\"", 1);
         assert!(parse(&text).unwrap_err().contains("already used"));
         assert!(parse(&GOOD.replace("kind = \"file\"", "kind = \"file\", bogus = 1")).unwrap_err().contains("bogus"));
+        // An iscsi:// LUN: a string is short for kind = "iscsi"; a table may add a ddmap.
+        let lun = GOOD.replacen(
+            "source = { kind = \"file\", path = \"/dev/vg8/lv_a\", ddmap = \"/var/m/lv_a.ddmap\", ddmap_state = \"CLEAN\" }",
+            "source = \"iscsi://10.0.0.5/iqn.2024-01.x:t/1\"",
+            1,
+        );
+        let s = parse(&lun).unwrap();
+        assert!(matches!(&s.volumes[0].source, SourceSpec::Iscsi { url, ddmap: None, .. } if url.ends_with("x:t/1")));
+        let e = parse(&lun.replace("\"iscsi://10.0.0.5/iqn.2024-01.x:t/1\"", "\"/dev/sdb\"")).unwrap_err();
+        assert!(e.contains("must be an iscsi:// URL") && e.contains("/dev/sdb"), "{e}");
+        let lun = GOOD.replacen(
+            "kind = \"file\", path = \"/dev/vg8/lv_a\"",
+            "kind = \"iscsi\", url = \"iscsi://h/iqn.2024-01.x:t/0\"",
+            1,
+        );
+        let s = parse(&lun).unwrap();
+        assert!(matches!(&s.volumes[0].source, SourceSpec::Iscsi { ddmap: Some(_), state: StateSpec::Fixed(_), .. }));
     }
 }

@@ -26,6 +26,7 @@ use super::volume_lock::{lock_volume, VolumeLockError};
 use super::workspace::Workspace;
 use crate::ddless::{verify, ReadOptions, VerifyOptions};
 use crate::progress::Progress;
+use crate::volume::VolumeSpec;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct CheckResult {
@@ -140,7 +141,7 @@ fn check_locked(
     } else {
         let report = verify(
             &VerifyOptions {
-                source: view.data_path.clone(),
+                source: VolumeSpec::Path(view.data_path.clone()),
                 checksum: expected.clone(),
                 read: ReadOptions { direct_io: false, workers: ctx.workers, read_rate_mb_s: None },
             },

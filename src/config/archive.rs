@@ -121,20 +121,49 @@ pub struct VolumeConfig {
     pub schedule: Option<String>,
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// A table, or a string: an `iscsi://` LUN URL (`kind = "iscsi"`).
+    #[serde(deserialize_with = "source_config")]
     pub source: SourceConfig,
+}
+
+/// `source = "iscsi://..."` is short for `source = { kind = "iscsi", url = "iscsi://..." }`.
+fn source_config<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SourceConfig, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = SourceConfig;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a source table or an iscsi:// URL")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SourceConfig, E> {
+            if !crate::initiator::IscsiUrl::is_iscsi_url(v) {
+                return Err(E::custom(format!(
+                    "a source given as a string must be an iscsi:// URL, got {:?}; use a table, e.g. {{ kind = \"device\", path = \"/dev/...\" }}",
+                    crate::initiator::url::redact_unparsed(v)
+                )));
+            }
+            Ok(SourceConfig { kind: "iscsi".into(), url: Some(v.to_string()), ..SourceConfig::default() })
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<SourceConfig, A::Error> {
+            SourceConfig::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+        }
+    }
+    d.deserialize_any(V)
 }
 
 fn default_true() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Default, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// "file", "device" or "command".
+    /// "file", "device", "iscsi" or "command".
     pub kind: String,
     /// file / device: the volume to read.
     pub path: Option<PathBuf>,
+    /// iscsi: the LUN, `iscsi://[USER[%PASSWORD]@]HOST[:PORT]/TARGET-IQN/LUN`
+    /// (read with santools' initiator and the `[initiator]` section).
+    pub url: Option<String>,
     /// file / device: a ddmap of the segments changed since the last backup.
     pub ddmap: Option<PathBuf>,
     /// file / device: the map's state (UNKNOWN, ACTIVE, CLEAN, DIRTY).

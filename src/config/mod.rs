@@ -16,11 +16,13 @@ use serde::Deserialize;
 pub mod archive;
 pub mod ddless;
 pub mod ddmap;
+pub mod initiator;
 pub mod portal;
 pub mod targets;
 
 pub use self::ddless::DdlessConfig;
 pub use self::ddmap::DdmapConfig;
+pub use self::initiator::InitiatorConfig;
 pub use self::portal::{DiscoveryPortal, PortalConfig};
 
 /// Where the configuration is read from when `--config` is not given.
@@ -55,6 +57,7 @@ pub enum Section {
     Ddless,
     Ddmap,
     Portal,
+    Initiator,
     Archive,
     Targets,
 }
@@ -65,6 +68,7 @@ impl Section {
             Section::Ddless => "ddless",
             Section::Ddmap => "ddmap",
             Section::Portal => "portal",
+            Section::Initiator => "initiator",
             Section::Archive => "archive",
             Section::Targets => "targets",
         }
@@ -76,6 +80,7 @@ impl Section {
 pub struct Config {
     pub ddless: DdlessConfig,
     pub ddmap: DdmapConfig,
+    pub initiator: InitiatorConfig,
     /// Required by the portal daemon and its tools.
     pub portal: Option<PortalConfig>,
     /// Required by the archive tools (backup, restore, snapcheck, ddless-maint).
@@ -156,6 +161,7 @@ impl Config {
     fn validate(&self) -> Result<(), InvalidValue> {
         self.ddless.validate()?;
         self.ddmap.validate()?;
+        self.initiator.validate()?;
         if let Some(p) = &self.portal {
             p.validate()?;
         }

@@ -11,16 +11,18 @@ use serde::Serialize;
 use super::checksum_access;
 use super::options::{ChecksumMode, CopyOptions};
 use super::stats_file;
-use super::volume::Volume;
+use super::volume::{lun_stamp, open_lun, Volume};
 use crate::shared::checksum_file::record_count;
 use crate::shared::file_identity::{check_distinct, RolePath};
 use crate::shared::object_stamp::ObjectStamp;
 use crate::shared::segment::SegmentGeometry;
+use crate::volume::VolumeSpec;
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct ChecksumCheckReport {
     pub checksum_file: PathBuf,
-    pub target: PathBuf,
+    /// The target's path, or its URL (passwords redacted).
+    pub target: String,
     /// The copy would use the existing records.
     pub usable: bool,
     /// Why a new checksum file is required (None when usable).
@@ -38,16 +40,25 @@ pub fn check_checksum_file(opts: &CopyOptions) -> anyhow::Result<ChecksumCheckRe
     }
     let source = Volume::open_source(&opts.source, opts.read.direct_io)?;
     let geometry = SegmentGeometry::new(source.size);
+    // A LUN target is logged in to for its identity; nothing is written.
+    let lun = match &opts.target {
+        VolumeSpec::Iscsi(s) => Some(open_lun(s, "target")?),
+        VolumeSpec::Path(_) => None,
+    };
+    let target_role = match (&lun, &opts.target) {
+        (Some(v), _) => RolePath::lun("target", &v.info().url, v.info().identity()),
+        (None, VolumeSpec::Path(p)) => RolePath::new("target", p).with_context(|| format!("target {}", p.display()))?,
+        (None, VolumeSpec::Iscsi(_)) => unreachable!("opened above"),
+    };
     check_distinct(&[
-        RolePath::of_open("source", &opts.source, &source.file)
-            .with_context(|| format!("source {}", opts.source.display()))?,
-        RolePath::new("target", &opts.target).with_context(|| format!("target {}", opts.target.display()))?,
+        source.role_path("source")?,
+        target_role,
         RolePath::new("checksum file", cks).with_context(|| format!("checksum file {}", cks.display()))?,
     ])?;
     let segments = geometry.segment_count();
     let mut report = ChecksumCheckReport {
         checksum_file: cks.clone(),
-        target: opts.target.clone(),
+        target: opts.target.to_string(),
         usable: false,
         reason: None,
         records: None,
@@ -70,14 +81,18 @@ pub fn check_checksum_file(opts: &CopyOptions) -> anyhow::Result<ChecksumCheckRe
         ));
         return Ok(report);
     }
-    let target = std::fs::metadata(&opts.target).ok();
+    let target = match (&lun, &opts.target) {
+        (Some(v), _) => Some(lun_stamp(v)),
+        (None, VolumeSpec::Path(p)) => std::fs::metadata(p).ok().map(|m| ObjectStamp::of_metadata(&m)),
+        (None, VolumeSpec::Iscsi(_)) => None,
+    };
     let Some(target) = target else {
         report.reason = Some("the target does not exist".into());
         return Ok(report);
     };
     let stamp = ObjectStamp::of_metadata(&meta);
     if let Some(b) = stats_file::read_binding(&stats_file::stats_path(cks)).filter(|b| b.checksum == stamp) {
-        if b.object != ObjectStamp::of_metadata(&target) {
+        if b.object != target {
             report.reason = Some(format!("the checksum file describes another target: {}", b.describe()));
             return Ok(report);
         }

@@ -35,8 +35,7 @@ pub fn compute_checksums(opts: &ChecksumOptions, progress: &dyn Progress) -> any
     let ctx = || format!("checksum file {}", cks.display());
     let stats_path = stats_file::stats_path(cks);
     check_distinct(&[
-        RolePath::of_open("source", &opts.source, &source.file)
-            .with_context(|| format!("source {}", opts.source.display()))?,
+        source.role_path("source")?,
         RolePath::new("checksum file", cks).with_context(ctx)?,
         RolePath::new(format!("stats file of checksum file {}:", cks.display()), &stats_path).with_context(ctx)?,
         RolePath::new(format!("lock file of checksum file {}:", cks.display()), &checksum_access::lock_path(cks))
@@ -82,7 +81,7 @@ pub fn compute_checksums(opts: &ChecksumOptions, progress: &dyn Progress) -> any
     })?;
     let elapsed = started.elapsed().as_secs_f64();
     let report = ChecksumReport {
-        source: opts.source.clone(),
+        source: opts.source.to_string(),
         checksum_file: opts.checksum.clone(),
         source_size: source.size,
         segments: geometry.segment_count(),
@@ -94,9 +93,9 @@ pub fn compute_checksums(opts: &ChecksumOptions, progress: &dyn Progress) -> any
     // checksum file, which this binding does not claim.
     let binding = Binding {
         checksum: ObjectStamp::of_file(out.file()).with_context(wctx)?,
-        object: ObjectStamp::of_file(&source.file).with_context(|| format!("source {}", opts.source.display()))?,
+        object: source.stamp().with_context(|| format!("source {}", opts.source.display()))?,
         object_size: source.size,
-        object_path: opts.source.clone(),
+        object_path: std::path::PathBuf::from(opts.source.to_string()),
     };
     stats_file::write_checksum_only(&stats_path, &report, &binding)
         .with_context(|| format!("writing stats file {}", stats_path.display()))?;

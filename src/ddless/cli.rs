@@ -1,6 +1,7 @@
 //! The `ddless` command line: seed-compatible short flags, long names, mode
 //! selection, text or JSON output. All work is done by the library.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
@@ -15,12 +16,14 @@ use super::options::{
 use super::report::{CopyReport, VerifyReport};
 use crate::cli::common_args::CommonArgs;
 use crate::cli::exit;
-use crate::cli::logging;
+use crate::cli::logging::{self, Verbosity};
 use crate::cli::output::print_json;
 use crate::cli::progress::TerminalProgress;
-use crate::config::{Config, Section};
+use crate::config::{Config, Section, DEFAULT_CONFIG_PATH};
+use crate::initiator::settings::{config_exposure_warning, SessionArgs, UrlSource};
 use crate::multicall::Tool;
 use crate::progress::{NoProgress, Progress};
+use crate::volume::VolumeSpec;
 
 pub const TOOL: Tool = Tool {
     name: "ddless",
@@ -40,6 +43,11 @@ Modes:
   parameters      ddless -p
   check only      ddless -b -s SRC -c CHECKSUM -t TARGET   (exit 3: a new checksum file is required)
 
+SRC and TARGET are files, block devices or iSCSI LUNs:
+  iscsi://[USER@]HOST[:PORT]/TARGET-IQN/LUN (IPv6 hosts in brackets; a portal's redirect is followed).
+  The initiator name comes from --initiator-name, [initiator] name, or /etc/iscsi/initiatorname.iscsi;
+  CHAP secrets from LIBISCSI_CHAP_PASSWORD (LIBISCSI_CHAP_TARGET_PASSWORD) or the [initiator] section,
+  never from the command line. A LUN target must be at least as large as the source.
 Use -c /dev/null to copy without checksums (every segment is written).
 After a copy, statistics are saved in CHECKSUM.stats.
 Exit codes: 0 success, 1 verify found differences, 2 error, 3 (-b) new checksum file required.";
@@ -86,12 +94,12 @@ fn at_least_one_u64(s: &str) -> Result<u64, String> {
 #[derive(Parser, Debug)]
 #[command(name = "ddless", version, after_help = AFTER_HELP)]
 pub struct DdlessArgs {
-    /// Source device or file
+    /// Source device, file or iscsi:// LUN
     #[arg(short = 's', long = "source", value_name = "SRC")]
-    source: Option<PathBuf>,
-    /// Target device or file (a file grows as needed)
+    source: Option<OsString>,
+    /// Target device, file or iscsi:// LUN (a file grows as needed)
     #[arg(short = 't', long = "target", value_name = "TARGET")]
-    target: Option<PathBuf>,
+    target: Option<OsString>,
     /// Checksum file kept beside the target (/dev/null: none)
     #[arg(short = 'c', long = "checksum", value_name = "CHECKSUM")]
     checksum: Option<PathBuf>,
@@ -134,6 +142,11 @@ pub struct DdlessArgs {
     /// Print the report as JSON on stdout
     #[arg(long = "json")]
     json: bool,
+    /// iSCSI initiator name for iscsi:// volumes [default: [initiator] name, else /etc/iscsi/initiatorname.iscsi]
+    #[arg(long = "initiator-name", value_name = "IQN")]
+    initiator_name: Option<String>,
+    #[command(flatten)]
+    session: SessionArgs,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -158,13 +171,22 @@ fn tuning(a: &DdlessArgs) -> CommitTuning {
     }
 }
 
+/// `-s`/`-t` as given: a path, or an iscsi:// URL resolved with the
+/// initiator flags and the `[initiator]` section.
+fn volume_arg(a: &DdlessArgs, config: &Config, arg: &OsString, role: &str) -> anyhow::Result<VolumeSpec> {
+    VolumeSpec::resolve(arg, UrlSource::CommandLine, a.initiator_name.as_deref(), &a.session, &config.initiator)
+        .with_context(|| format!("{role} {}", crate::initiator::url::redact_unparsed(&arg.to_string_lossy())))
+}
+
 fn resolve_mode(a: &DdlessArgs, config: &Config) -> anyhow::Result<Mode> {
     if a.params {
         return Ok(Mode::Params);
     }
-    let Some(source) = a.source.clone() else {
+    let Some(source) = a.source.as_ref() else {
         bail!("no source given: use -s SRC (see ddless --help)");
     };
+    let source = volume_arg(a, config, source, "source")?;
+    let target = a.target.as_ref().map(|t| volume_arg(a, config, t, "target")).transpose()?;
     let direct_io = a.direct || config.ddless.direct_io;
     let workers =
         a.workers.or(config.ddless.workers).and_then(NonZeroUsize::new).unwrap_or_else(ReadOptions::default_workers);
@@ -187,10 +209,10 @@ fn resolve_mode(a: &DdlessArgs, config: &Config) -> anyhow::Result<Mode> {
         };
         return Ok(Mode::Verify(VerifyOptions { source, checksum, read }));
     }
-    match (&a.target, &a.checksum) {
+    match (target, &a.checksum) {
         (Some(target), Some(checksum)) if a.bail_on_new_checksum => Ok(Mode::CheckChecksum(CopyOptions {
             source,
-            target: target.clone(),
+            target,
             checksum: ChecksumMode::File(checksum.clone()),
             ddmap: a.ddmap.clone(),
             read,
@@ -198,7 +220,7 @@ fn resolve_mode(a: &DdlessArgs, config: &Config) -> anyhow::Result<Mode> {
         })),
         (Some(target), Some(checksum)) => Ok(Mode::Copy(CopyOptions {
             source,
-            target: target.clone(),
+            target,
             checksum: if super::checksum_access::is_dev_null(checksum) {
                 ChecksumMode::Disabled
             } else {
@@ -251,10 +273,24 @@ fn print_copy_summary(r: &CopyReport) -> anyhow::Result<()> {
 
 fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     let args = DdlessArgs::from_arg_matches(matches)?;
-    logging::init("ddless", args.common.verbosity());
-    let config = Config::load_for(args.common.config.as_deref(), &[Section::Ddless])?;
+    let verbosity = if args.session.debug_pdus && args.common.verbosity() != Verbosity::Quiet {
+        Verbosity::Debug
+    } else {
+        args.common.verbosity()
+    };
+    logging::init("ddless", verbosity);
+    // The [initiator] section matters (and must be valid) only for iscsi:// volumes.
+    let iscsi = [&args.source, &args.target].into_iter().flatten().any(|v| VolumeSpec::is_iscsi_arg(v));
+    let sections: &[Section] = if iscsi { &[Section::Ddless, Section::Initiator] } else { &[Section::Ddless] };
+    let config = Config::load_for(args.common.config.as_deref(), sections)?;
     for w in &config.warnings {
         tracing::warn!("{w}");
+    }
+    if iscsi {
+        let path = args.common.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+        if let Some(w) = config_exposure_warning(&path, &config.initiator) {
+            tracing::warn!("{w}");
+        }
     }
     let mode = resolve_mode(&args, &config)?;
     if args.bail_on_new_checksum && !matches!(mode, Mode::CheckChecksum(_)) {

@@ -20,11 +20,10 @@ use super::options::{ChecksumMode, CopyOptions};
 use super::reader::{run_readers, ReadJob, ReadPlan};
 use super::report::CopyReport;
 use super::stats_file::{self, Binding};
-use super::target::{check_target, open_existing, Target};
-use super::volume::Volume;
+use super::target::{check_target, lock_lun, open_existing, CopyTarget, LunTarget, Target, TargetCheck};
+use super::volume::{open_lun, warn_if_unidentified, Volume};
 use crate::progress::Progress;
 use crate::shared::atomic_file::remove_stale_temps;
-use crate::shared::block_device::DeviceKind;
 use crate::shared::change_map::{words_for_volume, ChangeMap, BYTES_PER_WORD};
 use crate::shared::checksum_file::ChecksumFile;
 use crate::shared::ddmap_file::{iet_words_for_volume, load_ddmap_file, DDMAP_HEADER_SIZE};
@@ -32,6 +31,7 @@ use crate::shared::file_identity::{check_distinct, RolePath};
 use crate::shared::object_stamp::ObjectStamp;
 use crate::shared::segment::{SegmentGeometry, SEGMENT_SIZE};
 use crate::shared::units::{gb, mb_per_s, percent};
+use crate::volume::VolumeSpec;
 
 /// Loads a ddmap for `-m` and checks it describes a volume of `size` bytes:
 /// the header is read and checked first, so a wrong file is refused
@@ -76,17 +76,20 @@ fn log_preamble(opts: &CopyOptions) {
 }
 
 pub(crate) fn log_source(source: &Volume, geometry: &SegmentGeometry, workers: usize) {
-    tracing::info!("source {} size {} bytes ({})", source.kind.describe(), source.size, gb(source.size));
+    tracing::info!("source {} size {} bytes ({})", source.kind_name(), source.size, gb(source.size));
     tracing::info!("source segments {}, remainder {} bytes", geometry.segment_count(), geometry.remainder());
     tracing::info!("read buffers job {}", geometry.buffer_count());
     tracing::info!("read buffers worker {}", geometry.buffer_count().div_ceil(workers as u64));
 }
 
 /// Every path a copy reads or writes, with its role, for the identity check.
-fn run_paths(opts: &CopyOptions, source: &Volume, checksum: Option<&Path>) -> anyhow::Result<Vec<RolePath>> {
-    let mut paths = vec![RolePath::of_open("source", &opts.source, &source.file)
-        .with_context(|| format!("source {}", opts.source.display()))?];
-    paths.push(RolePath::new("target", &opts.target).with_context(|| format!("target {}", opts.target.display()))?);
+fn run_paths(
+    opts: &CopyOptions,
+    source: &Volume,
+    target: RolePath,
+    checksum: Option<&Path>,
+) -> anyhow::Result<Vec<RolePath>> {
+    let mut paths = vec![source.role_path("source")?, target];
     if let Some(p) = checksum {
         let ctx = || format!("checksum file {}", p.display());
         paths.push(RolePath::new("checksum file", p).with_context(ctx)?);
@@ -99,6 +102,32 @@ fn run_paths(opts: &CopyOptions, source: &Volume, checksum: Option<&Path>) -> an
         paths.push(RolePath::new("ddmap", m).with_context(|| format!("ddmap {}", m.display()))?);
     }
     Ok(paths)
+}
+
+/// The target as phase 1 found it.
+enum PreparedTarget {
+    Local(TargetCheck, Option<std::fs::File>),
+    Lun(crate::initiator::IscsiVolume),
+}
+
+/// A LUN target must hold the whole source and accept writes; checked
+/// before anything is created or written.
+fn check_lun_target(v: &crate::initiator::IscsiVolume, source_size: u64) -> anyhow::Result<()> {
+    let info = v.info();
+    if info.size < source_size {
+        bail!(
+            "target {} is smaller than the source: {} bytes ({}) < {} bytes ({}); an iSCSI LUN is never resized, nothing was changed",
+            info.url,
+            info.size,
+            gb(info.size),
+            source_size,
+            gb(source_size)
+        );
+    }
+    if info.write_protected {
+        bail!("target {} is write-protected (read-only LUN); nothing was changed", info.url);
+    }
+    Ok(())
 }
 
 /// Copies `opts.source` to `opts.target`, writing only changed segments.
@@ -119,23 +148,56 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
         ChecksumMode::File(p) => Some(p.as_path()),
         ChecksumMode::Disabled => None,
     };
-    check_distinct(&run_paths(opts, &source, checksum_path)?)?;
+    let mut warnings = Vec::new();
+    // A LUN target is logged in to now: its identity joins the check below.
+    let lun = match &opts.target {
+        VolumeSpec::Iscsi(s) => Some(open_lun(s, "target")?),
+        VolumeSpec::Path(_) => None,
+    };
+    let target_role = match (&lun, &opts.target) {
+        (Some(v), _) => RolePath::lun("target", &v.info().url, v.info().identity()),
+        (None, VolumeSpec::Path(p)) => RolePath::new("target", p).with_context(|| format!("target {}", p.display()))?,
+        (None, VolumeSpec::Iscsi(_)) => unreachable!("opened above"),
+    };
+    check_distinct(&run_paths(opts, &source, target_role, checksum_path)?)?;
     let map = opts.ddmap.as_deref().map(|p| load_ddmap_for(p, source.size)).transpose()?;
     if let Some(p) = checksum_path {
         let existing = checksum_access::inspect(p)?;
         checksum_access::check_writable(p, existing.is_some())?;
     }
-    let check = check_target(&opts.target, source.size)?;
-    let existing_target = open_existing(&check)?;
+    let prepared = match (lun, &opts.target) {
+        (Some(v), _) => {
+            check_lun_target(&v, source.size)?;
+            warnings.extend(warn_if_unidentified(&v, "target"));
+            PreparedTarget::Lun(v)
+        }
+        (None, VolumeSpec::Path(p)) => {
+            let check = check_target(p, source.size)?;
+            let existing = open_existing(&check)?;
+            PreparedTarget::Local(check, existing)
+        }
+        (None, VolumeSpec::Iscsi(_)) => unreachable!("opened above"),
+    };
 
     // Phase 2: lock, create, bring records and target to the source's size.
     let _lock = checksum_path.map(checksum_access::lock).transpose()?;
-    let target_size_before = check.existing.map(|(_, size)| size);
-    let target = Target::open(&check, existing_target)?;
+    let (target, target_size_before, target_created, _lun_lock) = match prepared {
+        PreparedTarget::Local(check, existing) => {
+            let before = check.existing.map(|(_, size)| size);
+            let created = check.existing.is_none();
+            (CopyTarget::Local(Target::open(&check, existing)?), before, created, None)
+        }
+        PreparedTarget::Lun(v) => {
+            let lock = lock_lun(&v)?;
+            tracing::info!("opened target iSCSI LUN {}", v.info().url);
+            let before = Some(v.size());
+            (CopyTarget::Lun(LunTarget::new(v)), before, false, lock)
+        }
+    };
     let target_size = target.size().with_context(|| format!("size of target {}", opts.target.display()))?;
     let target_stamp = target.stamp().with_context(|| format!("target {}", opts.target.display()))?;
-    let mut warnings = Vec::new();
     let mut segments_invalidated = 0;
+    let target_path = std::path::PathBuf::from(opts.target.to_string());
     let checksum = match checksum_path {
         Some(p) => {
             tracing::info!("checksum file {}", p.display());
@@ -151,11 +213,11 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
                 records,
                 checksum_created: created,
                 binding: stored.as_ref(),
-                target_path: &opts.target,
+                target_path: &target_path,
                 target_stamp: &target_stamp,
                 target_size,
-                target_created: check.existing.is_none(),
-                target_is_file: target.kind() == DeviceKind::RegularFile,
+                target_created,
+                target_is_file: target.is_regular_file(),
             };
             let plan = binding::plan(&found);
             for w in &plan.warnings {
@@ -183,7 +245,7 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
                 checksum: stamp,
                 object: target_stamp.clone(),
                 object_size: target.size().with_context(|| format!("size of target {}", opts.target.display()))?,
-                object_path: opts.target.clone(),
+                object_path: target_path.clone(),
             };
             if stored.as_ref() != Some(&now) {
                 stats_file::write_binding(&stats_path, &now)
@@ -202,7 +264,7 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
         None => {
             tracing::info!("checksum file /dev/null");
             tracing::info!("skipping checksum computations");
-            if target.kind() == DeviceKind::RegularFile && target_size != source.size {
+            if target.is_regular_file() && target_size != source.size {
                 if target_size > source.size {
                     let w = format!(
                         "target file {} is larger than the source ({} > {} bytes): shrinking it to {} bytes",
@@ -224,7 +286,7 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
         tracing::info!("no checksums yet: every segment is read once, whatever the ddmap says");
     }
     let size_now = target.size()?;
-    tracing::info!("target {} size {} bytes ({})", target.kind().describe(), size_now, gb(size_now));
+    tracing::info!("target {} size {} bytes ({})", target.describe_kind(), size_now, gb(size_now));
 
     // Phase 3: read, compare, commit.
     let records: Option<&ChecksumFile> = checksum.as_ref().map(|(cf, _, _)| cf);
@@ -253,8 +315,8 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
 
     let elapsed = started.elapsed().as_secs_f64();
     let report = CopyReport {
-        source: opts.source.clone(),
-        target: opts.target.clone(),
+        source: opts.source.to_string(),
+        target: opts.target.to_string(),
         checksum_file: checksum_path.map(Path::to_path_buf),
         ddmap: opts.ddmap.clone(),
         source_size: source.size,
@@ -272,7 +334,7 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
         bytes_punched: commit_stats.bytes_punched,
         checksum_file_state: checksum.as_ref().map(|(_, s, _)| s.to_string()),
         target_size_before,
-        target_shrunk: target_size_before.is_some_and(|b| b > source.size) && target.kind() == DeviceKind::RegularFile,
+        target_shrunk: target_size_before.is_some_and(|b| b > source.size) && target.is_regular_file(),
         segments_invalidated,
         warnings,
         elapsed_seconds: elapsed,

@@ -3,6 +3,8 @@
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 
+use crate::volume::VolumeSpec;
+
 /// How the source is read.
 #[derive(Clone, Debug)]
 pub struct ReadOptions {
@@ -75,10 +77,15 @@ impl Default for CommitTuning {
     }
 }
 
+/// A copy. `source` and `target` are paths or `iscsi://` LUNs
+/// ([`VolumeSpec`]; `PathBuf::into()` makes one from a path).
 #[derive(Clone, Debug)]
 pub struct CopyOptions {
-    pub source: PathBuf,
-    pub target: PathBuf,
+    pub source: VolumeSpec,
+    /// A missing path is created as a regular file; an existing file is
+    /// brought to the source's size; a block device or LUN must be at
+    /// least as large as the source.
+    pub target: VolumeSpec,
     pub checksum: ChecksumMode,
     /// Read only the segments this ddmap flags (plus any whose checksum
     /// record is INVALID).
@@ -89,27 +96,27 @@ pub struct CopyOptions {
 
 #[derive(Clone, Debug)]
 pub struct ChecksumOptions {
-    pub source: PathBuf,
+    pub source: VolumeSpec,
     pub checksum: PathBuf,
     pub read: ReadOptions,
 }
 
 #[derive(Clone, Debug)]
 pub struct VerifyOptions {
-    pub source: PathBuf,
+    pub source: VolumeSpec,
     pub checksum: PathBuf,
     pub read: ReadOptions,
 }
 
 #[derive(Clone, Debug)]
 pub struct ReadTestOptions {
-    pub source: PathBuf,
+    pub source: VolumeSpec,
     pub direct_io: bool,
 }
 
 #[derive(Clone, Debug)]
 pub struct ZoneOptions {
-    pub source: PathBuf,
+    pub source: VolumeSpec,
     pub direct_io: bool,
     /// Number of equal zones (100 in the seed).
     pub zones: NonZeroU32,

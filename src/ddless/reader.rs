@@ -13,8 +13,9 @@
 //!   target, never bytes read earlier. Each buffer's pages are unmapped
 //!   (MADV_DONTNEED) once the consumer is done with it, so the mapping never
 //!   holds more than the buffers in flight (the page cache keeps them);
-//! - O_DIRECT reads (-d) and ddmap-steered reads use pread into aligned
-//!   buffers; ddmap-steered buffered reads first ask the kernel to fetch
+//! - O_DIRECT reads (-d), ddmap-steered reads and iSCSI LUNs use pread
+//!   (a LUN: READ(16) commands, all runs of a buffer in flight at once)
+//!   into aligned buffers; ddmap-steered buffered reads first ask the kernel to fetch
 //!   the flagged runs of the next buffers (POSIX_FADV_WILLNEED), so a
 //!   cold disk sees many small reads in flight instead of one at a time.
 //!   Full reads are not announced that way: WILLNEED fills the page cache
@@ -206,15 +207,35 @@ fn read_chunk<'v>(
     let mut new = vec![ChecksumRecord::INVALID; segments.len() as usize];
     let mut bytes_read = 0;
     let mut scratch = Vec::new();
+    // A LUN gets all of this buffer's runs at once: their commands are in
+    // flight together instead of one run's after the other's.
+    let batched = match &mut bytes {
+        ChunkBytes::Buffer(buf) if job.source.lun().is_some() && !read.is_empty() => {
+            let ranges: Vec<(usize, u64, usize)> = read
+                .iter()
+                .map(|run| {
+                    let r = g.byte_range(*run);
+                    ((r.start - base) as usize, r.start, (r.end - r.start) as usize)
+                })
+                .collect();
+            job.source.read_ranges(buf, &ranges).with_context(|| {
+                format!("reading source {} at bytes {}-{}", job.source.name, ranges[0].1, chunk_bytes.end)
+            })?;
+            true
+        }
+        _ => false,
+    };
     for run in &read {
         let range = g.byte_range(*run);
         let len = (range.end - range.start) as usize;
         let at = (range.start - base) as usize;
         match &mut bytes {
             ChunkBytes::Buffer(buf) => {
-                job.source
-                    .read_at(&mut buf[at..], range.start, len)
-                    .with_context(|| format!("reading source {} at byte {}", job.source.path.display(), range.start))?;
+                if !batched {
+                    job.source
+                        .read_at(&mut buf[at..], range.start, len)
+                        .with_context(|| format!("reading source {} at byte {}", job.source.name, range.start))?;
+                }
                 if job.compute_checksums {
                     scratch.clear();
                     checksum_segments(&buf[at..at + len], &mut scratch);
@@ -281,9 +302,11 @@ fn read_chunk<'v>(
 fn prefetch_flagged(job: &ReadJob<'_>, map: &ChangeMap, cursor: &Mutex<u64>, until: u64) {
     let Ok(mut next) = cursor.lock() else { return };
     while *next < until {
-        for run in map.set_ranges(job.geometry.buffer_segments(*next)) {
-            let r = job.geometry.byte_range(run);
-            prefetch(&job.source.file, r.start, r.end - r.start);
+        if let Some(file) = job.source.file() {
+            for run in map.set_ranges(job.geometry.buffer_segments(*next)) {
+                let r = job.geometry.byte_range(run);
+                prefetch(file, r.start, r.end - r.start);
+            }
         }
         *next += 1;
     }
@@ -338,16 +361,16 @@ pub(crate) fn run_readers(
     mut consume: impl FnMut(&ChunkResult<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<ReaderStats> {
     let buffers = job.geometry.buffer_count();
-    let mapping = match job.plan {
-        ReadPlan::All if !job.source.direct && job.source.size > 0 => Some(
-            MappedFile::map(&job.source.file, job.source.size, Access::Sequential)
-                .with_context(|| format!("mapping source {}", job.source.path.display()))?,
+    let mapping = match (job.plan, job.source.file()) {
+        (ReadPlan::All, Some(file)) if !job.source.direct && job.source.size > 0 => Some(
+            MappedFile::map(file, job.source.size, Access::Sequential)
+                .with_context(|| format!("mapping source {}", job.source.name))?,
         ),
         _ => None,
     };
     let sources = Sources { mapped: mapping.as_ref() };
     let prefetch_map = match job.plan {
-        ReadPlan::Map(m) if !job.source.direct => Some(m),
+        ReadPlan::Map(m) if !job.source.direct && job.source.file().is_some() => Some(m),
         _ => None,
     };
     let prefetch_distance = match prefetch_map {

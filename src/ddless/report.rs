@@ -9,8 +9,9 @@ use crate::shared::segment::SegmentRange;
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct CopyReport {
-    pub source: PathBuf,
-    pub target: PathBuf,
+    /// The source's path, or its URL (passwords redacted).
+    pub source: String,
+    pub target: String,
     /// None with `-c /dev/null`.
     pub checksum_file: Option<PathBuf>,
     pub ddmap: Option<PathBuf>,
@@ -49,7 +50,7 @@ pub struct CopyReport {
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ChecksumReport {
-    pub source: PathBuf,
+    pub source: String,
     pub checksum_file: PathBuf,
     pub source_size: u64,
     pub segments: u64,
@@ -77,7 +78,7 @@ impl MismatchRange {
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct VerifyReport {
-    pub source: PathBuf,
+    pub source: String,
     pub checksum_file: PathBuf,
     pub source_size: u64,
     pub segments: u64,

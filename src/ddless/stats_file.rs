@@ -105,8 +105,8 @@ fn opt_path(p: &Option<PathBuf>) -> String {
 pub(crate) fn render_copy(r: &CopyReport, b: &Binding) -> String {
     let mut lines = vec![
         ("format", STATS_FORMAT.to_string()),
-        ("source", r.source.display().to_string()),
-        ("target", r.target.display().to_string()),
+        ("source", r.source.clone()),
+        ("target", r.target.clone()),
         ("checksum_file", opt_path(&r.checksum_file)),
         ("ddmap", opt_path(&r.ddmap)),
         ("started_unix", r.started_unix.to_string()),
@@ -137,7 +137,7 @@ pub(crate) fn render_copy(r: &CopyReport, b: &Binding) -> String {
 pub(crate) fn render_checksum_only(r: &ChecksumReport, b: &Binding) -> String {
     let mut lines = vec![
         ("format", STATS_FORMAT.to_string()),
-        ("source", r.source.display().to_string()),
+        ("source", r.source.clone()),
         ("checksum_file", r.checksum_file.display().to_string()),
         ("source_size", r.source_size.to_string()),
         ("segments", r.segments.to_string()),

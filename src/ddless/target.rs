@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::commit::{DurableStore, TargetStore};
+use crate::initiator::IscsiVolume;
 use crate::shared::block_device::{block_device_read_only, device_kind, device_size, DeviceKind};
 use crate::shared::failpoint;
 use crate::shared::file_identity::{identify, resolve_dangling, FileIdentity};
@@ -249,5 +250,241 @@ impl TargetStore for Target {
 
     fn prefers_holes(&self) -> bool {
         self.kind == DeviceKind::RegularFile
+    }
+}
+
+/// An iSCSI LUN as a copy target. Writes go out as WRITE(16) in whole
+/// blocks: a range that does not start or end on a block boundary (the
+/// short last segment of a source that is no multiple of the LUN's block
+/// size, or segments of a LUN with blocks larger than 16 KiB) is read,
+/// patched and written back whole; the bytes around it are the LUN's own
+/// and no record describes them. `sync` is SYNCHRONIZE CACHE, and fails
+/// when a reconnect may have lost acknowledged writes, so the commit
+/// protocol never records them. A LUN is never resized: one smaller than
+/// the source is refused before anything is written.
+pub(crate) struct LunTarget {
+    vol: IscsiVolume,
+    zeros: Vec<u8>,
+}
+
+fn lun_io(e: crate::initiator::InitiatorError) -> io::Error {
+    io::Error::from(e)
+}
+
+impl LunTarget {
+    pub fn new(vol: IscsiVolume) -> LunTarget {
+        LunTarget { vol, zeros: vec![0u8; 1 << 20] }
+    }
+}
+
+impl DurableStore for LunTarget {
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let bs = u64::from(self.vol.block_size());
+        let end = offset + buf.len() as u64;
+        if offset % bs == 0 && end % bs == 0 {
+            return self.vol.write_at(buf, offset).map_err(lun_io);
+        }
+        // The aligned middle straight from `buf`; each partial end block
+        // read, patched and written whole.
+        let first = offset / bs * bs;
+        let last = end.div_ceil(bs) * bs;
+        let patch = |block: u64| -> io::Result<()> {
+            let mut b = vec![0u8; bs as usize];
+            self.vol.read_at(&mut b, block).map_err(lun_io)?;
+            let (from, to) = (offset.max(block), end.min(block + bs));
+            b[(from - block) as usize..(to - block) as usize]
+                .copy_from_slice(&buf[(from - offset) as usize..(to - offset) as usize]);
+            self.vol.write_at(&b, block).map_err(lun_io)
+        };
+        if last - first == bs {
+            return patch(first);
+        }
+        let (head_partial, tail_partial) = (offset % bs != 0, end % bs != 0);
+        let mid_start = if head_partial { first + bs } else { first };
+        let mid_end = if tail_partial { last - bs } else { last };
+        if head_partial {
+            patch(first)?;
+        }
+        if mid_end > mid_start {
+            let data = &buf[(mid_start - offset) as usize..(mid_end - offset) as usize];
+            self.vol.write_at(data, mid_start).map_err(lun_io)?;
+        }
+        if tail_partial {
+            patch(last - bs)?;
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.vol.flush().map_err(lun_io)
+    }
+}
+
+impl TargetStore for LunTarget {
+    fn write_zeros(&self, offset: u64, len: u64) -> io::Result<bool> {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(self.zeros.len() as u64) as usize;
+            DurableStore::write_at(self, &self.zeros[..n], offset + done)?;
+            done += n as u64;
+        }
+        Ok(false)
+    }
+
+    fn start_writeback(&self) -> io::Result<()> {
+        // WRITE(16) is on its way to the target already.
+        Ok(())
+    }
+
+    fn prefers_holes(&self) -> bool {
+        false
+    }
+}
+
+/// A lock this host's ddless runs take on a LUN they write, so two of them
+/// (with different checksum files) never write one LUN at once. Kept in
+/// /run/lock (else the temporary directory), named after a hash of the
+/// LUN's identity and the node portal the session reached (after any
+/// redirect): two tgtd daemons with default device identifiers and one
+/// target name are two LUNs, one LUN through its portal and its node's own
+/// address is one. Opened without following symlinks. Runs on other hosts
+/// are not seen: that is what target ACLs are for.
+pub(crate) struct LunLock {
+    _file: File,
+}
+
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+pub(crate) fn lun_lock_path(identity: &str) -> PathBuf {
+    let dir = ["/run/lock", "/var/lock"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|d| dir_writable(d).is_ok())
+        .unwrap_or_else(std::env::temp_dir);
+    dir.join(format!("santools-lun-{:016x}.lock", fnv1a(identity)))
+}
+
+/// Opens (creating) a lock file read-only, never through a symlink: the
+/// directory is shared by every user, and flock needs no write access, so
+/// any user's run can lock a file another user's run created.
+fn open_lock_file(path: &Path) -> io::Result<File> {
+    use std::os::fd::FromRawFd;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    // SAFETY: open(2) with a valid C string; the descriptor is owned below.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o644 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new descriptor nobody else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+pub(crate) fn lock_lun(v: &IscsiVolume) -> anyhow::Result<Option<LunLock>> {
+    let path = lun_lock_path(&format!("{}@{}", v.info().identity(), v.session_info().portal));
+    let file = match open_lock_file(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(
+                "cannot open the LUN lock {} ({e}): other ddless runs on this host writing {} are not kept out",
+                path.display(),
+                v.info().url
+            );
+            return Ok(None);
+        }
+    };
+    lock_exclusive(&file, &path).map_err(|e| match e {
+        LockError::Busy { .. } => anyhow::anyhow!(
+            "target {} is in use by another ddless run on this host (lock {} is held); nothing was changed",
+            v.info().url,
+            path.display()
+        ),
+        other => other.into(),
+    })?;
+    Ok(Some(LunLock { _file: file }))
+}
+
+/// A copy's target: a local file or block device, or an iSCSI LUN.
+pub(crate) enum CopyTarget {
+    Local(Target),
+    Lun(LunTarget),
+}
+
+impl CopyTarget {
+    pub fn is_regular_file(&self) -> bool {
+        matches!(self, CopyTarget::Local(t) if t.kind() == DeviceKind::RegularFile)
+    }
+
+    pub fn describe_kind(&self) -> &'static str {
+        match self {
+            CopyTarget::Local(t) => t.kind().describe(),
+            CopyTarget::Lun(_) => "iSCSI LUN",
+        }
+    }
+
+    pub fn size(&self) -> io::Result<u64> {
+        match self {
+            CopyTarget::Local(t) => t.size(),
+            CopyTarget::Lun(l) => Ok(l.vol.size()),
+        }
+    }
+
+    pub fn stamp(&self) -> io::Result<ObjectStamp> {
+        match self {
+            CopyTarget::Local(t) => t.stamp(),
+            CopyTarget::Lun(l) => Ok(super::volume::lun_stamp(&l.vol)),
+        }
+    }
+
+    /// Resizes a regular-file target (callers only ask for files).
+    pub fn resize(&self, len: u64) -> io::Result<()> {
+        match self {
+            CopyTarget::Local(t) => t.resize(len),
+            CopyTarget::Lun(_) => Err(io::Error::other("internal: an iSCSI LUN is never resized")),
+        }
+    }
+}
+
+impl DurableStore for CopyTarget {
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        match self {
+            CopyTarget::Local(t) => DurableStore::write_at(t, buf, offset),
+            CopyTarget::Lun(l) => DurableStore::write_at(l, buf, offset),
+        }
+    }
+    fn sync(&self) -> io::Result<()> {
+        match self {
+            CopyTarget::Local(t) => t.sync(),
+            CopyTarget::Lun(l) => l.sync(),
+        }
+    }
+}
+
+impl TargetStore for CopyTarget {
+    fn write_zeros(&self, offset: u64, len: u64) -> io::Result<bool> {
+        match self {
+            CopyTarget::Local(t) => t.write_zeros(offset, len),
+            CopyTarget::Lun(l) => l.write_zeros(offset, len),
+        }
+    }
+    fn start_writeback(&self) -> io::Result<()> {
+        match self {
+            CopyTarget::Local(t) => t.start_writeback(),
+            CopyTarget::Lun(l) => l.start_writeback(),
+        }
+    }
+    fn prefers_holes(&self) -> bool {
+        match self {
+            CopyTarget::Local(t) => t.prefers_holes(),
+            CopyTarget::Lun(l) => l.prefers_holes(),
+        }
     }
 }

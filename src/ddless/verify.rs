@@ -32,8 +32,7 @@ pub fn verify(opts: &VerifyOptions, progress: &dyn Progress) -> anyhow::Result<V
     let cks = &opts.checksum;
     let ctx = || format!("checksum file {}", cks.display());
     check_distinct(&[
-        RolePath::of_open("source", &opts.source, &source.file)
-            .with_context(|| format!("source {}", opts.source.display()))?,
+        source.role_path("source")?,
         RolePath::new("checksum file", cks).with_context(ctx)?,
         RolePath::new(format!("lock file of checksum file {}:", cks.display()), &checksum_access::lock_path(cks))
             .with_context(ctx)?,
@@ -53,7 +52,7 @@ pub fn verify(opts: &VerifyOptions, progress: &dyn Progress) -> anyhow::Result<V
     check_fits(file.metadata().with_context(ctx)?.len(), &geometry).with_context(ctx)?;
     if let Ok(stamp) = ObjectStamp::of_file(&file) {
         let bound = stats_file::read_binding(&stats_file::stats_path(cks)).filter(|b| b.checksum == stamp);
-        let source_stamp = ObjectStamp::of_file(&source.file).ok();
+        let source_stamp = source.stamp().ok();
         match bound {
             Some(b) if source_stamp.as_ref() == Some(&b.object) && b.object_size != source.size => tracing::warn!(
                 "{} is {} bytes, but the checksum file describes it at {} bytes (truncated or extended since?)",
@@ -135,7 +134,7 @@ pub fn verify(opts: &VerifyOptions, progress: &dyn Progress) -> anyhow::Result<V
         .collect();
     let elapsed = started.elapsed().as_secs_f64();
     Ok(VerifyReport {
-        source: opts.source.clone(),
+        source: opts.source.to_string(),
         checksum_file: opts.checksum.clone(),
         source_size: source.size,
         segments: geometry.segment_count(),

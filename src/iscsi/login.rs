@@ -146,7 +146,9 @@ impl LoginStatus {
     pub const UNSUPPORTED_VERSION: LoginStatus = LoginStatus(0x0205);
     pub const TOO_MANY_CONNECTIONS: LoginStatus = LoginStatus(0x0206);
     pub const MISSING_PARAMETER: LoginStatus = LoginStatus(0x0207);
+    pub const CANT_INCLUDE_IN_SESSION: LoginStatus = LoginStatus(0x0208);
     pub const SESSION_TYPE_NOT_SUPPORTED: LoginStatus = LoginStatus(0x0209);
+    pub const SESSION_DOES_NOT_EXIST: LoginStatus = LoginStatus(0x020a);
     pub const INVALID_DURING_LOGIN: LoginStatus = LoginStatus(0x020b);
     pub const TARGET_ERROR: LoginStatus = LoginStatus(0x0300);
     pub const SERVICE_UNAVAILABLE: LoginStatus = LoginStatus(0x0301);
@@ -173,7 +175,9 @@ impl LoginStatus {
             Self::UNSUPPORTED_VERSION => "unsupported version",
             Self::TOO_MANY_CONNECTIONS => "too many connections",
             Self::MISSING_PARAMETER => "missing parameter",
+            Self::CANT_INCLUDE_IN_SESSION => "cannot include in session",
             Self::SESSION_TYPE_NOT_SUPPORTED => "session type not supported",
+            Self::SESSION_DOES_NOT_EXIST => "session does not exist",
             Self::INVALID_DURING_LOGIN => "invalid request during login",
             Self::TARGET_ERROR => "target error",
             Self::SERVICE_UNAVAILABLE => "service unavailable",

@@ -7,7 +7,7 @@
 //! session layer rejects them.
 
 use super::bhs::{Bhs, BHS_LEN};
-use super::crc32c::crc32c;
+use super::crc32c::{crc32c, crc32c_append};
 
 /// Which digests are in effect on a connection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,8 +51,103 @@ pub struct Pdu {
     pub data: Vec<u8>,
 }
 
-fn pad4(n: usize) -> usize {
+/// `n` rounded up to the 4-byte PDU alignment.
+pub fn pad4(n: usize) -> usize {
     (n + 3) & !3
+}
+
+/// The layout of one PDU on the wire, known from its BHS alone: what a
+/// streaming receiver needs to read the rest (into a buffer of its choice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// BHS + AHS + header digest.
+    pub header_len: usize,
+    /// DataSegmentLength (payload without padding).
+    pub data_len: usize,
+    /// Padding after the payload (0-3 bytes).
+    pub pad_len: usize,
+    /// Whether a 4-byte data digest follows the padding.
+    pub data_digest: bool,
+}
+
+impl Frame {
+    /// Bytes after the payload: padding and data digest.
+    pub fn trailer_len(&self) -> usize {
+        self.pad_len + if self.data_digest { 4 } else { 0 }
+    }
+
+    pub fn total(&self) -> usize {
+        self.header_len + self.data_len + self.trailer_len()
+    }
+}
+
+/// The frame of the PDU whose BHS is `bhs`, or `DataTooLong` (checked
+/// before a byte of the data is read).
+pub fn frame(bhs: &Bhs, limits: &DecodeLimits) -> Result<Frame, DecodeError> {
+    let dlen = bhs.data_len();
+    if dlen > limits.max_data_segment {
+        return Err(DecodeError::DataTooLong { len: dlen, max: limits.max_data_segment });
+    }
+    let data_len = dlen as usize;
+    Ok(Frame {
+        header_len: BHS_LEN + bhs.ahs_len() + if limits.digests.header { 4 } else { 0 },
+        data_len,
+        pad_len: pad4(data_len) - data_len,
+        data_digest: data_len > 0 && limits.digests.data,
+    })
+}
+
+/// Checks the header digest of `header` (BHS + AHS + the 4 digest bytes).
+pub fn check_header_digest(header: &[u8]) -> Result<(), DecodeError> {
+    let (h, d) = header.split_at(header.len().saturating_sub(4));
+    let received = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+    let computed = crc32c(h);
+    if computed != received {
+        return Err(DecodeError::HeaderDigest { computed, received });
+    }
+    Ok(())
+}
+
+/// Checks a data digest: `payload` and then `trailer` (padding + digest).
+pub fn check_data_digest(payload: &[u8], trailer: &[u8]) -> Result<(), DecodeError> {
+    let (pad, d) = trailer.split_at(trailer.len().saturating_sub(4));
+    let received = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+    let computed = crc32c_append(crc32c(payload), pad);
+    if computed != received {
+        return Err(DecodeError::DataDigest { computed, received });
+    }
+    Ok(())
+}
+
+/// Encodes a header for a payload of `data_len` bytes that the caller
+/// sends from its own buffer, followed by [`data_trailer`].
+pub fn encode_header(bhs: &Bhs, data_len: usize, digests: Digests) -> Vec<u8> {
+    let mut b = *bhs;
+    b.set_ahs_words(0);
+    b.set_data_len(data_len.min(0x00ff_ffff) as u32);
+    let mut out = Vec::with_capacity(BHS_LEN + 4);
+    out.extend_from_slice(&b.0);
+    if digests.header {
+        let d = crc32c(&out);
+        out.extend_from_slice(&d.to_le_bytes());
+    }
+    out
+}
+
+/// Padding and data digest that follow `payload` on the wire.
+pub fn data_trailer(payload: &[u8], digests: Digests) -> ([u8; 8], usize) {
+    let mut t = [0u8; 8];
+    if payload.is_empty() {
+        return (t, 0);
+    }
+    let pad = pad4(payload.len()) - payload.len();
+    let mut n = pad;
+    if digests.data {
+        let d = crc32c_append(crc32c(payload), &t[..pad]);
+        t[pad..pad + 4].copy_from_slice(&d.to_le_bytes());
+        n += 4;
+    }
+    (t, n)
 }
 
 /// Total bytes of the PDU whose BHS is `bhs`, or an error if its data
@@ -233,6 +328,39 @@ mod tests {
         assert_eq!(q.ahs_entries(), vec![(2u8, &[0xABu8][..])]);
         let bad = Pdu { ahs: vec![0xff, 0xff, 1, 0], ..q };
         assert!(bad.ahs_entries().is_empty());
+    }
+
+    #[test]
+    fn streaming_helpers_match_whole_pdu_encoding() {
+        for (hd, dd) in [(false, false), (true, false), (false, true), (true, true)] {
+            let d = Digests { header: hd, data: dd };
+            for len in [0usize, 1, 3, 4, 5, 1000] {
+                let p = sample(&vec![0x5a; len], &[]);
+                let whole = encode(&p, d);
+                let head = encode_header(&p.bhs, len, d);
+                let (t, tn) = data_trailer(&p.data, d);
+                let mut joined = head.clone();
+                joined.extend_from_slice(&p.data);
+                joined.extend_from_slice(&t[..tn]);
+                assert_eq!(joined, whole, "hd={hd} dd={dd} len={len}");
+                let limits = DecodeLimits { max_data_segment: 4096, digests: d };
+                let mut wire = [0u8; BHS_LEN];
+                wire.copy_from_slice(&whole[..BHS_LEN]);
+                let f = frame(&Bhs(wire), &limits).unwrap();
+                assert_eq!((f.header_len, f.data_len, f.total()), (head.len(), len, whole.len()));
+                if hd {
+                    check_header_digest(&whole[..f.header_len]).unwrap();
+                    let mut bad = whole[..f.header_len].to_vec();
+                    bad[0] ^= 1;
+                    assert!(check_header_digest(&bad).is_err());
+                }
+                if f.data_digest {
+                    let at = f.header_len;
+                    check_data_digest(&whole[at..at + len], &whole[at + len..]).unwrap();
+                    assert!(check_data_digest(&whole[at..at + len - 1], &whole[at + len..]).is_err());
+                }
+            }
+        }
     }
 
     proptest! {

@@ -35,6 +35,7 @@ pub fn tools() -> &'static [Tool] {
         crate::portal::cli::daemon_cli::TOOL,
         crate::portal::cli::query_cli::TOOL,
         crate::portal::cli::sendtargets_cli::TOOL,
+        crate::initiator::cli::TOOL,
         crate::archive::cli::backup_cli::TOOL,
         crate::archive::cli::restore_cli::TOOL,
         crate::archive::cli::snapcheck_cli::TOOL,

@@ -27,6 +27,9 @@ pub enum FileIdentity {
     /// A path that does not exist yet: the directory it would be created in
     /// and its file name.
     Planned { dir_dev: u64, dir_ino: u64, name: OsString },
+    /// An iSCSI logical unit, by its identity (target name, LUN number,
+    /// device designators), however its URL reaches it.
+    Lun { identity: String },
 }
 
 impl FileIdentity {
@@ -155,6 +158,11 @@ impl RolePath {
         Ok(RolePath { role: role.into(), path: path.to_path_buf(), identity })
     }
 
+    /// An iSCSI LUN (`name` is its URL, for messages).
+    pub fn lun(role: impl Into<String>, name: &str, identity: String) -> RolePath {
+        RolePath { role: role.into(), path: PathBuf::from(name), identity: FileIdentity::Lun { identity } }
+    }
+
     /// For a file already open (a source), identified by its descriptor.
     pub fn of_open(role: impl Into<String>, path: &Path, file: &File) -> io::Result<RolePath> {
         Ok(RolePath { role: role.into(), path: path.to_path_buf(), identity: FileIdentity::of_file(file)? })
@@ -188,10 +196,10 @@ pub fn check_distinct(paths: &[RolePath]) -> Result<(), SameFile> {
                     }
                     _ => "file",
                 };
-                let what = if a.identity == b.identity && matches!(a.identity, FileIdentity::BlockDevice { .. }) {
-                    "device"
-                } else {
-                    what
+                let what = match &a.identity {
+                    FileIdentity::BlockDevice { .. } if a.identity == b.identity => "device",
+                    FileIdentity::Lun { .. } => "iSCSI LUN (same target name, LUN number and device identifiers)",
+                    _ => what,
                 };
                 return Err(SameFile {
                     first_role: a.role.clone(),

@@ -16,10 +16,11 @@ use std::time::UNIX_EPOCH;
 /// What kind of object, and its stable id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectStamp {
-    /// `file` or `device`.
+    /// `file`, `device` or `lun` (an iSCSI logical unit).
     pub kind: &'static str,
     /// `ino:N:birth:NS` (or `dev:D:ino:N` where the file system has no birth
-    /// time), `dm:UUID`, `loop:<backing file stamp>`, `rdev:MAJOR:MINOR`.
+    /// time), `dm:UUID`, `loop:<backing file stamp>`, `rdev:MAJOR:MINOR`;
+    /// for a LUN `TARGET-IQN/LUN/DESIGNATORS` (see `LunInfo::identity`).
     pub id: String,
 }
 
@@ -65,11 +66,18 @@ impl ObjectStamp {
         Ok(Self::of_metadata(&file.metadata()?))
     }
 
+    /// An iSCSI LUN, by its identity (target name, LUN number and the
+    /// designators of its Device Identification VPD page).
+    pub fn lun(identity: String) -> ObjectStamp {
+        ObjectStamp { kind: "lun", id: identity.replace(['\n', '='], "_") }
+    }
+
     /// Parses the stored form (`kind` and `id` as written by [`ObjectStamp::of_metadata`]).
     pub fn from_stored(kind: &str, id: &str) -> Option<ObjectStamp> {
         let kind = match kind {
             "file" => "file",
             "device" => "device",
+            "lun" => "lun",
             _ => return None,
         };
         if id.is_empty() || id.contains(['\n', '=']) {

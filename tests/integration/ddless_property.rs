@@ -43,8 +43,8 @@ proptest! {
         let mut data = Rng(initial_segments as u64 + 1).bytes(initial_segments * SEG - 17);
         let mut history = vec![data.clone()];
         let opts = CopyOptions {
-            source: src.clone(),
-            target: tgt.clone(),
+            source: src.clone().into(),
+            target: tgt.clone().into(),
             checksum: ChecksumMode::File(sums.clone()),
             ddmap: None,
             read: ReadOptions { workers: NonZeroUsize::new(workers).unwrap(), ..ReadOptions::default() },

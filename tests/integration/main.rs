@@ -4,6 +4,7 @@
 mod archive_lab;
 mod fake_node;
 mod helpers;
+mod initiator_lab;
 mod iscsi_captures;
 mod iscsi_lab;
 mod raw_iscsi;
@@ -11,12 +12,15 @@ mod ssh_lab;
 
 mod archive_acceptance;
 mod archive_crash;
+mod archive_iscsi;
 mod ddless_adversarial;
 mod ddless_cli;
 mod ddless_crash;
+mod ddless_iscsi;
 mod ddless_loopdev;
 mod ddless_property;
 mod ddmap_cli;
+mod initiator;
 mod lun_snapshot;
 mod lvm_tools;
 mod multicall;

@@ -9,7 +9,7 @@ use anyhow::bail;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use serde::Serialize;
 
-use super::{load_settings, open_log, wait_secs, workers, Bar};
+use super::{load_settings_iscsi, open_log, wait_secs, workers, Bar, Initiator};
 use crate::archive::backup::{backup_all, snapshot_count_and_newest, BackupContext, BackupOptions, BackupReport};
 use crate::archive::settings::{SourceSpec, StateSpec, VolumeSettings};
 use crate::archive::source::describe_spec;
@@ -117,10 +117,17 @@ fn list(
         let (snapshots, last) =
             if exists { snapshot_count_and_newest(store.as_ref(), v).unwrap_or((0, None)) } else { (0, None) };
         let ddmap_state = match &v.source {
-            SourceSpec::Path { ddmap: None, .. } => "none (full reads)".to_string(),
-            SourceSpec::Path { state: StateSpec::Fixed(s), .. } => s.to_string(),
-            SourceSpec::Path { state: StateSpec::File(f), .. } => format!("from {}", f.display()),
-            SourceSpec::Path { state: StateSpec::Unknown, .. } => "UNKNOWN".into(),
+            SourceSpec::Path { ddmap: None, .. } | SourceSpec::Iscsi { ddmap: None, .. } => {
+                "none (full reads)".to_string()
+            }
+            SourceSpec::Path { state: StateSpec::Fixed(s), .. }
+            | SourceSpec::Iscsi { state: StateSpec::Fixed(s), .. } => s.to_string(),
+            SourceSpec::Path { state: StateSpec::File(f), .. }
+            | SourceSpec::Iscsi { state: StateSpec::File(f), .. } => {
+                format!("from {}", f.display())
+            }
+            SourceSpec::Path { state: StateSpec::Unknown, .. }
+            | SourceSpec::Iscsi { state: StateSpec::Unknown, .. } => "UNKNOWN".into(),
             SourceSpec::Command { .. } => "from the source's prepare command".into(),
         };
         let st = store
@@ -207,7 +214,7 @@ fn print_report(r: &BackupReport) -> anyhow::Result<()> {
 fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     let args = BackupArgs::from_arg_matches(matches)?;
     logging::init("backup", args.common.verbosity());
-    let settings = load_settings(args.common.config.as_deref())?;
+    let settings = load_settings_iscsi(args.common.config.as_deref(), Initiator::ForLunSources)?;
     let vols: Vec<&VolumeSettings> = match (&args.volume, args.all || args.list) {
         (Some(name), _) => vec![settings.find_volume(name).ok_or_else(|| {
             anyhow::anyhow!("volume {name:?} is not configured under [[archive.volumes]] (see backup -l)")

@@ -21,8 +21,31 @@ use crate::progress::{NoProgress, Progress};
 /// Loads the configuration and resolves `[archive]` (required by every
 /// archive tool).
 pub(crate) fn load_settings(config: Option<&Path>) -> anyhow::Result<ArchiveSettings> {
+    load_settings_iscsi(config, Initiator::Unused)
+}
+
+/// Whether a tool uses the `[initiator]` section (then it must be valid).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Initiator {
+    Unused,
+    /// backup: when a configured source is an iscsi:// LUN.
+    ForLunSources,
+    /// restore onto an iscsi:// LUN.
+    Used,
+}
+
+/// As [`load_settings`], with the `[initiator]` section.
+pub(crate) fn load_settings_iscsi(config: Option<&Path>, use_: Initiator) -> anyhow::Result<ArchiveSettings> {
     // Errors in other tools' sections are warnings here (issue 6, item 12).
-    let c = Config::load_for(config, &[Section::Archive])?;
+    let mut c = Config::load_for(config, &[Section::Archive])?;
+    let lun_sources = c.archive.as_ref().is_some_and(|a| a.volumes.iter().any(|v| v.source.kind == "iscsi"));
+    if use_ == Initiator::Used || (use_ == Initiator::ForLunSources && lun_sources) {
+        c = Config::load_for(config, &[Section::Archive, Section::Initiator])?;
+        let path = config.map(Path::to_path_buf).unwrap_or_else(|| crate::config::DEFAULT_CONFIG_PATH.into());
+        if let Some(w) = crate::initiator::settings::config_exposure_warning(&path, &c.initiator) {
+            tracing::warn!("{w}");
+        }
+    }
     for w in &c.warnings {
         tracing::warn!("{w}");
     }
@@ -32,8 +55,10 @@ pub(crate) fn load_settings(config: Option<&Path>) -> anyhow::Result<ArchiveSett
         .archive
         .as_ref()
         .with_context(|| format!("configuration {shown} has no [archive] section (see examples/santools.toml)"))?;
-    ArchiveSettings::from_config(a)
-        .map_err(|v| anyhow::anyhow!("configuration {shown}: key `{}`: {}", v.key, v.problem))
+    let mut settings = ArchiveSettings::from_config(a)
+        .map_err(|v| anyhow::anyhow!("configuration {shown}: key `{}`: {}", v.key, v.problem))?;
+    settings.initiator = c.initiator.clone();
+    Ok(settings)
 }
 
 /// The tool's log file; a directory that cannot be written is a warning

@@ -3,19 +3,25 @@
 //! backup ended (so it clears its map only after a snapshot exists).
 //!
 //! Kinds: `file` / `device` (a path from the configuration, with an
+//! optional ddmap), `iscsi` (a LUN read with santools' initiator, with an
 //! optional ddmap) and `command` (prepare / finish argument vectors
-//! speaking the JSON protocol in [`protocol`]).
+//! speaking the JSON protocol in [`protocol`]; it may name a path or an
+//! `iscsi://` URL).
 
 pub mod protocol;
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::path::Path;
 
 use self::protocol::{expand_argv, parse_prepare, FinishMessage, Location, PreparedSource};
 use super::ddmap_state::DdmapState;
 use super::settings::{SourceSpec, StateSpec};
+use crate::config::InitiatorConfig;
+use crate::initiator::settings::{SessionArgs, UrlSource};
 use crate::shared::block_device::{device_kind, device_size, DeviceKind};
 use crate::shared::command::Command;
+use crate::volume::{Access, VolumeSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -30,6 +36,8 @@ pub enum SourceError {
 /// A prepared source, to be finished exactly once.
 pub struct OpenedSource {
     pub prepared: PreparedSource,
+    /// What ddless reads: the path, or the LUN with its session settings.
+    volume_spec: VolumeSpec,
     spec: SourceSpec,
     volume: String,
     finished: bool,
@@ -57,6 +65,25 @@ pub fn readable_size(path: &Path, want_device: Option<bool>) -> Result<u64, Sour
     device_size(&f, kind).map_err(|e| invalid(&shown, format!("cannot read its size: {e}")))
 }
 
+/// An `iscsi://` source: its session settings (the `[initiator]` section;
+/// the URL comes from the configuration or a prepare command, so it may
+/// carry a CHAP password) and the LUN's size, read by logging in.
+fn lun_source(url: &str, initiator: &InitiatorConfig) -> Result<(VolumeSpec, u64), SourceError> {
+    let shown = protocol::redact_url(url);
+    let spec = VolumeSpec::resolve(OsStr::new(url), UrlSource::ConfigFile, None, &SessionArgs::default(), initiator)
+        .map_err(|e| invalid(&shown, e.to_string()))?;
+    let size = spec.open(Access::ReadOnly).map_err(|e| invalid(&shown, format!("cannot open the LUN: {e}")))?.size();
+    Ok((spec, size))
+}
+
+fn ddmap_state_of(ddmap: &Option<std::path::PathBuf>, state: &StateSpec) -> Result<Option<DdmapState>, SourceError> {
+    Ok(match state {
+        StateSpec::Unknown => ddmap.as_ref().map(|_| DdmapState::Unknown),
+        StateSpec::Fixed(s) => Some(*s),
+        StateSpec::File(f) => Some(read_state_file(f)?),
+    })
+}
+
 fn read_state_file(path: &Path) -> Result<DdmapState, SourceError> {
     let shown = path.display().to_string();
     match std::fs::read(path) {
@@ -74,18 +101,29 @@ fn read_state_file(path: &Path) -> Result<DdmapState, SourceError> {
 }
 
 /// Prepares a source for a backup of `volume` (the configured name).
-pub fn prepare(spec: &SourceSpec, volume: &str) -> Result<OpenedSource, SourceError> {
+/// `initiator` is the `[initiator]` section (for iscsi:// sources).
+pub fn prepare(spec: &SourceSpec, volume: &str, initiator: &InitiatorConfig) -> Result<OpenedSource, SourceError> {
+    let mut lun: Option<VolumeSpec> = None;
     let prepared = match spec {
+        SourceSpec::Iscsi { url, ddmap, state } => {
+            let (v, size) = lun_source(url, initiator)?;
+            lun = Some(v);
+            PreparedSource {
+                location: Location::Url(url.clone()),
+                size,
+                ddmap: ddmap.clone(),
+                ddmap_state: ddmap_state_of(ddmap, state)?,
+                checksum: None,
+                token: None,
+                ignored_keys: Vec::new(),
+            }
+        }
         SourceSpec::Path { device, path, ddmap, state } => {
             let size = readable_size(path, Some(*device))?;
             if size == 0 {
                 return Err(invalid(path.display().to_string(), "is empty (size 0)"));
             }
-            let ddmap_state = match state {
-                StateSpec::Unknown => ddmap.as_ref().map(|_| DdmapState::Unknown),
-                StateSpec::Fixed(s) => Some(*s),
-                StateSpec::File(f) => Some(read_state_file(f)?),
-            };
+            let ddmap_state = ddmap_state_of(ddmap, state)?;
             PreparedSource {
                 location: Location::Path(path.clone()),
                 size,
@@ -109,40 +147,43 @@ pub fn prepare(spec: &SourceSpec, volume: &str) -> Result<OpenedSource, SourceEr
             if !p.ignored_keys.is_empty() {
                 tracing::debug!("source prepare printed keys this version ignores: {}", p.ignored_keys.join(", "));
             }
-            if let Location::Path(path) = &p.location {
-                let actual = readable_size(path, None)?;
-                if actual != p.size {
-                    return Err(SourceError::Prepare(format!(
-                        "said {} is {} bytes, but it is {actual} bytes",
-                        path.display(),
-                        p.size
-                    )));
+            let actual = match &p.location {
+                Location::Path(path) => readable_size(path, None)?,
+                Location::Url(url) => {
+                    let (v, size) = lun_source(url, initiator)?;
+                    lun = Some(v);
+                    size
                 }
+            };
+            if actual != p.size {
+                return Err(SourceError::Prepare(format!(
+                    "said {} is {} bytes, but it is {actual} bytes",
+                    p.location, p.size
+                )));
             }
             p
         }
     };
-    if let Location::Url(u) = &prepared.location {
-        return Err(invalid(
-            protocol::redact_url(u),
-            "iscsi:// sources need santools' native initiator, which this build does not include",
-        ));
+    if prepared.size == 0 {
+        return Err(invalid(prepared.location.to_string(), "is empty (size 0)"));
     }
     if let Some(m) = &prepared.ddmap {
         if !m.is_file() {
             return Err(invalid(format!("ddmap {}", m.display()), "does not exist or is not a regular file"));
         }
     }
-    Ok(OpenedSource { prepared, spec: spec.clone(), volume: volume.to_string(), finished: false })
+    let volume_spec = match (&prepared.location, lun) {
+        (_, Some(v)) => v,
+        (Location::Path(p), None) => VolumeSpec::Path(p.clone()),
+        (Location::Url(u), None) => return Err(invalid(protocol::redact_url(u), "no session settings")),
+    };
+    Ok(OpenedSource { prepared, volume_spec, spec: spec.clone(), volume: volume.to_string(), finished: false })
 }
 
 impl OpenedSource {
-    /// The path ddless reads.
-    pub fn path(&self) -> &Path {
-        match &self.prepared.location {
-            Location::Path(p) => p,
-            Location::Url(_) => Path::new(""),
-        }
+    /// What ddless reads: the path, or the LUN with its session settings.
+    pub fn volume_spec(&self) -> &VolumeSpec {
+        &self.volume_spec
     }
 
     pub fn description(&self) -> String {
@@ -189,6 +230,10 @@ pub fn describe_spec(spec: &SourceSpec) -> String {
                 None => format!("{kind} {}", path.display()),
             }
         }
+        SourceSpec::Iscsi { url, ddmap, .. } => match ddmap {
+            Some(m) => format!("iscsi {} (ddmap {})", protocol::redact_url(url), m.display()),
+            None => format!("iscsi {}", protocol::redact_url(url)),
+        },
         SourceSpec::Command { prepare, .. } => format!("command {}", prepare.join(" ")),
     }
 }

@@ -47,6 +47,7 @@ pub fn identity_text(id: &FileIdentity) -> String {
         FileIdentity::Inode { dev, ino } => format!("{dev}:{ino}"),
         FileIdentity::BlockDevice { rdev } => format!("rdev:{rdev}"),
         FileIdentity::Planned { .. } => "planned".into(),
+        FileIdentity::Lun { identity } => format!("lun:{identity}"),
     }
 }
 

@@ -1,0 +1,148 @@
+//! A blocking TCP connection for the login phase and discovery sessions:
+//! one PDU at a time, each read and write bounded by a deadline. The full
+//! feature phase of a normal session runs on the same socket, made
+//! non-blocking, in the session's event loop (session.rs).
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use super::error::InitiatorError;
+use super::url::Portal;
+use crate::iscsi::bhs::{Bhs, BHS_LEN};
+use crate::iscsi::pdu::{decode, encode, frame_len, DecodeLimits, Digests, Pdu};
+
+pub(crate) enum RecvError {
+    Timeout,
+    Failed(String),
+}
+
+pub(crate) struct Conn {
+    pub stream: TcpStream,
+    /// The portal as the user or a redirect named it (for messages).
+    pub label: String,
+    pub limits: DecodeLimits,
+    pub send_digests: Digests,
+    pub log_pdus: bool,
+}
+
+/// A one-line rendering of a PDU for debug logs.
+pub(crate) fn describe(pdu: &Pdu) -> String {
+    let op = pdu.bhs.opcode().map_or_else(|| format!("0x{:02x}", pdu.bhs.opcode_raw()), |o| format!("{o:?}"));
+    let mut s = format!("{op} flags=0x{:02x} itt=0x{:08x} dlen={}", pdu.bhs.flags(), pdu.bhs.itt(), pdu.bhs.data_len());
+    if !pdu.data.is_empty() && pdu.data.len() < 4096 && pdu.data.iter().all(|&b| b == 0 || (0x20..0x7f).contains(&b)) {
+        // CHAP values are hashes of secrets: keep them out of logs.
+        let text: String = pdu
+            .data
+            .split(|&b| b == 0)
+            .filter(|i| !i.is_empty())
+            .map(|i| {
+                let t = String::from_utf8_lossy(i);
+                if t.starts_with("CHAP_R=") || t.starts_with("CHAP_C=") {
+                    format!("{}=***", &t[..6])
+                } else {
+                    t.into_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("|");
+        s.push_str(&format!(" [{text}]"));
+    }
+    s
+}
+
+fn remaining(deadline: Instant) -> Option<Duration> {
+    let now = Instant::now();
+    (now < deadline).then(|| (deadline - now).max(Duration::from_millis(1)))
+}
+
+impl Conn {
+    /// Resolves `portal` and connects to the first address that answers.
+    pub fn connect(portal: &Portal, timeout: Duration, log_pdus: bool) -> Result<Conn, InitiatorError> {
+        let addrs: Vec<SocketAddr> = (portal.host.as_str(), portal.port)
+            .to_socket_addrs()
+            .map_err(|e| InitiatorError::Resolve { host: portal.host.clone(), detail: e.to_string() })?
+            .collect();
+        let mut last = String::from("no addresses");
+        for a in &addrs {
+            match TcpStream::connect_timeout(a, timeout) {
+                Ok(stream) => {
+                    stream.set_nodelay(true).ok();
+                    return Ok(Conn {
+                        stream,
+                        label: portal.to_string(),
+                        limits: DecodeLimits::default(),
+                        send_digests: Digests::default(),
+                        log_pdus,
+                    });
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(InitiatorError::Connect { addr: portal.to_string(), detail: last })
+    }
+
+    pub fn transport_error(&self, detail: impl std::fmt::Display) -> InitiatorError {
+        InitiatorError::Transport { peer: self.label.clone(), detail: detail.to_string() }
+    }
+
+    pub fn send(&mut self, pdu: &Pdu, deadline: Instant) -> Result<(), InitiatorError> {
+        if self.log_pdus {
+            tracing::debug!("pdu {} <- {}", self.label, describe(pdu));
+        }
+        let bytes = encode(pdu, self.send_digests);
+        let t = remaining(deadline).ok_or_else(|| self.transport_error("timed out sending"))?;
+        self.stream.set_write_timeout(Some(t)).map_err(|e| self.transport_error(e))?;
+        self.stream.write_all(&bytes).map_err(|e| self.transport_error(format!("sending: {e}")))
+    }
+
+    fn read_exact_by(&mut self, buf: &mut [u8], deadline: Instant) -> Result<(), RecvError> {
+        let mut got = 0;
+        while got < buf.len() {
+            let t = remaining(deadline).ok_or(RecvError::Timeout)?;
+            self.stream.set_read_timeout(Some(t)).map_err(|e| RecvError::Failed(e.to_string()))?;
+            match self.stream.read(&mut buf[got..]) {
+                Ok(0) => return Err(RecvError::Failed("the target closed the connection".into())),
+                Ok(n) => got += n,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    return Err(RecvError::Timeout)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(RecvError::Failed(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one PDU by `deadline`; its data length is checked against
+    /// our limit before the data is read.
+    pub fn recv(&mut self, deadline: Instant) -> Result<Pdu, RecvError> {
+        let mut head = [0u8; BHS_LEN];
+        self.read_exact_by(&mut head, deadline)?;
+        let total = frame_len(&Bhs(head), &self.limits).map_err(|e| RecvError::Failed(e.to_string()))?;
+        let mut buf = vec![0u8; total];
+        buf[..BHS_LEN].copy_from_slice(&head);
+        self.read_exact_by(&mut buf[BHS_LEN..], deadline)?;
+        match decode(&buf, &self.limits) {
+            Ok(Some((pdu, _))) => {
+                if self.log_pdus {
+                    tracing::debug!("pdu {} -> {}", self.label, describe(&pdu));
+                }
+                Ok(pdu)
+            }
+            Ok(None) => Err(RecvError::Failed("incomplete PDU".into())),
+            Err(e) => Err(RecvError::Failed(e.to_string())),
+        }
+    }
+
+    /// `recv` with errors as InitiatorError; `what` names the awaited answer.
+    pub fn recv_or(&mut self, deadline: Instant, timeout_secs: u64, what: &str) -> Result<Pdu, InitiatorError> {
+        self.recv(deadline).map_err(|e| match e {
+            RecvError::Timeout => InitiatorError::Transport {
+                peer: self.label.clone(),
+                detail: format!("no {what} within {timeout_secs} s"),
+            },
+            RecvError::Failed(d) => self.transport_error(format!("waiting for {what}: {d}")),
+        })
+    }
+}

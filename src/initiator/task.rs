@@ -1,0 +1,204 @@
+//! Commands as the session's event loop carries them: the caller's buffer
+//! (borrowed for as long as the caller waits), progress on the wire, and
+//! the batch a result goes back to.
+
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::error::InitiatorError;
+use crate::iscsi::scsi_pdu::Residual;
+use crate::scsi::cdb::Cdb;
+use crate::scsi::sense::Sense;
+use crate::scsi::Status;
+
+/// The data of a command: none, a buffer to fill (Data-In), or one to send.
+pub enum DataBuf<'a> {
+    None,
+    In(&'a mut [u8]),
+    Out(&'a [u8]),
+}
+
+/// One SCSI command for [`Session::execute`](super::session::Session::execute).
+pub struct Command<'a> {
+    pub lun: u16,
+    pub cdb: Cdb,
+    pub data: DataBuf<'a>,
+}
+
+/// How a command ended at the target (status GOOD or not: the caller
+/// decides what a CHECK CONDITION means for it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    pub sense: Option<Sense>,
+    pub residual: Residual,
+    /// Bytes of Data-In received (reads).
+    pub transferred: usize,
+}
+
+impl Outcome {
+    pub fn is_good(&self) -> bool {
+        self.status == Status::Good
+    }
+}
+
+pub(crate) type TaskResult = Result<Outcome, InitiatorError>;
+
+/// Results of one `execute` call, filled in by the event loop.
+pub(crate) struct Batch {
+    state: Mutex<(usize, Vec<Option<TaskResult>>)>,
+    cv: Condvar,
+}
+
+impl Batch {
+    pub fn new(n: usize) -> Batch {
+        Batch { state: Mutex::new((n, (0..n).map(|_| None).collect())), cv: Condvar::new() }
+    }
+
+    pub fn complete(&self, index: usize, r: TaskResult) {
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if g.1[index].is_none() {
+            g.1[index] = Some(r);
+            g.0 -= 1;
+            if g.0 == 0 {
+                self.cv.notify_all();
+            }
+        }
+    }
+
+    /// Blocks until every command has a result.
+    pub fn wait(&self) -> Vec<TaskResult> {
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while g.0 > 0 {
+            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        g.1.drain(..).map(|r| r.unwrap_or(Err(InitiatorError::Closed))).collect()
+    }
+}
+
+/// Where a task's data lives.
+pub(crate) enum Buf {
+    None,
+    /// The caller's buffer to fill.
+    In(*mut u8, usize),
+    /// The caller's data to send.
+    Out(*const u8, usize),
+    /// Data the session owns (a journaled write being replayed).
+    Shared(Arc<Vec<u8>>),
+}
+
+pub(crate) struct Task {
+    pub lun_field: [u8; 8],
+    pub lun: u16,
+    pub cdb: Cdb,
+    pub buf: Buf,
+    /// Where the result goes; None for the session's own replays.
+    pub done: Option<(Arc<Batch>, usize)>,
+    /// Submission order (requeued tasks keep their place).
+    pub seq: u64,
+    pub itt: u32,
+    /// Data-In bytes received so far.
+    pub received: usize,
+    pub retries: u32,
+    /// Writes completed (GOOD) when a SYNCHRONIZE CACHE was issued.
+    pub sync_covers: u64,
+}
+
+// SAFETY: the raw pointers point into a buffer whose owner blocks in
+// `Session::execute` until the task completes; only the event loop thread
+// touches them in between.
+unsafe impl Send for Task {}
+
+impl Task {
+    pub fn len(&self) -> usize {
+        match &self.buf {
+            Buf::None => 0,
+            Buf::In(_, n) | Buf::Out(_, n) => *n,
+            Buf::Shared(v) => v.len(),
+        }
+    }
+
+    pub fn is_read(&self) -> bool {
+        matches!(self.buf, Buf::In(..))
+    }
+
+    pub fn is_write(&self) -> bool {
+        matches!(self.buf, Buf::Out(..) | Buf::Shared(_))
+    }
+
+    /// `len` bytes of the write data at `off`, as a payload to send.
+    pub fn out_payload(&self, off: usize, len: usize) -> Payload {
+        match &self.buf {
+            // SAFETY: off + len <= the buffer length (checked by callers).
+            Buf::Out(p, _) => Payload::Raw(unsafe { p.add(off) }, len),
+            Buf::Shared(v) => Payload::Shared(Arc::clone(v), off, len),
+            _ => Payload::None,
+        }
+    }
+
+    /// The write data as one slice.
+    pub fn out_bytes(&self) -> &[u8] {
+        match &self.buf {
+            // SAFETY: see `unsafe impl Send`.
+            Buf::Out(p, n) => unsafe { std::slice::from_raw_parts(*p, *n) },
+            Buf::Shared(v) => v,
+            _ => &[],
+        }
+    }
+
+    /// Forgets progress on the wire, for a reissue.
+    pub fn reset(&mut self) {
+        self.itt = 0;
+        self.received = 0;
+    }
+
+    pub fn finish(self, r: TaskResult) {
+        if let Some((b, i)) = &self.done {
+            b.complete(*i, r);
+        }
+    }
+}
+
+/// A PDU's payload on the send queue.
+pub(crate) enum Payload {
+    None,
+    /// Part of a caller's write buffer (valid while its task is active).
+    Raw(*const u8, usize),
+    Owned(Vec<u8>),
+    Shared(Arc<Vec<u8>>, usize, usize),
+}
+
+impl Payload {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Payload::None => &[],
+            // SAFETY: the task owning the buffer is active (see Task).
+            Payload::Raw(p, n) => unsafe { std::slice::from_raw_parts(*p, *n) },
+            Payload::Owned(v) => v,
+            Payload::Shared(v, off, n) => &v[*off..*off + *n],
+        }
+    }
+}
+
+/// One PDU on the send queue.
+pub(crate) struct OutPdu {
+    pub head: Vec<u8>,
+    pub payload: Payload,
+    pub trailer: [u8; 8],
+    pub trailer_len: usize,
+    pub written: usize,
+    /// The task whose buffer the payload borrows (RESERVED_TAG: none).
+    pub itt: u32,
+}
+
+// SAFETY: as for Task.
+unsafe impl Send for OutPdu {}
+
+impl OutPdu {
+    pub fn total(&self) -> usize {
+        self.head.len() + self.payload.bytes().len() + self.trailer_len
+    }
+
+    pub fn parts(&self) -> [&[u8]; 3] {
+        [&self.head, self.payload.bytes(), &self.trailer[..self.trailer_len]]
+    }
+}

@@ -1,0 +1,211 @@
+//! The archive with `iscsi://` LUNs, against real tgtd: a backup whose
+//! source is a LUN (configured as a URL, with a ddmap, or named by a
+//! command source's prepare output) equals the LUN; `restore -t iscsi://`
+//! writes a snapshot onto a LUN (only with --overwrite-device, never onto a
+//! smaller one) and an interrupted restore resumes.
+
+use std::os::unix::process::ExitStatusExt;
+
+use crate::archive_lab::*;
+use crate::helpers::*;
+use crate::initiator_lab::*;
+
+const ME: &str = "iqn.2024-01.test:archive-host";
+const T1: &str = "iqn.2024-01.test:archlun";
+const VOL: &str = "lv_lun";
+
+/// The `[initiator]` section the archive tools read.
+fn initiator_toml() -> String {
+    format!("\n[initiator]\nname = \"{ME}\"\nreconnect_timeout_sec = 20\n")
+}
+
+/// The report of the one volume a backup run names.
+fn backup(a: &Archive, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let (code, r) = a.backup_json(args);
+    assert_eq!(r.as_array().map(Vec::len), Some(1), "{r}");
+    (code, r[0].clone())
+}
+
+fn backup_of_an_iscsi_source_equals_the_lun(b: Backend) {
+    if !tgt_present() {
+        return;
+    }
+    let Some(pool) = PoolLab::new(b) else { return };
+    let d = tempfile::tempdir().unwrap();
+    let tgt = Tgt::start(d.path(), "");
+    // Not a multiple of the 16 KiB segment: the last one is partial.
+    let size = (5 << 20) + 3 * 512;
+    let lun = backing_file(d.path(), "lun.img", size, 301);
+    tgt.target(1, T1, &[ME]);
+    tgt.lun(1, 1, &lun, 512);
+    let url = tgt.lun_url(T1, 1);
+    let map = d.path().join("lun.ddmap");
+    let volumes = format!(
+        "[[archive.volumes]]\nname = \"{VOL}\"\npool = \"{{pool}}\"\nsource = \"{url}\"\n\n\
+         [[archive.volumes]]\nname = \"lv_mapped\"\npool = \"{{pool}}\"\n\
+         source = {{ kind = \"iscsi\", url = \"{url}\", ddmap = {map:?}, ddmap_state = \"CLEAN\" }}\n{}",
+        initiator_toml()
+    );
+    write(&map, &ddmap_bytes(size as u64, &[]));
+    let a = Archive::new(pool, &volumes);
+    let vol = |v: &str| v.to_string();
+    let av = |v: &str| format!("iscsi_{v}_bk");
+
+    // The URL form: a full read equals the LUN.
+    let (code, r) = backup(&a, &["-v", "-s", &vol(VOL)]);
+    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(r["read"], "full", "{r}");
+    assert!(r["source"].as_str().unwrap().starts_with("iscsi://"), "{r}");
+    assert!(image_of(&a.pool.image(&av(VOL))) == read(&lun), "the archive volume differs from the LUN");
+    assert_eq!(a.pool.snapshots(&av(VOL)).len(), 1);
+    // -i reads the LUN a second time and compares.
+    let (code, r) = backup(&a, &["-i", "-s", &vol(VOL)]);
+    assert_eq!((code, r["integrity"].as_str()), (Some(0), Some("ok")), "{r}");
+
+    // With a ddmap: the first backup reads everything, the next only
+    // what the map flags (an unflagged change is not read: proof that the
+    // map steered the reads).
+    let (code, r) = backup(&a, &["-s", &vol("lv_mapped")]);
+    assert_eq!((code, r["read"].as_str()), (Some(0), Some("full")), "{r}");
+    let mut data = read(&lun);
+    let mut rng = Rng(302);
+    let flagged = [3u64, 17, 320];
+    for &s in &flagged {
+        rng.fill(&mut data[s as usize * SEG..s as usize * SEG + 100]);
+    }
+    rng.fill(&mut data[40 * SEG..40 * SEG + 100]); // not flagged
+    write(&lun, &data);
+    write(&map, &ddmap_bytes(size as u64, &flagged));
+    let (code, r) = backup(&a, &["-s", &vol("lv_mapped")]);
+    assert_eq!((code, r["read"].as_str()), (Some(0), Some("map")), "{r}");
+    assert_eq!(r["segments_read"], flagged.len() as u64, "{r}");
+    let img = image_of(&a.pool.image(&av("lv_mapped")));
+    for &s in &flagged {
+        let (s, e) = (s as usize * SEG, (s as usize * SEG + SEG).min(size));
+        assert!(img[s..e] == data[s..e], "flagged segment at {s} not copied");
+    }
+    assert!(img[40 * SEG..41 * SEG] != data[40 * SEG..41 * SEG], "an unflagged segment was read");
+
+    // A command source naming the LUN by URL; its size must be the LUN's.
+    let prep = |sz: usize| format!("{{\\\"url\\\": \\\"{url}\\\", \\\"size\\\": {sz}}}");
+    let cmd_vol = |sz: usize| {
+        format!(
+            "[[archive.volumes]]\nname = \"lv_cmd\"\npool = \"{{pool}}\"\n\
+             source = {{ kind = \"command\", prepare = [\"/bin/echo\", \"{}\"] }}\n{}",
+            prep(sz),
+            initiator_toml()
+        )
+    };
+    a.write_config(&cmd_vol(size));
+    let (code, r) = backup(&a, &["-s", &vol("lv_cmd")]);
+    assert_eq!(code, Some(0), "{r}");
+    assert!(image_of(&a.pool.image(&av("lv_cmd"))) == data, "the command source's backup differs from the LUN");
+    a.write_config(&cmd_vol(size + 512));
+    let (code, r) = backup(&a, &["-s", &vol("lv_cmd")]);
+    assert_eq!(code, Some(2), "{r}");
+    assert!(r["error"].as_str().unwrap().contains("bytes"), "{r}");
+
+    // Bad URLs are configuration errors naming the key; an unknown LUN a
+    // clear error; neither creates anything.
+    a.write_config(&format!(
+        "[[archive.volumes]]\nname = \"lv_bad\"\npool = \"{{pool}}\"\nsource = \"iscsi://u%sekrit@{}/{T1}\"\n{}",
+        tgt.addr(),
+        initiator_toml()
+    ));
+    let e = fails_with(a.tool("backup").args(["-a"]), &["archive.volumes[0].source.url", "LUN"]);
+    assert!(!e.contains("sekrit"), "{e}");
+    a.write_config(&format!(
+        "[[archive.volumes]]\nname = \"lv_nolun\"\npool = \"{{pool}}\"\nsource = \"{}\"\n{}",
+        tgt.lun_url(T1, 7),
+        initiator_toml()
+    ));
+    let (code, r) = backup(&a, &["-a"]);
+    assert_eq!(code, Some(2), "{r}");
+    assert!(r["error"].as_str().unwrap().contains("no LUN 7"), "{r}");
+    assert!(a.pool.snapshots(&av("lv_nolun")).is_empty());
+}
+
+/// `restore -t iscsi://`: refused without --overwrite-device and onto a
+/// smaller LUN; killed at each step, a rerun resumes and the LUN holds the
+/// snapshot (bytes past it untouched); a password on the command line is
+/// refused.
+fn restore_onto_an_iscsi_lun(b: Backend) {
+    if !tgt_present() {
+        return;
+    }
+    let Some(pool) = PoolLab::new(b) else { return };
+    let d = tempfile::tempdir().unwrap();
+    let size = (3 << 20) + 5 * 512;
+    let src = backing_file(d.path(), "source.img", size, 311);
+    let volumes = format!(
+        "[[archive.volumes]]\nname = \"{VOL}\"\npool = \"{{pool}}\"\nsource = {{ kind = \"file\", path = {src:?} }}\n{}",
+        initiator_toml()
+    );
+    let a = Archive::new(pool, &volumes);
+    ok(a.tool("backup").args(["-q", "-a"]));
+    let snap = format!("{}/iscsi_{VOL}_bk", a.pool.name);
+    let data = read(&src);
+
+    let tgt = Tgt::start(d.path(), "");
+    tgt.target(1, T1, &[ME]);
+    let big = backing_file(d.path(), "big.img", 4 << 20, 312);
+    let small = backing_file(d.path(), "small.img", 2 << 20, 313);
+    tgt.lun(1, 1, &big, 4096);
+    tgt.lun(1, 2, &small, 512);
+    let url = tgt.lun_url(T1, 1);
+    let before = read(&big);
+    let small_before = read(&small);
+
+    let restore = || {
+        let mut c = a.tool("restore");
+        c.args(["-s", &snap, "-t", &url, "--overwrite-device"]);
+        c
+    };
+    fails_with(a.tool("restore").args(["-s", &snap, "-t", &url]), &["--overwrite-device"]);
+    fails_with(
+        a.tool("restore").args(["-s", &snap, "-t", &tgt.lun_url(T1, 2), "--overwrite-device"]),
+        &["holds 2097152 bytes", "snapshot"],
+    );
+    let pw = format!("iscsi://me%hunter2xy@{}/{T1}/1", tgt.addr());
+    let e = fails_with(a.tool("restore").args(["-s", &snap, "-t", &pw, "--overwrite-device"]), &["refused"]);
+    assert!(!e.contains("hunter2xy"), "{e}");
+    assert!(read(&big) == before && read(&small) == small_before, "a refused restore wrote");
+
+    let check = |ctx: &str| {
+        let now = read(&big);
+        assert!(now[..size] == data[..], "{ctx}: the LUN does not hold the snapshot");
+        assert!(now[size..] == before[size..], "{ctx}: bytes past the snapshot changed");
+    };
+    for step in ["restore.after-claim", "ddless.after-target-sync", "restore.after-copy"] {
+        write(&big, &before);
+        let o = run(restore().arg("-q").env("SANTOOLS_FAILPOINT", step));
+        assert_eq!(o.status.signal(), Some(9), "{step}: {}", stderr(&o));
+        let o = run(&mut restore());
+        assert_eq!(o.status.code(), Some(0), "{step}: {}{}", stdout(&o), stderr(&o));
+        assert!(stdout(&o).contains("(resumed)"), "{step}: {}", stdout(&o));
+        check(step);
+    }
+    // The restore's state lives in the state directory, keyed by the LUN's
+    // identity, and is gone after a finished restore.
+    let state = a.path("state").join("restore");
+    let left: Vec<_> =
+        std::fs::read_dir(&state).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    // A new restore (nothing to resume) onto the same LUN.
+    let out = ok(restore().arg("--json"));
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((r["resumed"].as_bool(), r["target"].as_str()), (Some(false), Some(url.as_str())), "{r}");
+    check("again");
+}
+
+macro_rules! on_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_dir { $( #[test] fn $name() { super::$name(super::Backend::Dir) } )* }
+    };
+}
+on_backends!(backup_of_an_iscsi_source_equals_the_lun, restore_onto_an_iscsi_lun);
+
+#[test]
+fn backup_of_an_iscsi_source_equals_the_lun_on_zfs() {
+    backup_of_an_iscsi_source_equals_the_lun(Backend::Zfs)
+}
