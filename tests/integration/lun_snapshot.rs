@@ -63,8 +63,19 @@ fn restore_snapshot(a: &Archive, volume: &str, snap: &str, to: &Path) -> Vec<u8>
     image_of(to)
 }
 
+/// The archive reads the export with its native initiator (`url`).
 #[test]
-fn archive_backs_up_a_lun_snapshot_over_ssh_while_the_volume_is_written() {
+fn archive_backs_up_a_lun_snapshot_over_ssh_and_iscsi_while_the_volume_is_written() {
+    end_to_end(true)
+}
+
+/// The archive reads the snapshot file (`path`: archive and node on one host).
+#[test]
+fn archive_backs_up_a_lun_snapshot_over_ssh_by_path_while_the_volume_is_written() {
+    end_to_end(false)
+}
+
+fn end_to_end(via_url: bool) {
     if !iscsi_tools_present() {
         real_component("tgt", false, "tgtd/tgtadm are needed");
         return;
@@ -90,6 +101,9 @@ fn archive_backs_up_a_lun_snapshot_over_ssh_while_the_volume_is_written() {
         v.extend(["--remote-santools".into(), bin().display().to_string()]);
         v.extend(["--initiator".into(), ARCHIVE_IQN.into(), "-C".into(), tgt.port.to_string()]);
         v.extend(["--map-dir".into(), maps.display().to_string()]);
+        if via_url {
+            v.extend(["--portal".into(), tgt.ip.clone()]);
+        }
         v
     };
     // prepare: the snapshot over ssh, then (for the test's truth) a copy of
@@ -109,7 +123,7 @@ fn archive_backs_up_a_lun_snapshot_over_ssh_while_the_volume_is_written() {
     std::process::Command::new("chmod").arg("+x").arg(&prep).status().unwrap();
     let fin = node_args("release");
     a.write_config(&format!(
-        "[[archive.volumes]]\nname = \"lv_vm1\"\npool = \"{{pool}}\"\nsource = {{ kind = \"command\", prepare = [\"{}\", \"{}\"], finish = [{}] }}\n",
+        "[initiator]\nname = \"{ARCHIVE_IQN}\"\n\n[[archive.volumes]]\nname = \"lv_vm1\"\npool = \"{{pool}}\"\nsource = {{ kind = \"command\", prepare = [\"{}\", \"{}\"], finish = [{}] }}\n",
         prep.display(),
         volume.display(),
         fin.iter().chain([volume.display().to_string()].iter()).map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
@@ -125,6 +139,7 @@ fn archive_backs_up_a_lun_snapshot_over_ssh_while_the_volume_is_written() {
     let first: serde_json::Value = serde_json::from_slice(&image_of(&d.join("prepared.json"))).unwrap();
     assert!(first.get("ddmap").is_none() && first.get("ddmap_state").is_none(), "{first}");
     assert_eq!(first["size"], 32 * MIB);
+    assert_eq!((first.get("url").is_some(), first.get("path").is_some()), (via_url, !via_url), "{first}");
 
     // Round 2: a few known writes while nothing else runs, then a backup
     // that reads only the flagged segments.
@@ -189,6 +204,7 @@ fn node_side_export_acl_outcomes_and_refusals() {
     };
     let p = create();
     let url = p["url"].as_str().unwrap().to_string();
+    assert!(p.get("path").is_none(), "the protocol takes url or path, not both: {p}");
     assert!(url.starts_with(&format!("iscsi://{}/iqn.2024-01.org.santools.lun-snapshot.lun-1.img.", tgt.ip)), "{p}");
     // Only the archive's initiator sees it.
     let (_, seen) =

@@ -281,7 +281,7 @@ fn run(m: &ArgMatches) -> anyhow::Result<u8> {
             if c.json || !std::io::stdout().is_terminal() {
                 print_json(&p)?;
             } else {
-                println!("{} exported as {} ({} bytes)", p.path.display(), p.iqn, p.size);
+                println!("{} exported as {} ({} bytes)", p.snapshot.display(), p.iqn, p.size);
                 match (&p.ddmap, p.changed_segments) {
                     (Some(m), Some(n)) => println!("change map {} ({n} segments)", m.display()),
                     (Some(m), None) => println!("change map {}", m.display()),

@@ -172,9 +172,11 @@ pub fn create(opts: &NodeOptions, given: &Path) -> anyhow::Result<Prepared> {
             base_size: if base_ok { base_size } else { None },
         },
     )?;
+    let url = opts.portal.as_ref().map(|p| format!("iscsi://{p}/{}/1", v.iqn));
     Ok(Prepared {
-        url: opts.portal.as_ref().map(|p| format!("iscsi://{p}/{}/1", v.iqn)),
-        path: v.layout.snapshot(),
+        path: url.is_none().then(|| v.layout.snapshot()),
+        url,
+        snapshot: v.layout.snapshot(),
         size,
         ddmap,
         ddmap_state,

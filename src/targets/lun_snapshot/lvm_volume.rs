@@ -181,9 +181,11 @@ pub fn create(opts: &NodeOptions, volume: &str) -> anyhow::Result<Prepared> {
         (Some(_), true) => (Some(l.pending_map()), Some(DdmapState::Clean)),
         _ => (None, None),
     };
+    let url = opts.portal.as_ref().map(|p| format!("iscsi://{p}/{iqn}/1"));
     Ok(Prepared {
-        url: opts.portal.as_ref().map(|p| format!("iscsi://{p}/{iqn}/1")),
-        path: device,
+        path: url.is_none().then(|| device.clone()),
+        url,
+        snapshot: device,
         size,
         ddmap,
         ddmap_state,

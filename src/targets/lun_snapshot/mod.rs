@@ -38,9 +38,14 @@ use crate::targets::live::tgt::Tgtadm;
 /// see (`iqn`, `kind`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Prepared {
+    /// `iscsi://PORTAL/IQN/1` when the node's portal is known; else `path`
+    /// (the archive protocol takes exactly one of them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    pub path: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// The snapshot on the node (for operators; the archive ignores it).
+    pub snapshot: PathBuf,
     pub size: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ddmap: Option<PathBuf>,

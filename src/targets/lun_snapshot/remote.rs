@@ -61,7 +61,7 @@ pub fn create(r: &Remote, volume: &str) -> anyhow::Result<Prepared> {
         p.ddmap = Some(local);
     }
     if p.url.is_none() {
-        tracing::warn!("no --portal: the snapshot's path {} is on {}", p.path.display(), r.ssh.host);
+        tracing::warn!("no --portal: the snapshot's path {} is on {}", p.snapshot.display(), r.ssh.host);
     }
     Ok(p)
 }
