@@ -235,6 +235,18 @@ fn run(
     // The archive volume.
     let info = match existing {
         Some(info) => {
+            // The volume says which source it archives: another source
+            // (a second configuration, a renamed volume group) must not
+            // overwrite it.
+            let owner_key = prop(ctx, "source_volume");
+            if let Some(owner) = info.properties.get(owner_key.as_str()) {
+                if *owner != vol.source_name {
+                    bail!(
+                        "archive volume {name} belongs to source {owner:?} (property {owner_key}), not to {:?}: refusing to overwrite it (if it is the same volume under a new name, set the property to the new name)",
+                        vol.source_name
+                    );
+                }
+            }
             if size < info.size && !opts.allow_shrink {
                 bail!(
                     "the source shrank from {} to {size} bytes; refusing to shrink archive volume {name} (use --allow-shrink; older snapshots keep the old size)",
@@ -425,6 +437,22 @@ fn integrity_check(
     // The source: from the source side when it offers one, else a second read.
     let source_sums: PathBuf = match &src.prepared.checksum {
         Some(p) => {
+            // It must come from the source: the archive's own checksum
+            // files (live, history) would only compare the archive with
+            // itself.
+            let live = ws.checksum();
+            let archive_dir = live.parent().and_then(|d| std::fs::canonicalize(d).ok());
+            let theirs =
+                std::fs::canonicalize(p).with_context(|| format!("the source's checksum file {}", p.display()))?;
+            if archive_dir.is_some_and(|d| theirs.starts_with(d))
+                || crate::shared::file_identity::identify(&theirs).ok()
+                    == crate::shared::file_identity::identify(&live).ok()
+            {
+                bail!(
+                    "the source's checksum file {} is one of the archive's own checksum files: an integrity check needs the source's",
+                    p.display()
+                );
+            }
             ctx.log.line("backup", &format!("{name}: integrity: using the source's checksum file {}", p.display()));
             p.clone()
         }

@@ -119,13 +119,27 @@ fn lun_restore_files(settings: &ArchiveSettings, identity: &str) -> (PathBuf, Pa
     (d.join(format!("{stem}.ddless")), d.join(format!("{stem}.restore.json")))
 }
 
-/// True when block device `rdev` (or a partition of it) is mounted.
+/// The mount point of a file system on block device `rdev`, on a
+/// partition of it, on the disk it is a partition of, or on another loop
+/// device over the same backing file (each of them shares its bytes).
 fn mounted(rdev: u64) -> io::Result<Option<String>> {
+    use crate::shared::file_identity::FileIdentity;
     let text = fs::read_to_string("/proc/self/mountinfo")?;
-    let want = format!("{}:{}", libc::major(rdev), libc::minor(rdev));
+    let family = |id: FileIdentity| {
+        let mut v = id.contained_in();
+        v.push(id);
+        v
+    };
+    let target = family(FileIdentity::BlockDevice { rdev });
     for line in text.lines() {
         let f: Vec<&str> = line.split(' ').collect();
-        if f.len() > 4 && f[2] == want {
+        let Some((ma, mi)) = f.get(2).and_then(|d| d.split_once(':')) else { continue };
+        let (Ok(ma), Ok(mi)) = (ma.parse::<u32>(), mi.parse::<u32>()) else { continue };
+        if ma == 0 {
+            continue; // no block device (tmpfs, proc, fuse, ...)
+        }
+        let m = family(FileIdentity::BlockDevice { rdev: libc::makedev(ma, mi) });
+        if m.iter().any(|x| target.contains(x)) && f.len() > 4 {
             return Ok(Some(f[4].to_string()));
         }
     }

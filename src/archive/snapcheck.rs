@@ -223,12 +223,23 @@ pub fn all_volumes(settings: &ArchiveSettings) -> anyhow::Result<Vec<VolumeRef>>
     Ok(out)
 }
 
-pub fn candidates(settings: &ArchiveSettings) -> anyhow::Result<Vec<Candidate>> {
+/// Every snapshot of every archive volume, and the volumes whose
+/// snapshots could not be listed (one damaged volume must not stop the
+/// daily job for the others).
+pub fn candidates(settings: &ArchiveSettings) -> anyhow::Result<(Vec<Candidate>, Vec<String>)> {
     let key = settings.ns.prop("snapcheck");
     let mut all = Vec::new();
+    let mut failed = Vec::new();
     for v in all_volumes(settings)? {
         let store = store_for(settings, &v)?;
-        for s in store.snapshots(&v.volume)? {
+        let snaps = match store.snapshots(&v.volume) {
+            Ok(s) => s,
+            Err(e) => {
+                failed.push(format!("{v}: {e}"));
+                continue;
+            }
+        };
+        for s in snaps {
             all.push(Candidate {
                 volume: v.clone(),
                 last_checked: last_checked(s.properties.get(key.as_str())),
@@ -237,7 +248,7 @@ pub fn candidates(settings: &ArchiveSettings) -> anyhow::Result<Vec<Candidate>> 
             });
         }
     }
-    Ok(all)
+    Ok((all, failed))
 }
 
 #[derive(Clone, Debug, Serialize)]

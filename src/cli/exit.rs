@@ -41,7 +41,9 @@ pub fn report_error(tool: &str, err: &anyhow::Error) -> u8 {
     if is_broken_pipe(err) {
         return OK;
     }
-    eprintln!("{tool}: error: {}", error_chain(err));
+    // A closed stderr must not turn an error into a panic (exit 101).
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{tool}: error: {}", error_chain(err));
     ERROR
 }
 

@@ -111,7 +111,9 @@ pub fn main_with_args(mut args: Vec<OsString>) -> u8 {
             Some(tool) => run_tool(tool, args.split_off(1)),
             None => {
                 let names: Vec<&str> = tools().iter().flat_map(|t| t.names()).collect();
-                eprintln!(
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
                     "santools: error: unknown tool '{name}'; available tools: {} (see santools --help)",
                     names.join(", ")
                 );

@@ -19,7 +19,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, ExitStatus, Stdio};
 use std::thread::JoinHandle;
@@ -324,6 +324,14 @@ impl Command {
         }
         c.stdin(if self.stdin.is_some() || caller_stdin { Stdio::piped() } else { Stdio::null() });
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        // A command with a deadline runs in its own process group, so the
+        // deadline ends everything it started (a shell wrapper's children
+        // hold our pipes too), not only the process we spawned. Without a
+        // deadline it stays in ours and gets the terminal's Ctrl-C.
+        let group = self.timeout.is_some();
+        if group {
+            c.process_group(0);
+        }
         let mut child = c.spawn().map_err(|source| CommandError::Spawn { argv: shown.clone(), source })?;
         let stderr = child.stderr.take().expect("piped stderr");
         let stderr_thread = std::thread::spawn(move || read_tail(stderr, STDERR_TAIL_BYTES));
@@ -338,6 +346,7 @@ impl Command {
             }));
         }
         Ok(Running {
+            group: group.then(|| child.id() as i32),
             child: Some(child),
             argv: shown,
             started: Instant::now(),
@@ -370,6 +379,9 @@ impl Command {
         let limit = self.max_stdout;
         let stdout_thread = std::thread::spawn(move || read_capped(stdout, limit));
         let status = r.wait_status()?;
+        // The command exited; anything it left behind holding our pipes
+        // gets the rest of the deadline, then its group is killed.
+        r.wait_for_pipes(&stdout_thread);
         let stdout = stdout_thread.join().unwrap_or_else(|_| Err(io::Error::other("stdout reader panicked")));
         let stderr = r.take_stderr();
         match stdout {
@@ -427,6 +439,8 @@ fn read_tail(mut r: impl Read, keep: usize) -> Vec<u8> {
 
 /// A started command. Dropping it kills and reaps the child.
 pub struct Running {
+    /// The process group of a command with a deadline.
+    group: Option<i32>,
     child: Option<Child>,
     argv: Vec<String>,
     started: Instant,
@@ -452,6 +466,36 @@ impl Running {
         self.stdin.take()
     }
 
+    /// Kills the command's process group (commands with a deadline).
+    fn kill_group(&self) {
+        if let Some(pgid) = self.group {
+            // SAFETY: kill(2) with a negative pid signals that process group.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Waits until `reader` finished (its pipe closed) or the deadline
+    /// passed; then kills the group so the pipe closes.
+    fn wait_for_pipes<T>(&self, reader: &JoinHandle<T>) {
+        let Some(t) = self.timeout else { return };
+        while !reader.is_finished() && self.started.elapsed() < t {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !reader.is_finished() {
+            self.kill_group();
+        }
+        if let Some(e) = &self.stderr_thread {
+            while !e.is_finished() && self.started.elapsed() < t {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !e.is_finished() {
+                self.kill_group();
+            }
+        }
+    }
+
     fn take_stderr(&mut self) -> Vec<u8> {
         self.stderr_thread.take().and_then(|t| t.join().ok()).unwrap_or_default()
     }
@@ -468,6 +512,12 @@ impl Running {
                 if self.started.elapsed() >= t {
                     let _ = child.kill();
                     let _ = child.wait();
+                    if let Some(pgid) = self.group {
+                        // SAFETY: kill(2) on the command's own process group.
+                        unsafe {
+                            libc::kill(-pgid, libc::SIGKILL);
+                        }
+                    }
                     drop(self.stdin.take());
                     let tail = self.take_stderr();
                     return Err(CommandError::TimedOut {
@@ -520,6 +570,7 @@ impl Drop for Running {
         if let Some(mut c) = self.child.take() {
             if let Ok(None) = c.try_wait() {
                 let _ = c.kill();
+                self.kill_group();
             }
             let _ = c.wait();
         }
@@ -581,6 +632,28 @@ mod tests {
         let e = Command::new("sleep").arg("30").timeout(Duration::from_millis(200)).run().unwrap_err();
         assert!(matches!(e, CommandError::TimedOut { .. }), "{e}");
         assert!(t.elapsed() < Duration::from_secs(20));
+    }
+
+    #[test]
+    fn a_deadline_ends_everything_the_command_started() {
+        // A wrapper whose child keeps our pipes open: the deadline still
+        // holds, and the child is gone afterwards.
+        let d = tempfile::tempdir().unwrap();
+        let marker = d.path().join("alive");
+        let script = format!("(sleep 30; touch {}) & sleep 30", marker.display());
+        let t = Instant::now();
+        let e = Command::new("sh").args(["-c", &script]).timeout(Duration::from_millis(300)).run().unwrap_err();
+        assert!(matches!(e, CommandError::TimedOut { .. }), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(20));
+        // The wrapper exits at once but leaves a child holding stdout:
+        // the output is returned when the deadline ends that child.
+        let t = Instant::now();
+        let script = format!("(sleep 30; touch {}) & echo hi", marker.display());
+        let out = Command::new("sh").args(["-c", &script]).timeout(Duration::from_millis(500)).run().unwrap();
+        assert_eq!(out.stdout, b"hi\n");
+        assert!(t.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!marker.exists());
     }
 
     #[test]

@@ -472,6 +472,12 @@ fn restore_onto_a_device_only_when_allowed_big_enough_and_unmounted() {
     };
     if mounted {
         fails_with(a.tool("restore").args(["-s", &src, "-t", &db, "--overwrite-device"]), &["mounted"]);
+        // Another loop device over the same file is the same bytes.
+        let alias = attach(&big);
+        let o = run(a.tool("restore").args(["-s", &src, "-t", &alias, "--overwrite-device"]));
+        cleanup(&alias);
+        assert_eq!(o.status.code(), Some(2), "restore onto an alias of a mounted device: {}", stderr(&o));
+        assert!(stderr(&o).contains("mounted"), "{}", stderr(&o));
         let _ = Command::new("umount").arg(a.path("mnt")).status();
     }
     let out = run(a.tool("restore").args(["-s", &src, "-t", &db, "--overwrite-device"]));

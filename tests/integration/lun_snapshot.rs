@@ -241,7 +241,13 @@ fn node_side_export_acl_outcomes_and_refusals() {
     release("failure");
     assert!(!tgt.show().contains("lun-snapshot"), "{}", tgt.show());
 
-    // Refusals: no initiator; a file system without reflinks (tmpfs-like
+    // Refusals: its own files are not volumes;
+    let own = node_fs.path.clone().unwrap().join(".lun-snapshot/lun@1.img/base.img");
+    assert!(own.exists());
+    let o = run(tool("lun-snapshot").args(["create", "--initiator", ARCHIVE_IQN, "-C", &port]).arg(&own));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a volume"), "{}", stderr(&o));
+    // no initiator; a file system without reflinks (tmpfs-like
     // /dev/shm or a plain dir on ext4/overlay): exit 2, nothing exported.
     let o = run(tool("lun-snapshot").args(["create", "-C", &port]).arg(&volume));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

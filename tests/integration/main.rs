@@ -12,6 +12,7 @@ mod ssh_lab;
 
 mod archive_acceptance;
 mod archive_crash;
+mod archive_hostile;
 mod archive_iscsi;
 mod ddless_adversarial;
 mod ddless_cli;

@@ -58,7 +58,31 @@ pub(crate) fn load_settings_iscsi(config: Option<&Path>, use_: Initiator) -> any
     let mut settings = ArchiveSettings::from_config(a)
         .map_err(|v| anyhow::anyhow!("configuration {shown}: key `{}`: {}", v.key, v.problem))?;
     settings.initiator = c.initiator.clone();
+    check_pools_distinct(&settings).map_err(|e| anyhow::anyhow!("configuration {shown}: {e}"))?;
     Ok(settings)
+}
+
+/// Two pool keys naming one directory (the same path, a symlink, a bind
+/// mount) would put two sources into one archive volume under two
+/// different locks: refused. Compared by identity, not by spelling.
+fn check_pools_distinct(settings: &ArchiveSettings) -> Result<(), String> {
+    use crate::archive::settings::BackendSettings;
+    let mut seen: Vec<(crate::shared::file_identity::FileIdentity, String, String)> = Vec::new();
+    for (name, p) in &settings.pools {
+        let path = match &p.backend {
+            BackendSettings::Btrfs { path } | BackendSettings::Dir { path } => path,
+            BackendSettings::Zfs { .. } => continue,
+        };
+        let Ok(id) = crate::shared::file_identity::identify(path) else { continue };
+        if let Some((_, other, other_path)) = seen.iter().find(|(i, _, _)| *i == id) {
+            return Err(format!(
+                "pools `archive.pools.{other}` ({other_path}) and `archive.pools.{name}` ({}) are the same directory",
+                path.display()
+            ));
+        }
+        seen.push((id, name.to_string(), path.display().to_string()));
+    }
+    Ok(())
 }
 
 /// The tool's log file; a directory that cannot be written is a warning

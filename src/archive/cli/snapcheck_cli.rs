@@ -109,9 +109,16 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
             report.checked.push(check_snapshot(&ctx, &o.volume, s));
         }
     }
+    let mut list_failures = 0;
     if args.daily {
         let count = args.count.map(|c| c as usize).unwrap_or(settings.snapcheck_count);
-        let picked = choose(candidates(&settings)?, count);
+        let (all, failed) = candidates(&settings)?;
+        for f in &failed {
+            log.line("snapcheck", &format!("FAILED listing the snapshots of {f}"));
+            tracing::error!("listing the snapshots of {f}");
+        }
+        list_failures = failed.len();
+        let picked = choose(all, count);
         log.line("snapcheck", &format!("daily: verifying {} snapshot(s)", picked.len()));
         for c in picked {
             report.checked.push(check_snapshot(&ctx, &c.volume, &c.snapshot));
@@ -140,7 +147,7 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
             _ => exit::ERROR,
         });
     }
-    if report.orphans.iter().any(|o| o.error.is_some()) {
+    if report.orphans.iter().any(|o| o.error.is_some()) || list_failures > 0 {
         code = exit::ERROR;
     }
     if args.json {

@@ -212,6 +212,23 @@ impl HistoryStore {
                     message: format!("unknown format {:?}", h.format),
                 });
             }
+            // The head names a file in this directory: a damaged head must
+            // not send reads (or a backup's rewrite) elsewhere.
+            if let Err(e) = crate::archive::names::SnapshotName::new(&h.snapshot) {
+                return Err(HistoryError::BadState {
+                    path: self.head_path(),
+                    message: format!(
+                        "damaged: {e} (the history of this volume needs an operator: see docs/archive.md, Operations)"
+                    ),
+                });
+            }
+            // A checksum file of 2^40 segments describes 16 PiB.
+            if h.segments > 1 << 40 {
+                return Err(HistoryError::BadState {
+                    path: self.head_path(),
+                    message: format!("damaged: {} segments is beyond any volume", h.segments),
+                });
+            }
         }
         Ok(h)
     }

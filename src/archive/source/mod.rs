@@ -85,19 +85,31 @@ fn ddmap_state_of(ddmap: &Option<std::path::PathBuf>, state: &StateSpec) -> Resu
 }
 
 fn read_state_file(path: &Path) -> Result<DdmapState, SourceError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let shown = path.display().to_string();
-    match std::fs::read(path) {
-        Ok(b) if b.len() <= 4096 => {
-            let text = String::from_utf8_lossy(&b);
-            // The seed's state file holds the state name, possibly after other words.
-            let word = text.split_whitespace().last().unwrap_or("");
-            word.parse().map_err(|e: String| invalid(format!("ddmap state file {shown}"), e))
-        }
-        Ok(_) => Err(invalid(format!("ddmap state file {shown}"), "is larger than 4 KiB")),
+    let bad = |why: String| invalid(format!("ddmap state file {shown}"), why);
+    // Opened non-blocking (a FIFO must not hang the backup), checked to be a
+    // regular file, and read only up to its bound (/dev/zero must not fill
+    // memory).
+    let f = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
+        Ok(f) => f,
         // No state file yet: the map cannot be trusted.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DdmapState::Unknown),
-        Err(e) => Err(invalid(format!("ddmap state file {shown}"), e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DdmapState::Unknown),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    if !f.metadata().map_err(|e| bad(e.to_string()))?.is_file() {
+        return Err(bad("is not a regular file".into()));
     }
+    let mut b = Vec::new();
+    f.take(4097).read_to_end(&mut b).map_err(|e| bad(e.to_string()))?;
+    if b.len() > 4096 {
+        return Err(bad("is larger than 4 KiB".into()));
+    }
+    let text = String::from_utf8_lossy(&b);
+    // The seed's state file holds the state name, possibly after other words.
+    let word = text.split_whitespace().last().unwrap_or("");
+    word.parse().map_err(|e: String| bad(e))
 }
 
 /// Prepares a source for a backup of `volume` (the configured name).
@@ -235,5 +247,28 @@ pub fn describe_spec(spec: &SourceSpec) -> String {
             None => format!("iscsi {}", protocol::redact_url(url)),
         },
         SourceSpec::Command { prepare, .. } => format!("command {}", prepare.join(" ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_files_are_bounded_regular_files() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("state");
+        assert_eq!(read_state_file(&f).unwrap(), DdmapState::Unknown);
+        std::fs::write(&f, "lv_a CLEAN\n").unwrap();
+        assert_eq!(read_state_file(&f).unwrap(), DdmapState::Clean);
+        std::fs::write(&f, "x".repeat(5000)).unwrap();
+        assert!(read_state_file(&f).unwrap_err().to_string().contains("larger than 4 KiB"));
+        // An endless device and a FIFO nobody writes: refused at once.
+        assert!(read_state_file(Path::new("/dev/zero")).unwrap_err().to_string().contains("not a regular file"));
+        let fifo = d.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(read_state_file(&fifo).unwrap_err().to_string().contains("not a regular file"));
     }
 }

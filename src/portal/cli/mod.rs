@@ -20,7 +20,8 @@ pub(crate) fn load_portal_config(path: Option<&Path>) -> anyhow::Result<PortalCo
         if tracing::dispatcher::has_been_set() {
             tracing::warn!("{w}");
         } else {
-            eprintln!("iscsi-portal: warning: {w}");
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "iscsi-portal: warning: {w}");
         }
     }
     let shown = path.map_or_else(|| crate::config::DEFAULT_CONFIG_PATH.to_string(), |p| p.display().to_string());

@@ -39,6 +39,9 @@ struct Volume {
 
 fn open_volume(opts: &NodeOptions, given: &Path) -> anyhow::Result<Volume> {
     let path = fs::canonicalize(given).with_context(|| format!("volume {}", given.display()))?;
+    if path.components().any(|c| c.as_os_str() == DIR_NAME) {
+        bail!("{} is inside a {DIR_NAME} directory (lun-snapshot's own files), not a volume", path.display());
+    }
     let file = File::open(&path).with_context(|| format!("opening volume {}", path.display()))?;
     let meta = file.metadata().with_context(|| format!("volume {}", path.display()))?;
     if !meta.is_file() {
