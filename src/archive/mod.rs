@@ -19,6 +19,7 @@ pub mod maint;
 pub mod map_prep;
 pub mod names;
 pub mod restore;
+pub mod rotate;
 pub mod settings;
 pub mod snapcheck;
 pub mod snapshot_time;

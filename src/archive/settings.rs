@@ -320,7 +320,7 @@ impl ArchiveSettings {
         let p = self.pools.get(pool)?;
         Some(match &p.backend {
             BackendSettings::Zfs { mode, options } => {
-                Arc::new(ZfsStore::new(p.name.clone(), *mode, options.clone(), self.command_timeout))
+                Arc::new(ZfsStore::new(p.name.clone(), *mode, options.clone(), self.command_timeout, &self.ns))
             }
             BackendSettings::Btrfs { path } => {
                 Arc::new(TreeStore::new(p.name.clone(), path.clone(), Flavor::Btrfs, self.command_timeout))
@@ -393,7 +393,10 @@ source = { kind = "command", prepare = ["/usr/bin/prep", "{volume}"] }
         let s = parse(text).unwrap();
         assert_eq!(s.volumes.len(), 3);
         assert_eq!(s.volumes[0].archive.to_string(), "vg_satabeast7_vol0/iscsi_lv_mail_bk");
-        assert!(matches!(s.pools[&PoolName::new("vg_satabeast7_vol0").unwrap()].backend, BackendSettings::Zfs { mode: ZfsMode::Zvol, .. }));
+        assert!(matches!(
+            s.pools[&PoolName::new("vg_satabeast7_vol0").unwrap()].backend,
+            BackendSettings::Zfs { mode: ZfsMode::Zvol, .. }
+        ));
         assert!(!s.volumes[2].enabled);
     }
 
