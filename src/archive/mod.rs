@@ -20,6 +20,7 @@ pub mod map_prep;
 pub mod names;
 pub mod restore;
 pub mod rotate;
+pub mod rotate_apply;
 pub mod settings;
 pub mod snapcheck;
 pub mod snapshot_time;

@@ -11,6 +11,7 @@ pub mod archive;
 pub mod ddless;
 pub mod ddmap;
 pub mod portal;
+pub mod snaprotate;
 
 pub use self::ddless::DdlessConfig;
 pub use self::ddmap::DdmapConfig;
@@ -51,6 +52,8 @@ pub struct Config {
     pub portal: Option<PortalConfig>,
     /// Required by the archive tools (backup, restore, snapcheck, ddless-maint).
     pub archive: Option<archive::ArchiveConfig>,
+    /// Rotation schedules (snaprotate).
+    pub snaprotate: snaprotate::SnaprotateConfig,
 }
 
 impl Config {

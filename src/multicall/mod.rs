@@ -38,6 +38,7 @@ pub fn tools() -> &'static [Tool] {
         crate::archive::cli::restore_cli::TOOL,
         crate::archive::cli::snapcheck_cli::TOOL,
         crate::archive::cli::maint_cli::TOOL,
+        crate::archive::cli::snaprotate_cli::TOOL,
     ];
     TOOLS
 }

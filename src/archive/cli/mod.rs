@@ -6,6 +6,7 @@ pub mod backup_cli;
 pub mod maint_cli;
 pub mod restore_cli;
 pub mod snapcheck_cli;
+pub mod snaprotate_cli;
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::job_log::JobLog;
+use super::names::{ObjectRef, VolumeRef};
 use super::settings::ArchiveSettings;
 use crate::cli::progress::TerminalProgress;
 use crate::config::Config;
@@ -30,6 +32,30 @@ pub(crate) fn load_settings(config: Option<&Path>) -> anyhow::Result<ArchiveSett
         .with_context(|| format!("configuration {shown} has no [archive] section (see examples/santools.toml)"))?;
     ArchiveSettings::from_config(a)
         .map_err(|v| anyhow::anyhow!("configuration {shown}: key `{}`: {}", v.key, v.problem))
+}
+
+/// The whole configuration and `[archive]` resolved (for tools that also
+/// read other sections).
+pub(crate) fn load_config(config: Option<&Path>) -> anyhow::Result<(Config, ArchiveSettings)> {
+    let settings = load_settings(config)?;
+    Ok((Config::load(config)?, settings))
+}
+
+/// An archive volume named on the command line: `POOL/VOLUME` or a
+/// configured volume's name.
+pub(crate) fn resolve_volume(settings: &ArchiveSettings, name: &str) -> anyhow::Result<VolumeRef> {
+    if let Some(v) = settings.find_volume(name) {
+        return Ok(v.archive.clone());
+    }
+    let o =
+        ObjectRef::parse(name).with_context(|| format!("{name:?} is neither a configured volume nor POOL/VOLUME"))?;
+    if o.snapshot.is_some() {
+        anyhow::bail!("{name}: expected a volume, not a snapshot");
+    }
+    if settings.store(&o.volume.pool).is_none() {
+        anyhow::bail!("pool {} is not configured under [archive.pools]", o.volume.pool);
+    }
+    Ok(o.volume)
 }
 
 /// The tool's log file; a directory that cannot be written is a warning
