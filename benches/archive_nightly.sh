@@ -147,6 +147,6 @@ for B in "${BACKENDS[@]}"; do
   full=$(stat -c %s "$DD/iscsi_lv0.ddless")
   hist=$(du -sb "$DD/history/iscsi_lv0" | cut -f1)
   snaps=$(ls "$DD/history/iscsi_lv0" | grep -c '\.delta$' || true)
-  python3 -c "print(f'history of lv0 after $HISTORY_NIGHTS more nights ({int('$snaps')+1} snapshots): {$hist} bytes = {$hist/$full:.2f} full checksum files ({$full} bytes each); {$HISTORY_NIGHTS} full copies would be {$HISTORY_NIGHTS*$full} bytes')"
+  python3 -c "h=$hist; f=$full; n=$HISTORY_NIGHTS; s=$snaps+1; print(f'history of lv0 ({s} snapshots): {h} bytes = {h/f:.2f} full checksum files of {f} bytes; {s} full copies would be {s*f} bytes')"
   teardown_backend
 done

@@ -196,7 +196,11 @@ fn run(
     // Finish what an interrupted run left half-done.
     let history = ws.as_ref().map(Workspace::history);
     if let (Some(h), false, Some(_)) = (&history, opts.dry_run, &existing) {
-        let snaps: Vec<String> = store.snapshots(&name.volume)?.into_iter().map(|s| s.name.to_string()).collect();
+        // Listing snapshots costs commands on zfs: only when a run was cut off.
+        let snaps: Vec<String> = match h.pending()? {
+            Some(_) => store.snapshots(&name.volume)?.into_iter().map(|s| s.name.to_string()).collect(),
+            None => Vec::new(),
+        };
         if let Some(done) = h.recover(|n| snaps.iter().any(|s| s == n))? {
             log.line("backup", &format!("{name}: completed the history of snapshot {done} left by an interrupted run"));
             report.recovered = Some(done);

@@ -76,7 +76,7 @@ mod tests {
     use super::*;
 
     fn map_bytes(words: &[u32]) -> Vec<u8> {
-        let h = DdmapHeader { version: 1, name_sum: 7, map_size: words.len() as u32 };
+        let h = DdmapHeader { version: 1, suspended: 0, name_sum: 7, map_size: words.len() as u32 };
         let mut v = h.to_bytes().to_vec();
         for w in words {
             v.extend_from_slice(&w.to_le_bytes());

@@ -133,6 +133,7 @@ pub fn init_syslog(tool: &'static str, verbosity: Verbosity) {
 /// Installs the process-wide log subscriber for `tool`. Calling it twice is
 /// harmless (the first one stays).
 pub fn init(tool: &str, verbosity: Verbosity) {
+    crate::shared::mapped_file::set_program_name(tool);
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(verbosity.max_level())
         .with_writer(SeedFormat { tool: tool.to_string() })

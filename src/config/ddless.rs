@@ -20,8 +20,8 @@ impl DdlessConfig {
         if self.workers == Some(0) {
             return Err(InvalidValue::new("ddless.workers", "must be at least 1"));
         }
-        if self.workers.is_some_and(|w| w > 1024) {
-            return Err(InvalidValue::new("ddless.workers", "must be at most 1024"));
+        if self.workers.is_some_and(|w| w > crate::ddless::MAX_WORKERS) {
+            return Err(InvalidValue::new("ddless.workers", format!("must be at most {}", crate::ddless::MAX_WORKERS)));
         }
         if self.read_rate_mb_s == Some(0) {
             return Err(InvalidValue::new("ddless.read_rate_mb_s", "must be at least 1 (omit it for no limit)"));

@@ -2,6 +2,12 @@
 //! /etc/santools/santools.toml, `--config` to override): one section per
 //! tool family. Unknown keys are rejected and every value is checked at load,
 //! with the key named in the error. Command-line flags override it.
+//!
+//! The file is shared by every tool on a host, so a tool loads it with
+//! [`Config::load_for`] naming the sections it uses: errors there are fatal,
+//! errors in other sections only warnings (those sections are ignored), so a
+//! typo in `[portal]` does not stop the nightly `ddless`. [`Config::load`]
+//! (and `santools check-config`) still fail on any error.
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +49,32 @@ impl InvalidValue {
     }
 }
 
+/// A top-level section of the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    Ddless,
+    Ddmap,
+    Portal,
+    Archive,
+    Snaprotate,
+    Cron,
+    Sync,
+}
+
+impl Section {
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::Ddless => "ddless",
+            Section::Ddmap => "ddmap",
+            Section::Portal => "portal",
+            Section::Archive => "archive",
+            Section::Snaprotate => "snaprotate",
+            Section::Cron => "cron",
+            Section::Sync => "sync",
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -54,6 +86,57 @@ pub struct Config {
     pub archive: Option<archive::ArchiveConfig>,
     /// Rotation schedules (snaprotate).
     pub snaprotate: snaprotate::SnaprotateConfig,
+    /// Errors found in sections the loading tool does not use (each names
+    /// the file, section and problem); the tool prints them as warnings.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+/// The top-level table whose text contains byte `offset` (None for keys
+/// before any table header). With `before_header`, an offset on a header
+/// line counts for the table before it.
+fn section_at(text: &str, offset: usize, before_header: bool) -> Option<String> {
+    let mut current = None;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let end = at + line.len();
+        if let Some(name) = header_name(line) {
+            if before_header && offset >= at && offset < end {
+                return current;
+            }
+            current = Some(name);
+        }
+        if end > offset {
+            break;
+        }
+        at = end;
+    }
+    current
+}
+
+/// The top-level name of a `[a.b]` or `[[a.b]]` header line.
+fn header_name(line: &str) -> Option<String> {
+    let t = line.trim_start();
+    let inner = t.strip_prefix('[')?;
+    let inner = inner.strip_prefix('[').unwrap_or(inner);
+    let end = inner.find(']')?;
+    let first = inner[..end].split('.').next()?.trim().trim_matches(|c| c == '"' || c == '\'');
+    Some(first.to_string())
+}
+
+/// `text` without the tables of top-level section `name`.
+fn without_section(text: &str, name: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut current: Option<String> = None;
+    for line in text.split_inclusive('\n') {
+        if let Some(h) = header_name(line) {
+            current = Some(h);
+        }
+        if current.as_deref() != Some(name) {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 impl Config {
@@ -83,17 +166,83 @@ impl Config {
         Ok(())
     }
 
-    /// Loads `explicit` (which must exist) or the default path (which may
-    /// be absent: then every setting has its default).
-    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+    /// Parses for a tool that uses `uses`: an error in another section (or
+    /// an unknown section) is recorded in `warnings` and that section is
+    /// ignored; an error in a used section, or outside any section, fails.
+    pub fn parse_for(text: &str, path: &Path, uses: &[Section]) -> Result<Config, ConfigError> {
+        let used = |name: &str| uses.iter().any(|s| s.name() == name);
+        let mut text = text.to_string();
+        let mut warnings = Vec::new();
+        // Each round removes one broken unused section; there are few.
+        for _ in 0..64 {
+            let broken = match toml::from_str::<Config>(&text) {
+                Err(e) => {
+                    // A syntax error may only show where the next table
+                    // starts (an unclosed array): blame the table before.
+                    let syntax = text.parse::<toml::Table>().is_err();
+                    let section = e.span().and_then(|s| section_at(&text, s.start, syntax));
+                    let message = e.message().trim_end().to_string();
+                    match section {
+                        Some(name) if !used(&name) => (name, message),
+                        _ => return Config::parse(&text, path),
+                    }
+                }
+                Ok(mut config) => match config.validate() {
+                    Ok(()) => {
+                        config.warnings = warnings;
+                        return Ok(config);
+                    }
+                    Err(v) => {
+                        let name = v.key.split('.').next().unwrap_or_default().to_string();
+                        if used(&name) {
+                            return Err(ConfigError::Invalid {
+                                path: path.to_path_buf(),
+                                key: v.key,
+                                problem: v.problem,
+                            });
+                        }
+                        (name, format!("key `{}`: {}", v.key, v.problem))
+                    }
+                },
+            };
+            let (name, message) = broken;
+            warnings.push(format!(
+                "configuration {}: section [{name}] is ignored by this tool: {message} (santools check-config reports it)",
+                path.display()
+            ));
+            text = without_section(&text, &name);
+        }
+        Config::parse(&text, path)
+    }
+
+    fn read(explicit: Option<&Path>) -> Result<Option<(String, PathBuf)>, ConfigError> {
         let (path, required) = match explicit {
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
         };
         match std::fs::read_to_string(&path) {
-            Ok(text) => Config::parse(&text, &path),
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Ok(text) => Ok(Some((text, path))),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    /// Loads `explicit` (which must exist) or the default path (which may
+    /// be absent: then every setting has its default). Any error in any
+    /// section fails (check-config, and tools that use every section).
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        match Config::read(explicit)? {
+            Some((text, path)) => Config::parse(&text, &path),
+            None => Ok(Config::default()),
+        }
+    }
+
+    /// Loads like [`Config::load`] for a tool that uses only `uses`: errors
+    /// elsewhere become `warnings` (see [`Config::parse_for`]).
+    pub fn load_for(explicit: Option<&Path>, uses: &[Section]) -> Result<Config, ConfigError> {
+        match Config::read(explicit)? {
+            Some((text, path)) => Config::parse_for(&text, &path, uses),
+            None => Ok(Config::default()),
         }
     }
 }
@@ -129,6 +278,33 @@ mod tests {
         assert!(e.contains("workers"), "{e}");
         let e = parse("[ddmap]\nproc_dir = \"relative/dir\"\n").unwrap_err().to_string();
         assert!(e.contains("ddmap.proc_dir"), "{e}");
+    }
+
+    #[test]
+    fn errors_in_unused_sections_are_warnings() {
+        let text =
+            "[ddless]\nworkers = 2\n\n[portal]\nlisten = [\"10.0.0.1:3260\"]\nstate_tme_sec = 5\n\n[nosuch]\nx = 1\n";
+        let path = Path::new("/etc/santools/santools.toml");
+        assert!(Config::parse(text, path).is_err(), "check-config must still fail");
+        let c = Config::parse_for(text, path, &[Section::Ddless]).unwrap();
+        assert_eq!(c.ddless.workers, Some(2));
+        assert!(c.portal.is_none());
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("[portal]") && c.warnings[0].contains("state_tme_sec"), "{:?}", c.warnings);
+        // The portal uses [portal]: its error stays fatal there.
+        let e = Config::parse_for(text, path, &[Section::Portal]).unwrap_err().to_string();
+        assert!(e.contains("state_tme_sec"), "{e}");
+        // A syntax error inside an unused section is skipped too.
+        let broken = "[portal]\nlisten = [\"x\"\n[ddless]\nworkers = 3\n";
+        assert_eq!(Config::parse_for(broken, path, &[Section::Ddless]).unwrap().ddless.workers, Some(3));
+        // A bad value in a used section fails, naming the key.
+        let e = Config::parse_for("[ddless]\nworkers = 0\n[portal]\nbad = 1\n", path, &[Section::Ddless])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ddless.workers"), "{e}");
+        let bad_value = Config::parse_for("[ddmap]\nproc_dir = \"rel\"\n", path, &[Section::Ddless]).unwrap();
+        assert_eq!(bad_value.warnings.len(), 1);
+        assert_eq!(bad_value.ddmap.proc_dir, PathBuf::from("/proc/net/iet/ddmap"));
     }
 
     #[test]

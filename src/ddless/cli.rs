@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
+use super::options::MAX_WORKERS;
 use super::options::{
     ChecksumMode, ChecksumOptions, CommitTuning, CopyOptions, ReadOptions, ReadTestOptions, VerifyOptions, ZoneOptions,
 };
@@ -17,7 +18,7 @@ use crate::cli::exit;
 use crate::cli::logging;
 use crate::cli::output::print_json;
 use crate::cli::progress::TerminalProgress;
-use crate::config::Config;
+use crate::config::{Config, Section};
 use crate::multicall::Tool;
 use crate::progress::{NoProgress, Progress};
 
@@ -37,15 +38,38 @@ Modes:
   read test       ddless [-d] -s SRC -v
   speed zones     ddless [-d] -z -s SRC
   parameters      ddless -p
+  check only      ddless -b -s SRC -c CHECKSUM -t TARGET   (exit 3: a new checksum file is required)
 
 Use -c /dev/null to copy without checksums (every segment is written).
 After a copy, statistics are saved in CHECKSUM.stats.
-Exit codes: 0 success, 1 verify found differences, 2 error.";
+Exit codes: 0 success, 1 verify found differences, 2 error, 3 (-b) new checksum file required.";
 
-fn at_least_one_usize(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
+fn workers_arg(s: &str) -> Result<usize, String> {
+    match s.parse::<u64>() {
         Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
+        Ok(n) if n > MAX_WORKERS as u64 => Err(format!("must be at most {MAX_WORKERS}")),
+        Ok(n) => Ok(n as usize),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
+/// Most zones `-z` measures: each costs a seek and a sample read.
+const MAX_ZONES: u32 = 100_000;
+
+fn zone_count_arg(s: &str) -> Result<NonZeroU32, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) if n > u64::from(MAX_ZONES) => Err(format!("must be at most {MAX_ZONES}")),
+        Ok(n) => NonZeroU32::new(n as u32).ok_or_else(|| "must be at least 1".into()),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
+fn zone_sample_arg(s: &str) -> Result<NonZeroU64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) if n > 1 << 20 => Err("must be at most 1048576 (MB)".into()),
+        Ok(n) => NonZeroU64::new(n).ok_or_else(|| "must be at least 1".into()),
         Err(_) => Err(format!("'{s}' is not a whole number")),
     }
 }
@@ -78,14 +102,14 @@ pub struct DdlessArgs {
     #[arg(short = 'd', long = "direct")]
     direct: bool,
     /// Worker threads [default: one per CPU, at most 8; see -p]
-    #[arg(short = 'w', long = "workers", value_name = "N", value_parser = at_least_one_usize)]
+    #[arg(short = 'w', long = "workers", value_name = "N", value_parser = workers_arg)]
     workers: Option<usize>,
     /// Maximum read rate per worker, MB/s
     #[arg(short = 'r', long = "read-rate", value_name = "MB_PER_S", value_parser = at_least_one_u64)]
     read_rate: Option<u64>,
-    /// Obsolete (accepted for old scripts; the checksum file is resized automatically)
-    #[arg(short = 'b', hide = true)]
-    obsolete_b: bool,
+    /// Copy nothing: exit 3 if the copy would need a new checksum file, 0 if it can use CHECKSUM (as the seed's -b)
+    #[arg(short = 'b', long = "check-checksum")]
+    bail_on_new_checksum: bool,
     /// Compare SRC with CHECKSUM and list differing segments; writes nothing
     #[arg(long = "verify", conflicts_with_all = ["target", "ddmap", "zones", "params"])]
     verify: bool,
@@ -93,10 +117,10 @@ pub struct DdlessArgs {
     #[arg(short = 'z', long = "zones", conflicts_with_all = ["target", "checksum", "ddmap", "params"])]
     zones: bool,
     /// Number of zones for -z
-    #[arg(long = "zone-count", value_name = "N", default_value_t = NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN), requires = "zones")]
+    #[arg(long = "zone-count", value_name = "N", default_value = "100", value_parser = zone_count_arg, requires = "zones")]
     zone_count: NonZeroU32,
     /// MB read at the start of each zone for -z
-    #[arg(long = "zone-sample", value_name = "MB", default_value_t = NonZeroU64::new(64).unwrap_or(NonZeroU64::MIN), requires = "zones")]
+    #[arg(long = "zone-sample", value_name = "MB", default_value = "64", value_parser = zone_sample_arg, requires = "zones")]
     zone_sample: NonZeroU64,
     /// Print the built-in parameters
     #[arg(short = 'p', long = "params", conflicts_with_all = ["source", "target", "checksum", "ddmap"])]
@@ -116,6 +140,7 @@ pub struct DdlessArgs {
 
 enum Mode {
     Params,
+    CheckChecksum(CopyOptions),
     Zones(ZoneOptions),
     Verify(VerifyOptions),
     Copy(CopyOptions),
@@ -163,6 +188,14 @@ fn resolve_mode(a: &DdlessArgs, config: &Config) -> anyhow::Result<Mode> {
         return Ok(Mode::Verify(VerifyOptions { source, checksum, read }));
     }
     match (&a.target, &a.checksum) {
+        (Some(target), Some(checksum)) if a.bail_on_new_checksum => Ok(Mode::CheckChecksum(CopyOptions {
+            source,
+            target: target.clone(),
+            checksum: ChecksumMode::File(checksum.clone()),
+            ddmap: a.ddmap.clone(),
+            read,
+            tuning: tuning(a),
+        })),
         (Some(target), Some(checksum)) => Ok(Mode::Copy(CopyOptions {
             source,
             target: target.clone(),
@@ -219,13 +252,14 @@ fn print_copy_summary(r: &CopyReport) -> anyhow::Result<()> {
 fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     let args = DdlessArgs::from_arg_matches(matches)?;
     logging::init("ddless", args.common.verbosity());
-    if args.obsolete_b {
-        tracing::warn!(
-            "-b is obsolete and ignored: the checksum file is resized automatically when the source size changes"
-        );
+    let config = Config::load_for(args.common.config.as_deref(), &[Section::Ddless])?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
     }
-    let config = Config::load(args.common.config.as_deref())?;
     let mode = resolve_mode(&args, &config)?;
+    if args.bail_on_new_checksum && !matches!(mode, Mode::CheckChecksum(_)) {
+        tracing::warn!("-b only applies to a copy (-s SRC -c CHECKSUM -t TARGET); ignored");
+    }
     let bar = TerminalProgress::for_terminal(args.common.quiet, "ddless");
     let progress: &dyn Progress = match &bar {
         Some(b) => b,
@@ -249,15 +283,35 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
+        Mode::CheckChecksum(opts) => {
+            drop(bar);
+            tracing::info!("invoking ddless and verify checksum usability");
+            let r = super::check_checksum_file(&opts)?;
+            if args.json {
+                print_json(&r)?;
+            }
+            if r.usable {
+                tracing::info!("checksum file will be used, exiting");
+                Ok(exit::OK)
+            } else {
+                tracing::info!(
+                    "new checksum file required, exiting ({})",
+                    r.reason.as_deref().unwrap_or("no usable checksum file")
+                );
+                Ok(exit::NEW_CHECKSUM_REQUIRED)
+            }
+        }
         Mode::Zones(opts) => {
             drop(bar);
             let json = args.json;
-            if !json {
-                println!("# zone offset_bytes offset_gb mb_per_s");
-            }
+            let mut header_done = false;
             let zones = super::speed_zones(&opts, |z| {
                 if !json {
                     let mut out = std::io::stdout().lock();
+                    if !header_done {
+                        writeln!(out, "# zone offset_bytes offset_gb mb_per_s")?;
+                        header_done = true;
+                    }
                     writeln!(
                         out,
                         "{} {} {:.2} {:.2}",

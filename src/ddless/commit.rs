@@ -46,7 +46,8 @@ pub(crate) trait DurableStore {
 /// A target volume: a store that can also zero a range (sparsely where the
 /// file system allows).
 pub(crate) trait TargetStore: DurableStore {
-    fn write_zeros(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Zeroes a range; true when it was punched out (no data written).
+    fn write_zeros(&self, offset: u64, len: u64) -> io::Result<bool>;
     /// Starts writing dirty data back without waiting (a hint that lets the
     /// disk work while reading continues; durability still needs `sync`).
     fn start_writeback(&self) -> io::Result<()>;
@@ -92,7 +93,10 @@ impl Default for CommitLimits {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct CommitStats {
     pub segments_changed: u64,
+    /// Data written to the target (zeros too, where holes cannot be punched).
     pub bytes_written: u64,
+    /// Zero segments punched out of a regular-file target instead of written.
+    pub bytes_punched: u64,
     pub checkpoints: u64,
     pub invalidation_syncs: u64,
 }
@@ -264,13 +268,13 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
         let offset = self.geometry.segment_offset(range.start);
         let len = data.len() as u64;
         self.stats.segments_changed += range.len();
-        self.stats.bytes_written += len;
         match class {
             Class::Immediate => {
                 if zero {
-                    self.target.write_zeros(offset, len)?;
+                    self.zero_range(offset, len)?;
                 } else {
                     self.target.write_at(data, offset)?;
+                    self.stats.bytes_written += len;
                 }
                 self.target_dirty = true;
                 self.dirty_bytes += len;
@@ -287,6 +291,15 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
                 }
                 self.pending.writes.push(PendingWrite { offset, arena: start..self.pending.arena.len(), zero, len });
             }
+        }
+        Ok(())
+    }
+
+    fn zero_range(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        if self.target.write_zeros(offset, len)? {
+            self.stats.bytes_punched += len;
+        } else {
+            self.stats.bytes_written += len;
         }
         Ok(())
     }
@@ -321,9 +334,14 @@ impl<'a, C: DurableStore, T: TargetStore> Committer<'a, C, T> {
         let t = Instant::now();
         for w in &self.pending.writes {
             if w.zero {
-                self.target.write_zeros(w.offset, w.len)?;
+                if self.target.write_zeros(w.offset, w.len)? {
+                    self.stats.bytes_punched += w.len;
+                } else {
+                    self.stats.bytes_written += w.len;
+                }
             } else {
                 self.target.write_at(&self.pending.arena[w.arena.clone()], w.offset)?;
+                self.stats.bytes_written += w.len;
             }
             self.dirty_bytes += w.len;
             failpoint::hit("ddless.mid-pending-write");

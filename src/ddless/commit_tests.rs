@@ -104,8 +104,9 @@ impl DurableStore for SimStore {
 }
 
 impl TargetStore for SimStore {
-    fn write_zeros(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.write_at(&vec![0u8; len as usize], offset)
+    fn write_zeros(&self, offset: u64, len: u64) -> io::Result<bool> {
+        self.write_at(&vec![0u8; len as usize], offset)?;
+        Ok(true)
     }
     fn start_writeback(&self) -> io::Result<()> {
         self.clock.tick()

@@ -1,40 +1,67 @@
 //! The copy mode: read the source, write the segments whose checksum
 //! changed, keep the checksum file, save the stats.
+//!
+//! A run inspects everything before it changes anything: every path it
+//! reads or writes is identified (device and inode; a block device by its
+//! number) and no two may be the same file; an existing target and
+//! checksum file are opened for writing without being changed, so a
+//! read-only or busy one is refused; only then are locks taken and files
+//! created. A refused run creates and changes nothing.
 
 use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 
-use super::checksum_access::{self, SizeChange};
+use super::binding::{self, Found};
+use super::checksum_access;
 use super::commit::{CommitLimits, Committer};
 use super::options::{ChecksumMode, CopyOptions};
 use super::reader::{run_readers, ReadJob, ReadPlan};
 use super::report::CopyReport;
-use super::stats_file;
-use super::target::{check_target, Target};
+use super::stats_file::{self, Binding};
+use super::target::{check_target, open_existing, Target};
 use super::volume::Volume;
 use crate::progress::Progress;
+use crate::shared::atomic_file::remove_stale_temps;
+use crate::shared::block_device::DeviceKind;
 use crate::shared::change_map::{words_for_volume, ChangeMap, BYTES_PER_WORD};
 use crate::shared::checksum_file::ChecksumFile;
-use crate::shared::ddmap_file::{Ddmap, DDMAP_HEADER_SIZE};
+use crate::shared::ddmap_file::{iet_words_for_volume, load_ddmap_file, DDMAP_HEADER_SIZE};
+use crate::shared::file_identity::{check_distinct, RolePath};
+use crate::shared::object_stamp::ObjectStamp;
 use crate::shared::segment::{SegmentGeometry, SEGMENT_SIZE};
 use crate::shared::units::{gb, mb_per_s, percent};
 
-/// Loads a ddmap for `-m` and checks it describes a volume of `size` bytes.
+/// Loads a ddmap for `-m` and checks it describes a volume of `size` bytes:
+/// the header is read and checked first, so a wrong file is refused
+/// before its data is read. IET rounds the word count down, santools up;
+/// both are accepted (docs/formats.md).
 pub(crate) fn load_ddmap_for(path: &Path, size: u64) -> anyhow::Result<ChangeMap> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading ddmap {}", path.display()))?;
-    let map = Ddmap::parse(&bytes).with_context(|| format!("ddmap {}", path.display()))?;
+    let ours = words_for_volume(size);
+    let iet = iet_words_for_volume(size);
+    let map = load_ddmap_file(path, |h| {
+        let words = u64::from(h.map_size);
+        if words != ours && words != iet {
+            let accepted = if ours == iet { format!("{ours} words") } else { format!("{ours} words (or IET's {iet})") };
+            bail!(
+                "map_size {} words covers {} bytes, but the source is {} bytes (expected {})",
+                words,
+                words * BYTES_PER_WORD,
+                size,
+                accepted
+            );
+        }
+        Ok(())
+    })
+    .with_context(|| format!("ddmap {}", path.display()))?;
     tracing::info!("opened map {}", path.display());
     tracing::info!("header size {DDMAP_HEADER_SIZE}");
-    if !map.fits_volume(size) {
-        bail!(
-            "ddmap {}: map_size {} words covers {} bytes, but the source is {} bytes (expected {} words)",
-            path.display(),
-            map.map.word_count(),
-            map.map.word_count() as u64 * BYTES_PER_WORD,
-            size,
-            words_for_volume(size)
+    if map.map.segment_capacity() < size.div_ceil(SEGMENT_SIZE) {
+        tracing::info!(
+            "the map tracks {} of {} segments (IET rounds down): the rest is always read",
+            map.map.segment_capacity(),
+            size.div_ceil(SEGMENT_SIZE)
         );
     }
     Ok(map.map)
@@ -55,67 +82,152 @@ pub(crate) fn log_source(source: &Volume, geometry: &SegmentGeometry, workers: u
     tracing::info!("read buffers worker {}", geometry.buffer_count().div_ceil(workers as u64));
 }
 
+/// Every path a copy reads or writes, with its role, for the identity check.
+fn run_paths(opts: &CopyOptions, source: &Volume, checksum: Option<&Path>) -> anyhow::Result<Vec<RolePath>> {
+    let mut paths = vec![RolePath::of_open("source", &opts.source, &source.file)
+        .with_context(|| format!("source {}", opts.source.display()))?];
+    paths.push(RolePath::new("target", &opts.target).with_context(|| format!("target {}", opts.target.display()))?);
+    if let Some(p) = checksum {
+        let ctx = || format!("checksum file {}", p.display());
+        paths.push(RolePath::new("checksum file", p).with_context(ctx)?);
+        let stats = stats_file::stats_path(p);
+        paths.push(RolePath::new(format!("stats file of checksum file {}:", p.display()), &stats).with_context(ctx)?);
+        let lock = checksum_access::lock_path(p);
+        paths.push(RolePath::new(format!("lock file of checksum file {}:", p.display()), &lock).with_context(ctx)?);
+    }
+    if let Some(m) = &opts.ddmap {
+        paths.push(RolePath::new("ddmap", m).with_context(|| format!("ddmap {}", m.display()))?);
+    }
+    Ok(paths)
+}
+
 /// Copies `opts.source` to `opts.target`, writing only changed segments.
-/// Bad input (sizes, formats, locks) is refused before anything is written.
+/// Bad input (sizes, formats, locks, paths naming the same file) is refused
+/// before anything is created or written.
 pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyReport> {
     let started = Instant::now();
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    opts.read.validate()?;
     log_preamble(opts);
 
     // Phase 1: inspect everything, change nothing.
     let source = Volume::open_source(&opts.source, opts.read.direct_io)?;
     let geometry = SegmentGeometry::new(source.size);
     log_source(&source, &geometry, opts.read.workers.get());
-    let map = opts.ddmap.as_deref().map(|p| load_ddmap_for(p, source.size)).transpose()?;
     let checksum_path = match &opts.checksum {
         ChecksumMode::File(p) if checksum_access::is_dev_null(p) => None,
         ChecksumMode::File(p) => Some(p.as_path()),
         ChecksumMode::Disabled => None,
     };
+    check_distinct(&run_paths(opts, &source, checksum_path)?)?;
+    let map = opts.ddmap.as_deref().map(|p| load_ddmap_for(p, source.size)).transpose()?;
     if let Some(p) = checksum_path {
-        checksum_access::inspect(p)?;
-        if p == opts.source || p == opts.target {
-            bail!("checksum file {} must not be the source or the target", p.display());
-        }
+        let existing = checksum_access::inspect(p)?;
+        checksum_access::check_writable(p, existing.is_some())?;
     }
     let check = check_target(&opts.target, source.size)?;
-    if let Some((_, _, id)) = check.existing {
-        if id == source.identity {
-            bail!("target {} is the source itself", opts.target.display());
-        }
-    }
+    let existing_target = open_existing(&check)?;
 
-    // Phase 2: lock, create, size.
+    // Phase 2: lock, create, bring records and target to the source's size.
     let _lock = checksum_path.map(checksum_access::lock).transpose()?;
+    let target_size_before = check.existing.map(|(_, size)| size);
+    let target = Target::open(&check, existing_target)?;
+    let target_size = target.size().with_context(|| format!("size of target {}", opts.target.display()))?;
+    let target_stamp = target.stamp().with_context(|| format!("target {}", opts.target.display()))?;
+    let mut warnings = Vec::new();
+    let mut segments_invalidated = 0;
     let checksum = match checksum_path {
         Some(p) => {
             tracing::info!("checksum file {}", p.display());
-            let (cf, change) = checksum_access::open_for_copy(p, &geometry)?;
-            match change {
-                SizeChange::Created => tracing::info!("new checksum file required"),
-                SizeChange::Resized { from_records, to_records } => tracing::warn!(
+            for stats in [p.to_path_buf(), stats_file::stats_path(p)] {
+                remove_stale_temps(&stats);
+            }
+            let (cf, created, records) = checksum_access::open_for_copy(p)?;
+            let stamp = ObjectStamp::of_file(cf.file()).with_context(|| format!("checksum file {}", p.display()))?;
+            let stats_path = stats_file::stats_path(p);
+            let stored = stats_file::read_binding(&stats_path).filter(|b| b.checksum == stamp);
+            let found = Found {
+                source_size: source.size,
+                records,
+                checksum_created: created,
+                binding: stored.as_ref(),
+                target_path: &opts.target,
+                target_stamp: &target_stamp,
+                target_size,
+                target_created: check.existing.is_none(),
+                target_is_file: target.kind() == DeviceKind::RegularFile,
+            };
+            let plan = binding::plan(&found);
+            for w in &plan.warnings {
+                tracing::warn!("{w}");
+            }
+            warnings.extend(plan.warnings.iter().cloned());
+            if created {
+                tracing::info!("new checksum file required");
+            } else if records != geometry.segment_count() {
+                let w = format!(
                     "source size changed since the checksum file was made: {} -> {} segments; checksum file resized, new segments will be written",
-                    from_records,
-                    to_records
-                ),
-                SizeChange::None => {}
+                    records,
+                    geometry.segment_count()
+                );
+                tracing::warn!("{w}");
+                warnings.push(w);
+            }
+            segments_invalidated =
+                checksum_access::apply_plan(&cf, p, created, records, geometry.segment_count(), &plan)?;
+            if let Some(len) = plan.resize_target {
+                target.resize(len).with_context(|| format!("resizing target {}", opts.target.display()))?;
+                tracing::info!("target file resized from {} to {} bytes", target_size, len);
+            }
+            let now = Binding {
+                checksum: stamp,
+                object: target_stamp.clone(),
+                object_size: target.size().with_context(|| format!("size of target {}", opts.target.display()))?,
+                object_path: opts.target.clone(),
+            };
+            if stored.as_ref() != Some(&now) {
+                stats_file::write_binding(&stats_path, &now)
+                    .with_context(|| format!("writing stats file {}", stats_path.display()))?;
             }
             tracing::info!("checksum file size {} bytes", cf.records().map(|n| n * 8).unwrap_or(0));
-            Some((cf, change))
+            let state = if created {
+                "created"
+            } else if records != geometry.segment_count() {
+                "resized"
+            } else {
+                "unchanged"
+            };
+            Some((cf, state, now))
         }
         None => {
             tracing::info!("checksum file /dev/null");
             tracing::info!("skipping checksum computations");
+            if target.kind() == DeviceKind::RegularFile && target_size != source.size {
+                if target_size > source.size {
+                    let w = format!(
+                        "target file {} is larger than the source ({} > {} bytes): shrinking it to {} bytes",
+                        opts.target.display(),
+                        target_size,
+                        source.size,
+                        source.size
+                    );
+                    tracing::warn!("{w}");
+                    warnings.push(w);
+                }
+                target.resize(source.size).with_context(|| format!("resizing target {}", opts.target.display()))?;
+                tracing::info!("target file resized from {} to {} bytes", target_size, source.size);
+            }
             None
         }
     };
-    if map.is_some() && checksum.as_ref().is_some_and(|(_, c)| *c == SizeChange::Created) {
+    if map.is_some() && checksum.as_ref().is_some_and(|(_, s, _)| *s == "created") {
         tracing::info!("no checksums yet: every segment is read once, whatever the ddmap says");
     }
-    let target = Target::open(&check, source.size)?;
+    let size_now = target.size()?;
+    tracing::info!("target {} size {} bytes ({})", target.kind().describe(), size_now, gb(size_now));
 
     // Phase 3: read, compare, commit.
-    let records: Option<&ChecksumFile> = checksum.as_ref().map(|(cf, _)| cf);
+    let records: Option<&ChecksumFile> = checksum.as_ref().map(|(cf, _, _)| cf);
     let record_store: Option<&std::fs::File> = records.map(|cf| cf.file());
     let job = ReadJob {
         source: &source,
@@ -123,6 +235,7 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
         old_records: records,
         plan: map.as_ref().map_or(ReadPlan::All, ReadPlan::Map),
         compute_checksums: records.is_some(),
+        private_copies: true,
         workers: opts.read.workers.get(),
         read_rate_mb_s: opts.read.read_rate_mb_s,
     };
@@ -156,14 +269,12 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
         segments_changed: commit_stats.segments_changed,
         changed_percent: percent(commit_stats.segments_changed, geometry.segment_count()),
         bytes_written: commit_stats.bytes_written,
-        checksum_file_state: checksum.as_ref().map(|(_, c)| {
-            match c {
-                SizeChange::Created => "created",
-                SizeChange::Resized { .. } => "resized",
-                SizeChange::None => "unchanged",
-            }
-            .to_string()
-        }),
+        bytes_punched: commit_stats.bytes_punched,
+        checksum_file_state: checksum.as_ref().map(|(_, s, _)| s.to_string()),
+        target_size_before,
+        target_shrunk: target_size_before.is_some_and(|b| b > source.size) && target.kind() == DeviceKind::RegularFile,
+        segments_invalidated,
+        warnings,
         elapsed_seconds: elapsed,
         throughput_mb_s: mb_per_s(source.size, elapsed),
         started_unix,
@@ -176,12 +287,24 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
         report.segments
     );
     tracing::info!("wrote {} bytes ({}) to target", report.bytes_written, gb(report.bytes_written));
+    if report.bytes_punched > 0 {
+        tracing::info!("punched {} bytes ({}) of zeros out of target", report.bytes_punched, gb(report.bytes_punched));
+    }
+    if report.target_shrunk {
+        tracing::info!(
+            "target file {} was shrunk from {} to {} bytes (it was larger than the source)",
+            opts.target.display(),
+            target_size_before.unwrap_or(0),
+            source.size
+        );
+    }
     tracing::info!("processing time {:.2} seconds ({:.2} minutes)", elapsed, elapsed / 60.0);
     tracing::info!("processing performance {:.2} MB/s", report.throughput_mb_s);
-    if let Some(p) = checksum_path {
+    if let (Some(p), Some((_, _, bound))) = (checksum_path, checksum.as_ref()) {
         let stats = stats_file::stats_path(p);
         tracing::info!("preparing stats file {}", stats.display());
-        stats_file::write(&stats, &report).with_context(|| format!("writing stats file {}", stats.display()))?;
+        stats_file::write_copy(&stats, &report, bound)
+            .with_context(|| format!("writing stats file {}", stats.display()))?;
     }
     Ok(report)
 }

@@ -3,7 +3,7 @@
 //! read-speed-zone modes.
 //!
 //! The library entry points ([`copy`], [`compute_checksums`], [`verify`],
-//! [`read_test`], [`speed_zones`], [`parameters`]) take typed options and
+//! [`check_checksum_file`], [`read_test`], [`speed_zones`], [`parameters`]) take typed options and
 //! return typed reports; the archive backup calls them in-process. The
 //! command line is in [`cli`].
 //!
@@ -11,6 +11,8 @@
 //! segment, the checksum file's record either matches what the target holds
 //! or is the reserved INVALID record.
 
+mod binding;
+mod check;
 mod checksum_access;
 mod checksum_only;
 pub mod cli;
@@ -28,15 +30,17 @@ mod verify;
 mod volume;
 mod zones;
 
+pub use check::{check_checksum_file, ChecksumCheckReport};
 pub use checksum_only::compute_checksums;
 pub use copy::copy;
 pub use options::{
-    ChecksumMode, ChecksumOptions, CommitTuning, CopyOptions, ReadOptions, ReadTestOptions, VerifyOptions, ZoneOptions,
+    ChecksumMode, ChecksumOptions, CommitTuning, CopyOptions, OptionsError, ReadOptions, ReadTestOptions,
+    VerifyOptions, ZoneOptions, MAX_WORKERS,
 };
 pub use params::{parameters, Parameters};
 pub use read_test::{read_test, BufferTiming, ReadTestReport};
 pub use report::{ChecksumReport, CopyReport, MismatchRange, VerifyReport};
-pub use stats_file::stats_path;
+pub use stats_file::{stats_path, Binding};
 pub use verify::verify;
 pub use zones::{speed_zones, ZoneResult};
 

@@ -14,7 +14,27 @@ pub struct ReadOptions {
     pub read_rate_mb_s: Option<NonZeroU64>,
 }
 
+/// The most reader threads a run may ask for (`-w`, `[ddless] workers`):
+/// beyond the CPUs and the disk's queue depth more threads only cost memory
+/// (two 8 MiB buffers each).
+pub const MAX_WORKERS: usize = 1024;
+
+/// Options that no run can carry out, refused before anything is allocated.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OptionsError {
+    #[error("workers: {0} is more than the maximum of {MAX_WORKERS}")]
+    TooManyWorkers(usize),
+}
+
 impl ReadOptions {
+    /// Checks the bounds (the CLI and the config check the same ones).
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        if self.workers.get() > MAX_WORKERS {
+            return Err(OptionsError::TooManyWorkers(self.workers.get()));
+        }
+        Ok(())
+    }
+
     /// One worker per CPU, at most 8: hashing runs at several GB/s per core,
     /// so beyond that the disks, not the CPUs, are the limit.
     pub fn default_workers() -> NonZeroUsize {

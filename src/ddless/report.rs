@@ -23,11 +23,24 @@ pub struct CopyReport {
     pub buffers_read: u64,
     pub segments_read: u64,
     pub bytes_read: u64,
+    /// Segments written or punched out.
     pub segments_changed: u64,
     pub changed_percent: f64,
+    /// Data written to the target (zeros too where holes cannot be punched).
     pub bytes_written: u64,
+    /// All-zero segments punched out of a regular-file target instead.
+    pub bytes_punched: u64,
     /// "created", "resized" or "unchanged" (absent without a checksum file).
     pub checksum_file_state: Option<String>,
+    /// The target's size before the run (None when the run created it).
+    pub target_size_before: Option<u64>,
+    /// A regular-file target larger than the source was cut to its size.
+    pub target_shrunk: bool,
+    /// Records made unknown before the copy because they no longer vouched
+    /// for the target (replaced, recreated, truncated or resized).
+    pub segments_invalidated: u64,
+    /// The warnings printed during the run.
+    pub warnings: Vec<String>,
     pub elapsed_seconds: f64,
     /// Source size over elapsed time, MB/s (MB = 2^20), as the seed reports.
     pub throughput_mb_s: f64,

@@ -4,61 +4,125 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
 use super::commit::{DurableStore, TargetStore};
-use crate::shared::block_device::{device_kind, device_size, DeviceKind};
-use crate::shared::file_lock::{lock_exclusive, LockError};
+use crate::shared::block_device::{block_device_read_only, device_kind, device_size, DeviceKind};
+use crate::shared::failpoint;
+use crate::shared::file_identity::{identify, resolve_dangling, FileIdentity};
+use crate::shared::file_lock::{lock_exclusive, LockError, LOCK_WAIT};
+use crate::shared::object_stamp::ObjectStamp;
 use crate::shared::units::gb;
 
 /// What the read-only inspection found.
 #[derive(Debug)]
 pub(crate) struct TargetCheck {
     pub path: PathBuf,
+    pub identity: FileIdentity,
     /// None when the target does not exist yet (it will be a regular file).
-    pub existing: Option<(DeviceKind, u64, (u64, u64))>,
+    pub existing: Option<(DeviceKind, u64)>,
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Whether this process may create files in `dir` (EROFS for a read-only
+/// file system even as root).
+pub(crate) fn dir_writable(dir: &Path) -> io::Result<()> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    // SAFETY: faccessat(2) with a valid C string; no memory is written.
+    // AT_EACCESS: checked for the effective user, who will create the files.
+    if unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK | libc::X_OK, libc::AT_EACCESS) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Inspects `path` without changing anything: a block device must be at
 /// least `source_size` bytes; a missing target must be creatable.
 pub(crate) fn check_target(path: &Path, source_size: u64) -> anyhow::Result<TargetCheck> {
-    match std::fs::metadata(path) {
-        Ok(meta) => {
-            let kind = device_kind(&meta).with_context(|| format!("target {}", path.display()))?;
-            let size = match kind {
-                DeviceKind::RegularFile => meta.len(),
-                DeviceKind::BlockDevice => {
-                    let f = File::open(path).with_context(|| format!("opening target {}", path.display()))?;
-                    device_size(&f, kind).with_context(|| format!("size of target {}", path.display()))?
+    let identity = identify(path).with_context(|| format!("target {}", path.display()))?;
+    if !identity.exists() {
+        let dir =
+            parent_dir(&resolve_dangling(path).with_context(|| format!("target {}", path.display()))?).to_path_buf();
+        dir_writable(&dir).with_context(|| {
+            format!("target {} cannot be created: directory {} is not writable", path.display(), dir.display())
+        })?;
+        return Ok(TargetCheck { path: path.to_path_buf(), identity, existing: None });
+    }
+    let meta = std::fs::metadata(path).with_context(|| format!("target {}", path.display()))?;
+    let kind = device_kind(&meta).with_context(|| format!("target {}", path.display()))?;
+    let size = match kind {
+        DeviceKind::RegularFile => meta.len(),
+        DeviceKind::BlockDevice => {
+            let f = File::open(path).with_context(|| format!("opening target {}", path.display()))?;
+            device_size(&f, kind).with_context(|| format!("size of target {}", path.display()))?
+        }
+    };
+    if kind == DeviceKind::BlockDevice && size < source_size {
+        bail!(
+            "target {} is smaller than the source: {} bytes ({}) < {} bytes ({})",
+            path.display(),
+            size,
+            gb(size),
+            source_size,
+            gb(source_size)
+        );
+    }
+    Ok(TargetCheck { path: path.to_path_buf(), identity, existing: Some((kind, size)) })
+}
+
+/// Opens an existing target for writing without changing it, so that a
+/// read-only or busy target is refused before anything is created. A block
+/// device is opened O_EXCL: the kernel then refuses a second exclusive
+/// opener of the same device (whichever node names it) and a mounted one.
+pub(crate) fn open_existing(check: &TargetCheck) -> anyhow::Result<Option<File>> {
+    let Some((kind, _)) = check.existing else { return Ok(None) };
+    let path = &check.path;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        let mut o = OpenOptions::new();
+        o.read(true).write(true);
+        if kind == DeviceKind::BlockDevice {
+            o.custom_flags(libc::O_EXCL);
+        }
+        match o.open(path) {
+            Ok(f) => {
+                // The node opened must still be what was inspected.
+                if FileIdentity::of_file(&f).ok().as_ref() != Some(&check.identity) {
+                    bail!("target {} changed while it was being opened; nothing was changed", path.display());
                 }
-            };
-            if kind == DeviceKind::BlockDevice && size < source_size {
-                bail!(
-                    "target {} is smaller than the source: {} bytes ({}) < {} bytes ({})",
-                    path.display(),
-                    size,
-                    gb(size),
-                    source_size,
-                    gb(source_size)
-                );
+                if kind == DeviceKind::BlockDevice && block_device_read_only(&f).unwrap_or(false) {
+                    bail!("target device {} is not writable (read-only); nothing was changed", path.display());
+                }
+                return Ok(Some(f));
             }
-            Ok(TargetCheck { path: path.to_path_buf(), existing: Some((kind, size, (meta.dev(), meta.ino()))) })
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let parent = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            if !parent.is_dir() {
-                bail!("target {}: directory {} does not exist", path.display(), parent.display());
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                if Instant::now() >= deadline {
+                    bail!(
+                        "target device {} is in use (mounted, held by another program, or written by another ddless run); nothing was changed",
+                        path.display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            Ok(TargetCheck { path: path.to_path_buf(), existing: None })
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("target {} is not writable; nothing was changed", path.display())))
+            }
+            Err(e) => return Err(e).with_context(|| format!("opening target {}", path.display())),
         }
-        Err(e) => Err(e).with_context(|| format!("target {}", path.display())),
     }
 }
 
@@ -71,40 +135,54 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// Opens (creating a regular file if needed), locks, and for a regular
-    /// file sets the length to the source size.
-    pub fn open(check: &TargetCheck, source_size: u64) -> anyhow::Result<Target> {
+    /// Takes the opened existing target, or creates the missing regular
+    /// file (mode 0600: it holds a volume's data), and locks it. Its size is
+    /// not touched here: resizing goes through the commit protocol.
+    pub fn open(check: &TargetCheck, existing: Option<File>) -> anyhow::Result<Target> {
         let path = &check.path;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(check.existing.is_none())
-            .truncate(false)
-            .mode(0o644)
-            .open(path)
-            .with_context(|| format!("opening target {}", path.display()))?;
+        let (file, kind) = match (existing, check.existing) {
+            (Some(f), Some((kind, _))) => (f, kind),
+            _ => {
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .with_context(|| format!("creating target {}", path.display()))?;
+                tracing::info!("target file {} not found, created it", path.display());
+                (f, DeviceKind::RegularFile)
+            }
+        };
         lock_exclusive(&file, path).map_err(|e| match e {
             LockError::Busy { .. } => {
                 anyhow::anyhow!("target {} is in use by another ddless run (locked)", path.display())
             }
             other => other.into(),
         })?;
-        let kind = match check.existing {
-            Some((k, _, _)) => k,
-            None => DeviceKind::RegularFile,
-        };
-        let size = device_size(&file, kind).with_context(|| format!("size of target {}", path.display()))?;
         tracing::info!("opened target {} {}", kind.describe(), path.display());
-        if kind == DeviceKind::RegularFile && size != source_size {
-            // Grown space reads as zeros and holds no data yet; records of
-            // segments there are INVALID (new) so they get written.
-            file.set_len(source_size).with_context(|| format!("resizing target {}", path.display()))?;
-            file.sync_all().with_context(|| format!("syncing target {}", path.display()))?;
-            tracing::info!("target file resized from {} to {} bytes", size, source_size);
-        }
-        let size = device_size(&file, kind)?;
-        tracing::info!("target {} size {} bytes ({})", kind.describe(), size, gb(size));
         Ok(Target { file, kind, punch: AtomicBool::new(kind == DeviceKind::RegularFile), zeros: vec![0u8; 1 << 20] })
+    }
+
+    pub fn kind(&self) -> DeviceKind {
+        self.kind
+    }
+
+    pub fn size(&self) -> io::Result<u64> {
+        device_size(&self.file, self.kind)
+    }
+
+    pub fn stamp(&self) -> io::Result<ObjectStamp> {
+        ObjectStamp::of_file(&self.file)
+    }
+
+    /// Sets a regular file's length and makes it durable. Callers first make
+    /// the records of every segment the resize changes durably INVALID.
+    pub fn resize(&self, len: u64) -> io::Result<()> {
+        failpoint::hit("ddless.before-target-resize");
+        self.file.set_len(len)?;
+        failpoint::hit("ddless.after-target-resize");
+        self.file.sync_all()
     }
 
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -135,10 +213,10 @@ impl DurableStore for Target {
 }
 
 impl TargetStore for Target {
-    fn write_zeros(&self, offset: u64, len: u64) -> io::Result<()> {
+    fn write_zeros(&self, offset: u64, len: u64) -> io::Result<bool> {
         if self.punch.load(Ordering::Relaxed) {
             match self.punch_hole(offset, len) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(true),
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)) => {
                     tracing::debug!("target file system cannot punch holes ({e}); writing zeros");
                     self.punch.store(false, Ordering::Relaxed);
@@ -152,7 +230,7 @@ impl TargetStore for Target {
             self.file.write_all_at(&self.zeros[..n], offset + done)?;
             done += n as u64;
         }
-        Ok(())
+        Ok(false)
     }
 
     fn start_writeback(&self) -> io::Result<()> {

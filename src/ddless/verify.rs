@@ -11,27 +11,66 @@ use super::copy::log_source;
 use super::options::VerifyOptions;
 use super::reader::{run_readers, ReadJob, ReadPlan};
 use super::report::{MismatchRange, VerifyReport};
+use super::stats_file;
 use super::volume::Volume;
 use crate::progress::Progress;
 use crate::shared::checksum_file::{check_fits, ChecksumFile};
+use crate::shared::file_identity::{check_distinct, RolePath};
+use crate::shared::object_stamp::ObjectStamp;
 use crate::shared::segment::{SegmentGeometry, SegmentRange};
 use crate::shared::units::mb_per_s;
 
 pub fn verify(opts: &VerifyOptions, progress: &dyn Progress) -> anyhow::Result<VerifyReport> {
     let started = Instant::now();
+    opts.read.validate()?;
     if checksum_access::is_dev_null(&opts.checksum) {
         bail!("verify needs a checksum file, not /dev/null");
     }
     let source = Volume::open_source(&opts.source, opts.read.direct_io)?;
     let geometry = SegmentGeometry::new(source.size);
     log_source(&source, &geometry, opts.read.workers.get());
-    let ctx = || format!("checksum file {}", opts.checksum.display());
+    let cks = &opts.checksum;
+    let ctx = || format!("checksum file {}", cks.display());
+    check_distinct(&[
+        RolePath::of_open("source", &opts.source, &source.file)
+            .with_context(|| format!("source {}", opts.source.display()))?,
+        RolePath::new("checksum file", cks).with_context(ctx)?,
+        RolePath::new(format!("lock file of checksum file {}:", cks.display()), &checksum_access::lock_path(cks))
+            .with_context(ctx)?,
+    ])?;
+    if checksum_access::inspect(cks)?.is_none() {
+        bail!("checksum file {} does not exist", cks.display());
+    }
     // Refuse a file that cannot be right before taking the lock (which
     // creates CHECKSUM.lock), then check again under the lock.
-    let file = std::fs::File::open(&opts.checksum).with_context(ctx)?;
+    let file = std::fs::File::open(cks).with_context(ctx)?;
+    let meta = file.metadata().with_context(ctx)?;
+    if !meta.is_file() {
+        bail!("checksum file {} is not a regular file", cks.display());
+    }
+    check_fits(meta.len(), &geometry).with_context(ctx)?;
+    let _lock = checksum_access::lock(cks)?;
     check_fits(file.metadata().with_context(ctx)?.len(), &geometry).with_context(ctx)?;
-    let _lock = checksum_access::lock(&opts.checksum)?;
-    check_fits(file.metadata().with_context(ctx)?.len(), &geometry).with_context(ctx)?;
+    if let Ok(stamp) = ObjectStamp::of_file(&file) {
+        let bound = stats_file::read_binding(&stats_file::stats_path(cks)).filter(|b| b.checksum == stamp);
+        let source_stamp = ObjectStamp::of_file(&source.file).ok();
+        match bound {
+            Some(b) if source_stamp.as_ref() == Some(&b.object) && b.object_size != source.size => tracing::warn!(
+                "{} is {} bytes, but the checksum file describes it at {} bytes (truncated or extended since?)",
+                opts.source.display(),
+                source.size,
+                b.object_size
+            ),
+            Some(b) if source_stamp.as_ref() != Some(&b.object) => {
+                tracing::info!(
+                    "the checksum file describes {}; comparing {} with it",
+                    b.describe(),
+                    opts.source.display()
+                )
+            }
+            _ => {}
+        }
+    }
     let records = ChecksumFile::new(file);
     let job = ReadJob {
         source: &source,
@@ -39,6 +78,7 @@ pub fn verify(opts: &VerifyOptions, progress: &dyn Progress) -> anyhow::Result<V
         old_records: Some(&records),
         plan: ReadPlan::All,
         compute_checksums: true,
+        private_copies: false,
         workers: opts.read.workers.get(),
         read_rate_mb_s: opts.read.read_rate_mb_s,
     };

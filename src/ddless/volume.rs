@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -19,8 +19,6 @@ pub(crate) struct Volume {
     pub kind: DeviceKind,
     pub size: u64,
     pub direct: bool,
-    /// (st_dev, st_ino) to detect source == target.
-    pub identity: (u64, u64),
 }
 
 fn is_einval(e: &io::Error) -> bool {
@@ -47,7 +45,7 @@ impl Volume {
         };
         let size = device_size(&file, kind).with_context(|| format!("size of source {}", path.display()))?;
         tracing::info!("opened source {} {}", kind.describe(), path.display());
-        Ok(Volume { file, path: path.to_path_buf(), kind, size, direct, identity: (meta.dev(), meta.ino()) })
+        Ok(Volume { file, path: path.to_path_buf(), kind, size, direct })
     }
 
     /// Fills `buf[..len]` from byte `offset`. With O_DIRECT the request is

@@ -31,7 +31,21 @@ pub fn speed_zones(
     mut on_zone: impl FnMut(&ZoneResult) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<ZoneResult>> {
     let source = Volume::open_source(&opts.source, opts.direct_io)?;
-    let zones = u64::from(opts.zones.get());
+    if source.size == 0 {
+        anyhow::bail!("source {} is empty: there are no zones to measure", opts.source.display());
+    }
+    // Every zone starts on its own segment: a tiny source gets fewer zones.
+    let requested = u64::from(opts.zones.get());
+    let zones = requested.min((source.size / SEGMENT_SIZE).max(1));
+    if zones < requested {
+        tracing::warn!(
+            "source {} has only {} bytes: measuring {} zones instead of {}",
+            opts.source.display(),
+            source.size,
+            zones,
+            requested
+        );
+    }
     let mut buf = AlignedBuffer::new(BUFFER_SIZE as usize);
     let mut out = Vec::new();
     for i in 0..zones {
@@ -72,5 +86,10 @@ mod tests {
         assert!(starts.windows(2).all(|w| w[0] <= w[1]));
         assert!(starts.iter().all(|s| s % SEGMENT_SIZE == 0));
         assert!(starts[100] <= size && size - starts[100] < SEGMENT_SIZE);
+        // With at most size / SEGMENT_SIZE zones, every zone has its own start.
+        let tiny = 2 * SEGMENT_SIZE + 1;
+        let n = (tiny / SEGMENT_SIZE).max(1);
+        let starts: Vec<u64> = (0..n).map(|i| zone_start(tiny, n, i)).collect();
+        assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
     }
 }

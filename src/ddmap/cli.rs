@@ -1,23 +1,23 @@
 //! The `ddmap` command line (seed flags -s -t -a -b -v -V, plus long names
 //! and the new --stats, --from-extents and proc-control modes).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 
-use super::dump::{data_rows, HeaderInfo, MapStats};
-use super::map_io::{load_ddmap, read_map_bytes};
-use super::merge::{merge_extents, merge_file, MergeReport};
+use super::dump::{data_row, HeaderInfo, MapStats};
+use super::map_io::{open_map, MapStream};
+use super::merge::{check_map_name, merge_extents, merge_file, MergeReport};
 use super::proc_control::{proc_control, ProcCommand};
 use crate::cli::common_args::CommonArgs;
 use crate::cli::exit;
 use crate::cli::logging::{self, Verbosity};
 use crate::cli::output::print_json;
-use crate::config::Config;
+use crate::config::{Config, Section};
 use crate::multicall::Tool;
-use crate::shared::ddmap_file::{Ddmap, DdmapHeader};
+use crate::shared::ddmap_file::MAX_MAP_VOLUME_BYTES;
 
 pub const TOOL: Tool = Tool {
     name: "ddmap",
@@ -57,7 +57,18 @@ fn parse_size(s: &str) -> Result<u64, String> {
         _ => (s, 1),
     };
     let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size in bytes"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
+    let bytes = n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))?;
+    if bytes > MAX_MAP_VOLUME_BYTES {
+        return Err(format!(
+            "'{s}' is larger than a ddmap can describe ({MAX_MAP_VOLUME_BYTES} bytes: map_size is a 32-bit word count)"
+        ));
+    }
+    Ok(bytes)
+}
+
+fn parse_name(s: &str) -> Result<String, String> {
+    check_map_name(s)?;
+    Ok(s.to_string())
 }
 
 /// Dump, merge and build ddmap change bitmaps (one bit per 16 KiB segment)
@@ -86,7 +97,7 @@ pub struct DdmapArgs {
     #[arg(long = "size", value_name = "BYTES", value_parser = parse_size, requires = "from_extents")]
     size: Option<u64>,
     /// Map name for --from-extents, "<target iqn>.<lun>" (its byte sum is the name_sum)
-    #[arg(long = "name", value_name = "NAME", requires = "from_extents")]
+    #[arg(long = "name", value_name = "NAME", requires = "from_extents", value_parser = parse_name)]
     name: Option<String>,
     /// Clear the live map of NAME (writes mapzap)
     #[arg(long = "zap", value_name = "NAME", group = "control")]
@@ -118,6 +129,7 @@ fn print_header(info: &HeaderInfo) -> anyhow::Result<()> {
     writeln!(out, "ddmap device: {}", info.device)?;
     writeln!(out, "ddmap info: {}", info.info)?;
     writeln!(out, "ddmap version: {}", info.version)?;
+    writeln!(out, "ddmap suspended: {}", info.suspended)?;
     writeln!(out, "ddmap name_sum: 0x{:08x}", info.name_sum)?;
     writeln!(out, "ddmap map_size: {} (u32)", info.map_size)?;
     writeln!(out, "ddmap map_size_bytes: {}", info.map_size_bytes)?;
@@ -135,7 +147,10 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     let a = DdmapArgs::from_arg_matches(matches)?;
     let verbosity = if a.debug { Verbosity::Debug } else { a.common.verbosity() };
     logging::init("ddmap", verbosity);
-    let config = Config::load(a.common.config.as_deref())?;
+    let config = Config::load_for(a.common.config.as_deref(), &[Section::Ddmap])?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
 
     let control = [
         (a.zap.as_ref(), ProcCommand::Zap),
@@ -157,15 +172,16 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
         let (Some(size), Some(name), Some(target)) = (a.size, a.name.as_deref(), a.target.as_deref()) else {
             bail!("--from-extents needs --size, --name and -t TARGET");
         };
-        let (text, origin) = if list == "-" {
-            let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("reading the extent list from stdin")?;
-            (s, "<stdin>".to_string())
+        let r = if list == "-" {
+            merge_extents(std::io::stdin().lock(), "<stdin>", None, size, name, target)?
         } else {
-            let s = std::fs::read_to_string(list).with_context(|| format!("reading extent list {list}"))?;
-            (s, list.clone())
+            let path = std::path::Path::new(list);
+            let f = std::fs::File::open(path).with_context(|| format!("reading extent list {list}"))?;
+            if f.metadata().is_ok_and(|m| m.is_dir()) {
+                bail!("extent list {list} is a directory");
+            }
+            merge_extents(std::io::BufReader::new(f), list, Some(path), size, name, target)?
         };
-        let r = merge_extents(&text, &origin, size, name, target)?;
         print_merge(a.json, &r)?;
         return Ok(exit::OK);
     }
@@ -177,28 +193,23 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
         if a.target.is_some() {
             bail!("-a/-b dump a map; they cannot be combined with -t (merge)");
         }
-        let bytes = read_map_bytes(source)?;
-        let header = DdmapHeader::parse(&bytes).with_context(|| format!("ddmap {}", source.display()))?;
-        if a.header {
-            let info = HeaderInfo::new(&source.display().to_string(), &header);
-            if a.json {
-                print_json(&info)?;
-            } else {
-                print_header(&info)?;
-            }
-        }
-        if a.data {
-            let map = Ddmap::parse(&bytes).with_context(|| format!("ddmap {}", source.display()))?;
-            let mut out = std::io::stdout().lock();
-            for row in data_rows(&map.map) {
-                writeln!(out, "{row}")?;
-            }
-        }
+        dump(source, a.header, a.data, a.json)?;
         return Ok(exit::OK);
     }
     if a.stats {
-        let map = load_ddmap(source)?;
-        let s = MapStats::of(&map.map);
+        let mut m = open_map(source)?;
+        let words = u64::from(m.header().map_size);
+        let mut set = 0u64;
+        let mut buf = Vec::with_capacity(CHUNK_WORDS);
+        loop {
+            buf.clear();
+            if m.read_words(&mut buf, CHUNK_WORDS).with_context(|| format!("ddmap {}", source.display()))? == 0 {
+                break;
+            }
+            set += buf.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
+        }
+        m.finish().with_context(|| format!("ddmap {}", source.display()))?;
+        let s = MapStats::from_counts(words, set);
         if a.json {
             print_json(&s)?;
         } else {
@@ -215,6 +226,63 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     bail!("nothing to do: give -a, -b, --stats or -t TARGET (see ddmap --help)")
+}
+
+/// Words read per step of a streamed dump.
+const CHUNK_WORDS: usize = 1 << 16;
+
+/// Reads the whole map (bounded chunks) to check it, without keeping it.
+fn check_rest(m: MapStream, source: &std::path::Path) -> anyhow::Result<()> {
+    m.finish().with_context(|| format!("ddmap {}", source.display()))?;
+    Ok(())
+}
+
+/// `-a` and/or `-b`, as text or one JSON object; the map is streamed (the
+/// header is printed after the whole map was found valid, except for `-b`,
+/// whose rows are printed as they are read).
+fn dump(source: &std::path::Path, header: bool, data: bool, json: bool) -> anyhow::Result<()> {
+    let mut m = open_map(source)?;
+    let info = HeaderInfo::new(&source.display().to_string(), m.header());
+    if !data {
+        check_rest(m, source)?;
+        return if json { print_json(&info) } else { print_header(&info) };
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if json {
+        let head = serde_json::to_string(&info)?;
+        // The header's fields, then the words, streamed into one object.
+        write!(out, "{},\"words\":[", head.trim_end_matches('}'))?;
+    } else if header {
+        drop(out);
+        print_header(&info)?;
+        out = std::io::BufWriter::new(std::io::stdout().lock());
+    }
+    let mut buf = Vec::with_capacity(CHUNK_WORDS);
+    let mut first_word = 0u64;
+    loop {
+        buf.clear();
+        let n = m.read_words(&mut buf, CHUNK_WORDS).with_context(|| format!("ddmap {}", source.display()))?;
+        if n == 0 {
+            break;
+        }
+        if json {
+            for (i, w) in buf.iter().enumerate() {
+                let sep = if first_word == 0 && i == 0 { "" } else { "," };
+                write!(out, "{sep}{w}")?;
+            }
+        } else {
+            for (row, words) in buf.chunks(8).enumerate() {
+                writeln!(out, "{}", data_row(first_word + row as u64 * 8, words))?;
+            }
+        }
+        first_word += n as u64;
+    }
+    check_rest(m, source)?;
+    if json {
+        writeln!(out, "]}}")?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ pub struct HeaderInfo {
     pub device: String,
     pub info: String,
     pub version: u32,
+    /// IET's flag: the map was suspended while it was read (seed: `ddmap suspended`).
+    pub suspended: u8,
     pub name_sum: u32,
     pub map_size: u32,
     pub map_size_bytes: u64,
@@ -22,7 +24,8 @@ impl HeaderInfo {
         HeaderInfo {
             device: device.to_string(),
             info: "ddmap".into(),
-            version: h.version,
+            version: u32::from(h.version),
+            suspended: h.suspended,
             name_sum: h.name_sum,
             map_size: h.map_size,
             map_size_bytes: h.map_size_bytes(),
@@ -41,10 +44,14 @@ pub struct MapStats {
 
 impl MapStats {
     pub fn of(map: &ChangeMap) -> Self {
-        let segments = map.segment_capacity();
-        let set = map.count_set();
+        Self::from_counts(map.word_count() as u64, map.count_set())
+    }
+
+    /// From a word count and a count of set bits (streamed maps).
+    pub fn from_counts(words: u64, set: u64) -> Self {
+        let segments = words * 32;
         MapStats {
-            map_size: map.word_count() as u64,
+            map_size: words,
             segments,
             segments_set: set,
             bytes_flagged: set * SEGMENT_SIZE,
@@ -53,16 +60,20 @@ impl MapStats {
     }
 }
 
-/// The data dump, one row per 8 words: byte offset of the row's first word
-/// (8 hex digits) then the words, 8 hex digits each.
+/// One row of the data dump: the byte offset of its first word (word
+/// index `first_word` * 4, 8 hex digits) then up to 8 words, 8 hex digits
+/// each.
+pub fn data_row(first_word: u64, words: &[u32]) -> String {
+    let mut s = format!("{:08x}", first_word * 4);
+    for w in words {
+        s.push_str(&format!(" {w:08x}"));
+    }
+    s
+}
+
+/// The data dump, one row per 8 words.
 pub fn data_rows(map: &ChangeMap) -> impl Iterator<Item = String> + '_ {
-    map.words().chunks(8).enumerate().map(|(row, words)| {
-        let mut s = format!("{:08x}", row * 32);
-        for w in words {
-            s.push_str(&format!(" {w:08x}"));
-        }
-        s
-    })
+    map.words().chunks(8).enumerate().map(|(row, words)| data_row(row as u64 * 8, words))
 }
 
 #[cfg(test)]

@@ -1,35 +1,49 @@
-//! Reading a ddmap from a regular file or a live /proc/net/iet/ddmap entry.
-//! Proc entries report size 0, so the content is read to end of file
-//! rather than by length.
+//! Reading a ddmap from a regular file or a live /proc/net/iet/ddmap entry
+//! (proc entries report size 0, so the data is read to its announced end).
+//! The 20-byte header is always read and checked first; the data is then
+//! streamed in bounded chunks, or read whole only where a whole map is
+//! needed.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::BufReader;
 use std::path::Path;
 
 use anyhow::Context;
 
-use crate::shared::ddmap_file::Ddmap;
+use crate::shared::ddmap_file::{load_ddmap_file, Ddmap, MapReader, DDMAP_HEADER_SIZE};
 
-/// Upper bound on a ddmap's size: 2^32 words plus the header.
-const MAX_MAP_BYTES: u64 = (1 << 34) + 20;
+/// A ddmap opened for streaming, its header read and checked.
+pub type MapStream = MapReader<BufReader<File>>;
 
-/// All bytes of a ddmap source.
-pub fn read_map_bytes(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening ddmap {}", path.display()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_MAP_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading ddmap {}", path.display()))?;
-    if bytes.len() as u64 > MAX_MAP_BYTES {
-        anyhow::bail!("ddmap {}: larger than any ddmap can be ({} bytes)", path.display(), MAX_MAP_BYTES);
+/// Opens `path` and reads its header (nothing more). A regular file whose
+/// length does not match the header is refused here already.
+pub fn open_map(path: &Path) -> anyhow::Result<MapStream> {
+    let file = File::open(path).with_context(|| format!("opening ddmap {}", path.display()))?;
+    let meta = file.metadata().with_context(|| format!("ddmap {}", path.display()))?;
+    if meta.is_dir() {
+        anyhow::bail!("ddmap {} is a directory, not a ddmap", path.display());
+    }
+    let reader = MapReader::open(BufReader::with_capacity(1 << 16, file))
+        .with_context(|| format!("ddmap {}", path.display()))?;
+    let expected = DDMAP_HEADER_SIZE as u64 + reader.header().map_size_bytes();
+    if meta.is_file() && meta.len() != 0 && meta.len() != expected {
+        anyhow::bail!(
+            "ddmap {}: header map_size {} words needs {} bytes of map data, found {}",
+            path.display(),
+            reader.header().map_size,
+            reader.header().map_size_bytes(),
+            meta.len().saturating_sub(DDMAP_HEADER_SIZE as u64)
+        );
     }
     tracing::info!("opened map {}", path.display());
-    Ok(bytes)
+    tracing::info!("header size {DDMAP_HEADER_SIZE}");
+    Ok(reader)
 }
 
 /// Reads and parses a whole ddmap; errors name the file and the field.
 pub fn load_ddmap(path: &Path) -> anyhow::Result<Ddmap> {
-    let bytes = read_map_bytes(path)?;
-    let map = Ddmap::parse(&bytes).with_context(|| format!("ddmap {}", path.display()))?;
-    tracing::info!("header size {}", crate::shared::ddmap_file::DDMAP_HEADER_SIZE);
+    let map = load_ddmap_file(path, |_| Ok(())).with_context(|| format!("ddmap {}", path.display()))?;
+    tracing::info!("opened map {}", path.display());
+    tracing::info!("header size {DDMAP_HEADER_SIZE}");
     Ok(map)
 }

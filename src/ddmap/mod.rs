@@ -9,7 +9,7 @@ mod map_io;
 mod merge;
 mod proc_control;
 
-pub use dump::{data_rows, HeaderInfo, MapStats};
-pub use map_io::{load_ddmap, read_map_bytes};
-pub use merge::{merge_extents, merge_file, MergeReport};
+pub use dump::{data_row, data_rows, HeaderInfo, MapStats};
+pub use map_io::{load_ddmap, open_map, MapStream};
+pub use merge::{check_map_name, merge_extents, merge_file, MergeReport};
 pub use proc_control::{proc_control, ProcCommand};

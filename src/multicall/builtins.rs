@@ -15,7 +15,7 @@ use crate::config::{Config, DEFAULT_CONFIG_PATH};
 pub(super) fn usage() -> String {
     let mut s = format!(
         "santools {} - SAN backup tools in one binary\n\n\
-         Usage: santools TOOL [ARGS...]\n       TOOL [ARGS...]            (through a symlink named after the tool)\n       santools install-links DIR  create the tool symlinks in DIR\n       santools check-config [--config FILE]\n\nTools:\n",
+         Usage: santools TOOL [ARGS...]\n       TOOL [ARGS...]            (through a symlink named after the tool)\n       santools install-links DIR [--man-dir DIR] [--completion-dir DIR]\n                                 create the tool symlinks (and man pages, completions)\n       santools gen-man DIR        write a man page (section 8) for every tool\n       santools gen-completions [--shell SHELL]... DIR\n                                 write shell completions for every tool\n       santools check-config [--config FILE]\n\nTools:\n",
         env!("CARGO_PKG_VERSION")
     );
     for t in tools() {
@@ -56,6 +56,56 @@ struct InstallLinksArgs {
     /// Binary the links point to [default: this executable]
     #[arg(long, value_name = "PATH")]
     target: Option<PathBuf>,
+    /// Also write every tool's man page (section 8) here (e.g. /usr/local/share/man/man8)
+    #[arg(long = "man-dir", value_name = "DIR")]
+    man_dir: Option<PathBuf>,
+    /// Also write shell completions here (e.g. /usr/local/share/bash-completion/completions)
+    #[arg(long = "completion-dir", value_name = "DIR")]
+    completion_dir: Option<PathBuf>,
+    /// Shells for --completion-dir
+    #[arg(long = "shell", value_name = "SHELL", default_value = "bash", value_delimiter = ',')]
+    shells: Vec<clap_complete::Shell>,
+}
+
+/// Write a man page (section 8) for santools and every tool into DIR
+#[derive(Parser, Debug)]
+#[command(name = "santools gen-man")]
+struct GenManArgs {
+    /// Directory for the pages (created if missing), e.g. /usr/local/share/man/man8
+    dir: PathBuf,
+}
+
+/// Write shell completions for santools and every tool into DIR
+#[derive(Parser, Debug)]
+#[command(name = "santools gen-completions")]
+struct GenCompletionsArgs {
+    /// Directory for the scripts (created if missing)
+    dir: PathBuf,
+    /// Shells to generate for (repeat or separate with commas)
+    #[arg(long = "shell", value_name = "SHELL", default_value = "bash,zsh,fish", value_delimiter = ',')]
+    shells: Vec<clap_complete::Shell>,
+}
+
+pub(super) fn gen_man(args: Vec<OsString>) -> u8 {
+    let parsed: GenManArgs = match parse_args(args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    match super::docs::write_man_pages(&parsed.dir) {
+        Ok(paths) => print_or_broken_pipe(&paths.iter().map(|p| format!("{}\n", p.display())).collect::<String>()),
+        Err(e) => exit::report_error("santools gen-man", &e),
+    }
+}
+
+pub(super) fn gen_completions(args: Vec<OsString>) -> u8 {
+    let parsed: GenCompletionsArgs = match parse_args(args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    match super::docs::write_completions(&parsed.dir, &parsed.shells) {
+        Ok(paths) => print_or_broken_pipe(&paths.iter().map(|p| format!("{}\n", p.display())).collect::<String>()),
+        Err(e) => exit::report_error("santools gen-completions", &e),
+    }
 }
 
 /// Parses a builtin's arguments; on failure (or --help) prints and gives the exit code.
@@ -115,6 +165,12 @@ fn do_install_links(args: &InstallLinksArgs) -> anyhow::Result<()> {
     for link in to_create {
         std::os::unix::fs::symlink(&exe, &link).with_context(|| format!("creating link {}", link.display()))?;
         tracing::info!("linked {} -> {}", link.display(), exe.display());
+    }
+    if let Some(dir) = &args.man_dir {
+        super::docs::write_man_pages(dir)?;
+    }
+    if let Some(dir) = &args.completion_dir {
+        super::docs::write_completions(dir, &args.shells)?;
     }
     Ok(())
 }

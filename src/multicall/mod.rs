@@ -4,6 +4,7 @@
 //! as argv[0], so `--help` reads `Usage: ddless ...`.
 
 mod builtins;
+pub mod docs;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -51,9 +52,17 @@ pub fn find_tool(name: &str) -> Option<&'static Tool> {
 pub fn run_tool(tool: &Tool, args: Vec<OsString>) -> u8 {
     let matches = match (tool.command)().try_get_matches_from(args) {
         Ok(m) => m,
+        Err(e) if e.use_stderr() => {
+            // `ddless: error: ...`, like every other error of the tool.
+            let text = e.render().to_string();
+            let text =
+                text.strip_prefix("error: ").map_or(text.clone(), |rest| format!("{}: error: {rest}", tool.name));
+            eprint!("{text}");
+            return exit::ERROR;
+        }
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { exit::ERROR } else { exit::OK };
+            return exit::OK;
         }
     };
     match (tool.run)(&matches) {
@@ -83,6 +92,8 @@ pub fn main_with_args(mut args: Vec<OsString>) -> u8 {
         "--list" => builtins::print_list(),
         "install-links" => builtins::install_links(args.split_off(1)),
         "check-config" => builtins::check_config(args.split_off(1)),
+        "gen-man" => builtins::gen_man(args.split_off(1)),
+        "gen-completions" => builtins::gen_completions(args.split_off(1)),
         name => match find_tool(name) {
             Some(tool) => run_tool(tool, args.split_off(1)),
             None => {

@@ -51,6 +51,16 @@ pub fn device_kind(meta: &Metadata) -> Result<DeviceKind, UnsupportedKind> {
 }
 
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+nix::ioctl_read_bad!(blkroget, 0x125E, libc::c_int);
+
+/// Whether an open block device is read-only (BLKROGET): the kernel lets
+/// such a device be opened for writing and only refuses the writes.
+pub fn block_device_read_only(file: &File) -> io::Result<bool> {
+    let mut ro: libc::c_int = 0;
+    // SAFETY: BLKROGET writes one int through the pointer we pass.
+    unsafe { blkroget(file.as_raw_fd(), &mut ro) }.map_err(io::Error::from)?;
+    Ok(ro != 0)
+}
 
 /// Size in bytes of an open regular file or block device.
 pub fn device_size(file: &File, kind: DeviceKind) -> io::Result<u64> {

@@ -147,6 +147,16 @@ impl ChangeMap {
         b.finish()
     }
 
+    /// ORs `words` into the map starting at word `at` (words past the end
+    /// are ignored).
+    pub fn or_words_at(&mut self, at: usize, words: &[u32]) {
+        if let Some(dst) = self.words.get_mut(at..) {
+            for (d, s) in dst.iter_mut().zip(words) {
+                *d |= *s;
+            }
+        }
+    }
+
     /// Bitwise OR of `other` into `self`; a larger `other` grows `self`.
     pub fn merge_or(&mut self, other: &ChangeMap) {
         if other.words.len() > self.words.len() {

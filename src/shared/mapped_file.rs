@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 /// A read-only shared mapping of a whole file or device.
 pub struct MappedFile {
@@ -30,11 +30,28 @@ pub enum Access {
     Random,
 }
 
+/// The SIGBUS message, built before the handler can run (a handler may only
+/// call async-signal-safe functions, so it cannot format).
+static SIGBUS_MESSAGE: OnceLock<Vec<u8>> = OnceLock::new();
+
+/// Names the tool in the SIGBUS message (`ddless: error: ...`). Call it
+/// before mapping; the first name set stays.
+pub fn set_program_name(name: &str) {
+    let _ = SIGBUS_MESSAGE.set(
+        format!(
+            "{name}: error: reading the memory-mapped source failed (SIGBUS: an I/O error, or the source shrank during the run); rerun with -d to see the failing offset\n"
+        )
+        .into_bytes(),
+    );
+}
+
 extern "C" fn on_sigbus(_: libc::c_int) {
-    const MSG: &[u8] = b"santools: error: reading the memory-mapped source failed (SIGBUS: an I/O error, or the source shrank during the run); rerun with -d to see the failing offset\n";
-    // SAFETY: write(2) and _exit(2) are async-signal-safe.
+    const FALLBACK: &[u8] = b"santools: error: reading the memory-mapped source failed (SIGBUS: an I/O error, or the source shrank during the run); rerun with -d to see the failing offset\n";
+    let msg: &[u8] = SIGBUS_MESSAGE.get().map_or(FALLBACK, |m| m.as_slice());
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; the message was
+    // built before the handler was installed and is never changed.
     unsafe {
-        libc::write(2, MSG.as_ptr().cast(), MSG.len());
+        libc::write(2, msg.as_ptr().cast(), msg.len());
         libc::_exit(2);
     }
 }
@@ -42,6 +59,8 @@ extern "C" fn on_sigbus(_: libc::c_int) {
 fn install_sigbus_handler() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
+        // Fix the message now: the handler only reads it.
+        set_program_name("santools");
         // SAFETY: installing a handler that only calls async-signal-safe functions.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
@@ -82,6 +101,23 @@ impl MappedFile {
         Ok(MappedFile { ptr, len })
     }
 
+    /// Drops the mapped pages of `[offset, offset + len)` from this
+    /// process (MADV_DONTNEED): its memory use stays at the buffers in
+    /// flight instead of growing to the size of the source. The pages stay
+    /// in the page cache; reading the range again maps them back.
+    pub fn release(&self, offset: u64, len: u64) {
+        let page = page_size();
+        let start = (offset as usize) / page * page;
+        let end = ((offset + len) as usize).min(self.len);
+        if start >= end {
+            return;
+        }
+        // SAFETY: advice on a page-aligned range inside our own read-only
+        // mapping; for a shared file mapping DONTNEED only drops our page
+        // table entries, the data stays in the file and the page cache.
+        unsafe { libc::madvise(self.ptr.cast::<u8>().add(start).cast(), end - start, libc::MADV_DONTNEED) };
+    }
+
     pub fn bytes(&self) -> &[u8] {
         // SAFETY: ptr maps len readable bytes until drop.
         unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
@@ -93,6 +129,12 @@ impl Drop for MappedFile {
         // SAFETY: unmapping what map() mapped.
         unsafe { libc::munmap(self.ptr, self.len) };
     }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory effects.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
 }
 
 /// Asks the kernel to start reading `[offset, offset + len)` into the page

@@ -101,7 +101,7 @@ fn a_grown_source_writes_only_the_new_region(b: Backend) {
     let before = a.pool.snapshots(VOL);
     write(&a.path("src.img"), &data[..old]);
     write(&a.path("src.ddmap"), &ddmap_bytes(old as u64, &[]));
-    fails_with(&mut a.tool("backup").args(["-q", "-a"]), &["shrank", "--allow-shrink"]);
+    fails_with(a.tool("backup").args(["-q", "-a"]), &["shrank", "--allow-shrink"]);
     assert_eq!(a.pool.snapshots(VOL), before);
     assert_eq!(image_of(&a.pool.image(VOL)), data);
 }
@@ -251,7 +251,7 @@ fn two_volumes_in_parallel_and_a_second_run_is_refused(b: Backend) {
     // SAFETY: flock on an open descriptor.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
     let before = a.pool.snapshots("iscsi_lv_a_bk");
-    let err = fails_with(&mut a.tool("backup").args(["-s", "lv_a"]), &["locked by"]);
+    let err = fails_with(a.tool("backup").args(["-s", "lv_a"]), &["locked by"]);
     assert!(err.contains("--wait"), "{err}");
     assert_eq!(a.pool.snapshots("iscsi_lv_a_bk"), before);
     // With --wait the run proceeds once the holder leaves.
@@ -273,29 +273,29 @@ fn bad_inputs_change_nothing(b: Backend) {
     // Volume names with spaces, '@', '/..' are refused naming the key.
     for bad in ["lv a", "lv@a", "vg/..", "../lv", "-lv"] {
         a.write_config(&file_volume(true).replace("vg/lv_a", bad));
-        fails_with(&mut a.tool("backup").arg("-a"), &["archive.volumes[0].name"]);
+        fails_with(a.tool("backup").arg("-a"), &["archive.volumes[0].name"]);
     }
     // A missing pool.
     a.write_config(&file_volume(true).replace("pool = \"{pool}\"", "pool = \"nosuchpool\""));
-    fails_with(&mut a.tool("backup").arg("-a"), &["archive.volumes[0].pool"]);
+    fails_with(a.tool("backup").arg("-a"), &["archive.volumes[0].pool"]);
     // A configured pool that does not exist on this host.
     let ghost = "[[archive.volumes]]\nname = \"lv_g\"\npool = \"ghost\"\nsource = { kind = \"file\", path = \"{dir}/src.img\" }\n[archive.pools.ghost]\nbackend = \"dir\"\npath = \"/nonexistent/santools-ghost-pool\"\n";
     a.write_config(ghost);
-    fails_with(&mut a.tool("backup").arg("-a"), &["does not exist"]);
+    fails_with(a.tool("backup").arg("-a"), &["does not exist"]);
     assert!(!std::path::Path::new("/nonexistent").exists());
     a.write_config(&file_volume(true));
     // A map that claims more than the source holds.
     write(&a.path("src.ddmap"), &ddmap_bytes(data.len() as u64 * 2, &[]));
-    fails_with(&mut a.tool("backup").arg("-a"), &["shorter than the map claims"]);
+    fails_with(a.tool("backup").arg("-a"), &["shorter than the map claims"]);
     nothing(&a);
     // Garbage instead of a map.
     write(&a.path("src.ddmap"), b"not a map at all, certainly");
-    fails_with(&mut a.tool("backup").arg("-a"), &["ddmap"]);
+    fails_with(a.tool("backup").arg("-a"), &["ddmap"]);
     nothing(&a);
     // A source that is missing.
     write(&a.path("src.ddmap"), &ddmap_bytes(data.len() as u64, &[]));
     std::fs::rename(a.path("src.img"), a.path("moved.img")).unwrap();
-    fails_with(&mut a.tool("backup").arg("-a"), &["src.img"]);
+    fails_with(a.tool("backup").arg("-a"), &["src.img"]);
     nothing(&a);
     std::fs::rename(a.path("moved.img"), a.path("src.img")).unwrap();
     // Command sources: invalid JSON, a failing command.
@@ -308,7 +308,7 @@ fn bad_inputs_change_nothing(b: Backend) {
         write(&s, format!("#!/bin/sh\n{}\n", script.replace("{dir}", &a.dir.path().display().to_string())).as_bytes());
         Command::new("chmod").arg("+x").arg(&s).status().unwrap();
         a.write_config(&format!("[[archive.volumes]]\nname = \"lv_a\"\npool = \"{{pool}}\"\nsource = {{ kind = \"command\", prepare = [\"{}\", \"{{volume}}\"] }}\n", s.display()));
-        fails_with(&mut a.tool("backup").arg("-a"), &[needle]);
+        fails_with(a.tool("backup").arg("-a"), &[needle]);
         nothing(&a);
     }
     // Garbage in a property santools reads is ignored, not fatal.

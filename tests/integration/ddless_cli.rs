@@ -38,7 +38,8 @@ fn copy_twice_second_run_writes_nothing() {
     let stats = String::from_utf8(read(&d.path().join("sums.stats"))).unwrap();
     assert!(stats.contains("segments_changed=0\n"), "{stats}");
     assert!(stats.contains(&format!("source_size={}\n", data.len())), "{stats}");
-    assert!(stats.starts_with("format=ddless-stats-1\n"));
+    assert!(stats.starts_with("format=ddless-stats-2\n"), "{stats}");
+    assert!(stats.contains("bound_kind=file\n") && stats.contains(&format!("bound_size={}\n", data.len())), "{stats}");
 }
 
 #[test]
@@ -260,13 +261,24 @@ fn read_test_zones_and_params() {
 }
 
 #[test]
-fn obsolete_b_is_accepted_with_a_warning() {
+fn seed_b_copies_nothing_and_exits_3_when_a_new_checksum_file_is_required() {
     let d = tempfile::tempdir().unwrap();
     let (src, sums, tgt) = (d.path().join("src"), d.path().join("sums"), d.path().join("tgt"));
-    write(&src, &Rng(12).bytes(SEG));
-    let o = run(copy_args(&mut tool("ddless"), &src, &sums, &tgt).arg("-b"));
-    assert!(o.status.success());
-    assert!(stderr(&o).contains("ddless: warning: -b is obsolete"), "{}", stderr(&o));
+    write(&src, &Rng(12).bytes(3 * SEG));
+    let b = |c: &mut std::process::Command| run(copy_args(c, &src, &sums, &tgt).args(["-b", "-v"]));
+    let o = b(&mut tool("ddless"));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("new checksum file required, exiting"), "{}", stderr(&o));
+    assert!(!sums.exists() && !tgt.exists() && !d.path().join("sums.lock").exists(), "-b created files");
+    ok(copy_args(&mut tool("ddless"), &src, &sums, &tgt));
+    let o = b(&mut tool("ddless"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("checksum file will be used, exiting"), "{}", stderr(&o));
+    // The source size changed: a new checksum file is required; nothing copied.
+    write(&src, &Rng(13).bytes(5 * SEG));
+    let before = read(&tgt);
+    assert_eq!(b(&mut tool("ddless")).status.code(), Some(3));
+    assert_eq!(read(&tgt), before);
 }
 
 #[test]
@@ -471,7 +483,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
         ),
         (
             vec!["-s".into(), src.clone().into(), "-c".into(), p("s").into(), "-t".into(), src.clone().into()],
-            vec!["the source itself"],
+            vec!["source", "target", "are the same file"],
         ),
         (
             vec!["-s".into(), src.clone().into(), "-c".into(), p("s").into(), "-t".into(), "/dev/null".into()],

@@ -185,3 +185,120 @@ fn source_shrinking_under_a_mapped_read_is_a_clear_error() {
     assert_eq!(read(&sums), before);
     assert_records_never_lie(&tgt, &sums, "after SIGBUS");
 }
+
+/// A writer changes the source all through the copies, which are killed at
+/// random moments: no record may ever vouch for bytes the target lacks;
+/// once the writer stops, one rerun makes target and records exact.
+#[test]
+fn kill_while_a_writer_changes_the_source_then_quiesce_converges() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let d = tempfile::tempdir().unwrap();
+    let (src, sums, tgt) = (d.path().join("src"), d.path().join("sums"), d.path().join("tgt"));
+    let size = 16 << 20;
+    write(&src, &Rng(0xBEEF).bytes(size));
+    assert!(copy_cmd(&src, &sums, &tgt).status().unwrap().success());
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, src) = (stop.clone(), src.clone());
+        std::thread::spawn(move || {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().write(true).open(&src).unwrap();
+            let mut rng = Rng(0xF00D);
+            while !stop.load(Ordering::Relaxed) {
+                let seg = rng.below((size / SEG) as u64);
+                f.write_all_at(&rng.bytes(4096), seg * SEG as u64 + rng.below(3) * 4096).unwrap();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    let mut rng = Rng(0xD00D);
+    let mut killed = 0;
+    for round in 0..12 {
+        let mut cmd = copy_cmd(&src, &sums, &tgt);
+        cmd.args(["-r", "40"]);
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(50 + rng.below(300)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+        assert_records_never_lie(&tgt, &sums, &format!("writer round {round}"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(killed >= 4, "only {killed} runs were killed");
+    assert!(copy_cmd(&src, &sums, &tgt).status().unwrap().success());
+    let data = read(&src);
+    assert_eq!(read(&tgt), data, "target differs from the quiesced source");
+    assert_eq!(read(&sums), reference_checksums(&data));
+}
+
+/// Killed at each step of a resize (records invalidated, target cut or
+/// grown, binding recorded), with the source shrunk within its last segment
+/// or grown, then reverted: the rerun restores the original bytes. And a
+/// run killed mid-way whose target is then truncated, replaced or
+/// recreated converges too.
+#[test]
+fn kill_at_each_resize_step_or_damage_the_target_then_rerun_converges() {
+    let steps = [
+        "ddless.mid-invalidate-tail",
+        "ddless.after-invalidate-plan",
+        "ddless.before-target-resize",
+        "ddless.after-target-resize",
+        "atomic.before-rename",
+    ];
+    let orig = Rng(0xAB).bytes(40 * SEG);
+    for (shrink, step) in [true, false].iter().flat_map(|s| steps.iter().map(move |f| (*s, *f))) {
+        let d = tempfile::tempdir().unwrap();
+        let (src, sums, tgt) = (d.path().join("src"), d.path().join("sums"), d.path().join("tgt"));
+        write(&src, &orig);
+        assert!(copy_cmd(&src, &sums, &tgt).status().unwrap().success());
+        let mut changed = orig.clone();
+        if shrink {
+            changed.truncate(orig.len() - 100);
+        } else {
+            changed.extend(Rng(7).bytes(3 * SEG + 5));
+        }
+        write(&src, &changed);
+        let _ = copy_cmd(&src, &sums, &tgt).env("SANTOOLS_FAILPOINT", step).status().unwrap();
+        assert_records_never_lie(&tgt, &sums, step);
+        write(&src, &orig);
+        assert!(copy_cmd(&src, &sums, &tgt).status().unwrap().success(), "{step}");
+        assert_eq!(read(&tgt), orig, "shrink={shrink} {step}: stale bytes after revert");
+        assert_eq!(read(&sums), reference_checksums(&orig), "shrink={shrink} {step}");
+    }
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 3] = [
+        ("truncated", |t| {
+            std::fs::OpenOptions::new().write(true).open(t).unwrap().set_len(7 * SEG as u64 + 3).unwrap()
+        }),
+        ("replaced", |t| {
+            let other = t.with_extension("other");
+            std::fs::write(&other, vec![0u8; std::fs::metadata(t).unwrap().len() as usize]).unwrap();
+            std::fs::rename(&other, t).unwrap();
+        }),
+        ("recreated", |t| {
+            let len = std::fs::metadata(t).unwrap().len() as usize;
+            std::fs::remove_file(t).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+            std::fs::write(t, vec![1u8; len]).unwrap();
+        }),
+    ];
+    for (name, damage) in damages {
+        let d = tempfile::tempdir().unwrap();
+        let (src, sums, tgt) = (d.path().join("src"), d.path().join("sums"), d.path().join("tgt"));
+        write(&src, &orig);
+        assert!(copy_cmd(&src, &sums, &tgt).status().unwrap().success());
+        let mut newer = orig.clone();
+        mutate_segments(&mut Rng(9), &mut newer, 30);
+        write(&src, &newer);
+        let s = copy_cmd(&src, &sums, &tgt).env("SANTOOLS_FAILPOINT", "ddless.mid-record-write:1").status().unwrap();
+        assert!(!s.success(), "{name}");
+        damage(&tgt);
+        assert!(copy_cmd(&src, &sums, &tgt).status().unwrap().success(), "{name}");
+        assert_eq!(read(&tgt), newer, "{name}: the rerun trusted records of another target");
+        assert_eq!(read(&sums), reference_checksums(&newer), "{name}");
+    }
+}

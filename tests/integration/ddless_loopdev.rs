@@ -7,14 +7,21 @@ use std::process::Command;
 
 use crate::helpers::*;
 
-struct Loop {
-    dev: PathBuf,
+pub struct Loop {
+    pub dev: PathBuf,
 }
 
 impl Loop {
-    fn attach(file: &Path, sizelimit: Option<u64>) -> Loop {
+    pub fn attach(file: &Path, sizelimit: Option<u64>) -> Loop {
+        Self::attach_with(file, sizelimit, false)
+    }
+
+    pub fn attach_with(file: &Path, sizelimit: Option<u64>, read_only: bool) -> Loop {
         let mut c = Command::new("losetup");
         c.args(["--find", "--show"]);
+        if read_only {
+            c.arg("--read-only");
+        }
         if let Some(s) = sizelimit {
             c.arg("--sizelimit").arg(s.to_string());
         }
@@ -30,7 +37,7 @@ impl Drop for Loop {
     }
 }
 
-fn loop_devices_usable() -> bool {
+pub fn loop_devices_usable() -> bool {
     let why = if !is_root() {
         "tests are not running as root"
     } else if which("losetup").is_none() {

@@ -141,3 +141,25 @@ pub fn write(path: &Path, data: &[u8]) {
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
+
+/// Runs `cmd` to completion under GNU time; returns its output and its
+/// peak resident set size in KiB. (getrusage of a child spawned from this
+/// big test process would count this process's pages: the kernel carries
+/// the parent's high-water mark over a vfork+exec.)
+pub fn run_measuring_rss(cmd: &mut Command) -> (Output, u64) {
+    let time = which("time").unwrap_or_else(|| PathBuf::from("/usr/bin/time"));
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let mut wrapped = Command::new(time);
+    wrapped.arg("-f").arg("%M").arg("-o").arg(report.path()).arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    wrapped.stdin(Stdio::null());
+    let out = wrapped.output().expect("running under /usr/bin/time (Debian package time)");
+    let text = std::fs::read_to_string(report.path()).unwrap_or_default();
+    let kib = text.lines().filter_map(|l| l.trim().parse::<u64>().ok()).next_back().unwrap_or(u64::MAX);
+    (out, kib)
+}

@@ -9,6 +9,7 @@ mod iscsi_lab;
 mod archive_acceptance;
 mod archive_crash;
 mod archive_rotate;
+mod ddless_adversarial;
 mod ddless_cli;
 mod ddless_crash;
 mod ddless_loopdev;

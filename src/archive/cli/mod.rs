@@ -17,28 +17,34 @@ use super::job_log::JobLog;
 use super::names::{ObjectRef, VolumeRef};
 use super::settings::ArchiveSettings;
 use crate::cli::progress::TerminalProgress;
-use crate::config::Config;
+use crate::config::{Config, Section};
 use crate::progress::{NoProgress, Progress};
 
 /// Loads the configuration and resolves `[archive]` (required by every
 /// archive tool).
 pub(crate) fn load_settings(config: Option<&Path>) -> anyhow::Result<ArchiveSettings> {
-    let c = Config::load(config)?;
+    Ok(load_config(config, &[])?.1)
+}
+
+/// The configuration (strict in `[archive]` and `extra`) and `[archive]`
+/// resolved.
+pub(crate) fn load_config(config: Option<&Path>, extra: &[Section]) -> anyhow::Result<(Config, ArchiveSettings)> {
+    // Errors in other tools' sections are warnings here (issue 6, item 12).
+    let mut uses = vec![Section::Archive];
+    uses.extend_from_slice(extra);
+    let c = Config::load_for(config, &uses)?;
+    for w in &c.warnings {
+        tracing::warn!("{w}");
+    }
     let shown =
         config.map(|p| p.display().to_string()).unwrap_or_else(|| crate::config::DEFAULT_CONFIG_PATH.to_string());
     let a = c
         .archive
         .as_ref()
         .with_context(|| format!("configuration {shown} has no [archive] section (see examples/santools.toml)"))?;
-    ArchiveSettings::from_config(a)
-        .map_err(|v| anyhow::anyhow!("configuration {shown}: key `{}`: {}", v.key, v.problem))
-}
-
-/// The whole configuration and `[archive]` resolved (for tools that also
-/// read other sections).
-pub(crate) fn load_config(config: Option<&Path>) -> anyhow::Result<(Config, ArchiveSettings)> {
-    let settings = load_settings(config)?;
-    Ok((Config::load(config)?, settings))
+    let settings = ArchiveSettings::from_config(a)
+        .map_err(|v| anyhow::anyhow!("configuration {shown}: key `{}`: {}", v.key, v.problem))?;
+    Ok((c, settings))
 }
 
 /// An archive volume named on the command line: `POOL/VOLUME` or a

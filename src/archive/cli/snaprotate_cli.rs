@@ -13,6 +13,7 @@ use super::{load_config, open_log, resolve_volume, wait_secs};
 use crate::archive::rotate_apply::{rotate_volume, scheduled_volumes, schedules, RotateContext, VolumeRotation};
 use crate::archive::snapshot_time::parse_managed;
 use crate::cli::common_args::CommonArgs;
+use crate::config::Section;
 use crate::cli::exit;
 use crate::cli::logging;
 use crate::cli::output::print_json;
@@ -92,7 +93,7 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     if !args.all && args.volume.is_none() {
         bail!("say which volumes: -a (every scheduled volume) or -s POOL/VOLUME");
     }
-    let (config, settings) = load_config(args.common.config.as_deref())?;
+    let (config, settings) = load_config(args.common.config.as_deref(), &[Section::Snaprotate])?;
     let now = match &args.now {
         Some(t) => parse_now(t, &settings.tz)?,
         None => Timestamp::now(),

@@ -222,8 +222,10 @@ impl TreeStore {
         }
         let vol = self.volume_dir(v);
         // Embedded in the volume just before the snapshot: the read-only
-        // snapshot carries its properties from its first moment.
-        props_file::write_json(&vol.join(props_file::EMBEDDED), &Self::embedded_props(props))?;
+        // snapshot carries its properties from its first moment. No fsync:
+        // the snapshot's own transaction commit makes it durable with the
+        // snapshot, and without the snapshot it means nothing.
+        props_file::write_json_unsynced(&vol.join(props_file::EMBEDDED), &Self::embedded_props(props))?;
         self.btrfs(&["subvolume".as_ref(), "snapshot".as_ref(), "-r".as_ref(), vol.as_os_str(), target.as_os_str()])?;
         sync_parent_dir(&target).map_err(StoreError::io("syncing", &target))?;
         let _ = fs::remove_file(vol.join(props_file::EMBEDDED));

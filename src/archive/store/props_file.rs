@@ -67,6 +67,16 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>,
         .map_err(|e| StoreError::Parse { what: path.display().to_string(), problem: e.to_string() })
 }
 
+/// Atomic but not synced (see the btrfs snapshot for why that is enough there).
+pub fn write_json_unsynced<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    use std::io::Write;
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    bytes.push(b'\n');
+    let f = crate::shared::atomic_file::AtomicFile::create(path).map_err(StoreError::io("writing", path))?;
+    f.file().write_all(&bytes).map_err(StoreError::io("writing", path))?;
+    f.commit_unsynced().map_err(StoreError::io("writing", path))
+}
+
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Invalid(e.to_string()))?;
     bytes.push(b'\n');

@@ -73,6 +73,16 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
         }
     }
     let pid_path = a.pid_file.clone().unwrap_or_else(|| config.pid_file.clone());
+    // The PID file is truncated when the daemon starts: it must not be the
+    // configuration file under another name (identity, not spelling).
+    let config_path = a.common.config.clone().unwrap_or_else(|| crate::config::DEFAULT_CONFIG_PATH.into());
+    if !a.kill {
+        use crate::shared::file_identity::{check_distinct, RolePath};
+        // A pid file whose directory does not exist yet cannot be the configuration.
+        if let (Ok(c), Ok(p)) = (RolePath::new("configuration", &config_path), RolePath::new("pid file", &pid_path)) {
+            check_distinct(&[c, p])?;
+        }
+    }
     if a.kill {
         let pid = stop_background(&pid_path, Duration::from_secs(config.drain_timeout_sec + 5))?;
         println!("stopped iscsi-portal (pid {pid})");
