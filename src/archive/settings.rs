@@ -76,6 +76,7 @@ pub struct ArchiveSettings {
     pub command_timeout: Duration,
     pub pools: BTreeMap<PoolName, PoolSettings>,
     pub volumes: Vec<VolumeSettings>,
+    pub status: super::status::Thresholds,
 }
 
 fn bounded(key: &str, value: u64, min: u64, max: u64) -> Result<u64, InvalidValue> {
@@ -299,7 +300,23 @@ impl ArchiveSettings {
             }
             volumes.push(vs);
         }
+        let st = &c.status;
+        let warn = bounded("archive.status.warn_age_hours", st.warn_age_hours, 1, 100_000)?;
+        let crit = bounded("archive.status.crit_age_hours", st.crit_age_hours, 1, 100_000)?;
+        if crit < warn {
+            return Err(InvalidValue::new(
+                "archive.status.crit_age_hours",
+                format!("must not be below warn_age_hours ({warn}), got {crit}"),
+            ));
+        }
+        let status = super::status::Thresholds {
+            warn_age_hours: warn,
+            crit_age_hours: crit,
+            snapcheck_warn_days: bounded("archive.status.snapcheck_warn_days", st.snapcheck_warn_days, 0, 100_000)?,
+            snapcheck_crit_days: bounded("archive.status.snapcheck_crit_days", st.snapcheck_crit_days, 0, 100_000)?,
+        };
         Ok(ArchiveSettings {
+            status,
             ns,
             tz,
             tz_name: c.timezone.clone(),

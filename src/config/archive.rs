@@ -62,6 +62,48 @@ pub struct ArchiveConfig {
     pub pools: BTreeMap<String, PoolConfig>,
     #[serde(default)]
     pub volumes: Vec<VolumeConfig>,
+    /// Thresholds of `archive-status`.
+    #[serde(default)]
+    pub status: StatusConfig,
+}
+
+/// `[archive.status]`: when `archive-status` warns and when it is critical.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// Age of a volume's newest snapshot that is a WARNING (hours).
+    #[serde(default = "default_warn_age")]
+    pub warn_age_hours: u64,
+    /// ... and CRITICAL (hours).
+    #[serde(default = "default_crit_age")]
+    pub crit_age_hours: u64,
+    /// Days since a volume's last snapcheck that are a WARNING (0: never warn).
+    #[serde(default = "default_snapcheck_warn")]
+    pub snapcheck_warn_days: u64,
+    /// ... and CRITICAL (0: never).
+    #[serde(default)]
+    pub snapcheck_crit_days: u64,
+}
+
+fn default_warn_age() -> u64 {
+    26
+}
+fn default_crit_age() -> u64 {
+    50
+}
+fn default_snapcheck_warn() -> u64 {
+    14
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            warn_age_hours: default_warn_age(),
+            crit_age_hours: default_crit_age(),
+            snapcheck_warn_days: default_snapcheck_warn(),
+            snapcheck_crit_days: 0,
+        }
+    }
 }
 
 fn default_namespace() -> String {

@@ -40,6 +40,12 @@ pub fn tools() -> &'static [Tool] {
         crate::archive::cli::snapcheck_cli::TOOL,
         crate::archive::cli::maint_cli::TOOL,
         crate::archive::cli::snaprotate_cli::TOOL,
+        crate::archive::cli::df_cli::TOOL,
+        crate::archive::cli::list_cli::TOOL,
+        crate::archive::cli::zvols_cli::TOOL,
+        crate::archive::cli::customprop_cli::SET_TOOL,
+        crate::archive::cli::customprop_cli::DEL_TOOL,
+        crate::archive::cli::status_cli::TOOL,
     ];
     TOOLS
 }

@@ -69,9 +69,11 @@ fn a_year_of_dailies(a: &Archive, vol: &str) -> Vec<String> {
             (snapshot_name(at, &jiff::tz::TimeZone::UTC), at)
         })
         .collect();
-    // Four at a time: zfs-fuse and btrfs overlap the commands' latency.
+    // Four at a time on zfs-fuse (it overlaps the commands' latency);
+    // btrfs and dir snapshot one volume one at a time, as backups do.
+    let threads = if a.pool.backend == Backend::Zfs { 4 } else { 1 };
     std::thread::scope(|sc| {
-        for part in days.chunks(days.len().div_ceil(4)) {
+        for part in days.chunks(days.len().div_ceil(threads)) {
             let (store, v, key) = (&store, &v, &key);
             sc.spawn(move || {
                 for (name, at) in part {

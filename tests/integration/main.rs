@@ -8,6 +8,7 @@ mod iscsi_lab;
 
 mod archive_acceptance;
 mod archive_crash;
+mod archive_reports;
 mod archive_rotate;
 mod ddless_adversarial;
 mod ddless_cli;

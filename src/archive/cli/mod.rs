@@ -3,10 +3,15 @@
 //! library's typed reports as text or `--json`.
 
 pub mod backup_cli;
+pub mod customprop_cli;
+pub mod df_cli;
+pub mod list_cli;
 pub mod maint_cli;
 pub mod restore_cli;
 pub mod snapcheck_cli;
 pub mod snaprotate_cli;
+pub mod status_cli;
+pub mod zvols_cli;
 
 use std::path::Path;
 use std::time::Duration;
@@ -77,6 +82,11 @@ pub(crate) fn open_log(settings: &ArchiveSettings, tool: &str) -> JobLog {
             JobLog::disabled()
         }
     }
+}
+
+/// Parses a pool name argument.
+pub(crate) fn pool_arg(s: &str) -> Result<super::names::PoolName, String> {
+    super::names::PoolName::new(s).map_err(|e| e.to_string())
 }
 
 /// Parses `--wait SECONDS`.

@@ -13,10 +13,10 @@ use super::{load_config, open_log, resolve_volume, wait_secs};
 use crate::archive::rotate_apply::{rotate_volume, scheduled_volumes, schedules, RotateContext, VolumeRotation};
 use crate::archive::snapshot_time::parse_managed;
 use crate::cli::common_args::CommonArgs;
-use crate::config::Section;
 use crate::cli::exit;
 use crate::cli::logging;
 use crate::cli::output::print_json;
+use crate::config::Section;
 use crate::multicall::Tool;
 
 pub const TOOL: Tool = Tool {
