@@ -18,6 +18,7 @@ pub mod job_log;
 pub mod maint;
 pub mod map_prep;
 pub mod names;
+pub mod replicate;
 pub mod reports;
 pub mod restore;
 pub mod rotate;

@@ -77,6 +77,7 @@ pub struct ArchiveSettings {
     pub pools: BTreeMap<PoolName, PoolSettings>,
     pub volumes: Vec<VolumeSettings>,
     pub status: super::status::Thresholds,
+    pub copy: super::replicate::CopySettings,
 }
 
 fn bounded(key: &str, value: u64, min: u64, max: u64) -> Result<u64, InvalidValue> {
@@ -315,7 +316,9 @@ impl ArchiveSettings {
             snapcheck_warn_days: bounded("archive.status.snapcheck_warn_days", st.snapcheck_warn_days, 0, 100_000)?,
             snapcheck_crit_days: bounded("archive.status.snapcheck_crit_days", st.snapcheck_crit_days, 0, 100_000)?,
         };
+        let copy = super::replicate::CopySettings::from_config(&c.copy)?;
         Ok(ArchiveSettings {
+            copy,
             status,
             ns,
             tz,

@@ -46,6 +46,8 @@ pub fn tools() -> &'static [Tool] {
         crate::archive::cli::customprop_cli::SET_TOOL,
         crate::archive::cli::customprop_cli::DEL_TOOL,
         crate::archive::cli::status_cli::TOOL,
+        crate::archive::cli::copy_cli::TOOL,
+        crate::archive::replicate::agent::TOOL,
     ];
     TOOLS
 }

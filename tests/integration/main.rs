@@ -5,8 +5,10 @@ mod archive_lab;
 mod helpers;
 mod iscsi_captures;
 mod iscsi_lab;
+mod ssh_lab;
 
 mod archive_acceptance;
+mod archive_copy;
 mod archive_crash;
 mod archive_reports;
 mod archive_rotate;

@@ -3,6 +3,7 @@
 //! library's typed reports as text or `--json`.
 
 pub mod backup_cli;
+pub mod copy_cli;
 pub mod customprop_cli;
 pub mod df_cli;
 pub mod list_cli;

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::names::{HoldTag, PoolName, PropertyName, SnapshotName, VolumeName};
-use crate::shared::command::CommandError;
+use crate::shared::command::{Command, CommandError};
 
 /// What a backend can do; the archive checks these instead of assuming.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -204,6 +204,39 @@ pub trait ArchiveStore: Send + Sync {
     fn remove_property(&self, v: &VolumeName, s: Option<&SnapshotName>, p: &PropertyName) -> Result<(), StoreError>;
     /// Space figures of a volume and its snapshots.
     fn space(&self, v: &VolumeName) -> Result<SpaceInfo, StoreError>;
+    /// The command that writes a send stream of snapshot `s` to stdout:
+    /// incremental from `from` (with every snapshot in between when
+    /// `intermediates`), or with `tree` the volume with all its snapshots
+    /// and properties (`zfs send -R`).
+    fn send_command(
+        &self,
+        v: &VolumeName,
+        s: &SnapshotName,
+        from: Option<&SnapshotName>,
+        intermediates: bool,
+        tree: bool,
+    ) -> Result<Command, StoreError> {
+        let _ = (v, s, from, intermediates, tree);
+        Err(StoreError::Invalid(format!("{}: this backend cannot send snapshots", self.describe())))
+    }
+    /// The command that reads a send stream on stdin into volume `v`
+    /// (`force`: roll back what the target has after the base), or with
+    /// `v` None into the pool under the names in the stream (`receive -d`).
+    fn receive_command(&self, v: Option<&VolumeName>, force: bool) -> Result<Command, StoreError> {
+        let _ = (v, force);
+        Err(StoreError::Invalid(format!("{}: this backend cannot receive snapshots", self.describe())))
+    }
+    /// Rolls a volume back to snapshot `s`, destroying the snapshots after
+    /// it (`zfs rollback -r`; for `zfs-copy -F`).
+    fn rollback(&self, v: &VolumeName, s: &SnapshotName) -> Result<(), StoreError> {
+        let _ = (v, s);
+        Err(StoreError::Invalid(format!("{}: this backend cannot roll back", self.describe())))
+    }
+    /// Completes a receive (btrfs: puts the received snapshot in place).
+    fn finish_receive(&self, v: &VolumeName, s: &SnapshotName) -> Result<(), StoreError> {
+        let _ = (v, s);
+        Ok(())
+    }
     /// Sets a user property on a volume or (with `s`) a snapshot.
     fn set_property(
         &self,

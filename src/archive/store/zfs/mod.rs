@@ -324,6 +324,10 @@ impl ArchiveStore for ZfsStore {
         let ds = self.dataset(v);
         let t = self.get_all(&ds, Some(1))?;
         let origins = self.origins()?;
+        // zfs-fuse leaves guid out of `get all`: ask for it by name.
+        let guids = self.zfs(["get", "-Hp", "-o", "name,value", "-r", "-d", "1", "guid", &ds], &ds)?;
+        let guids = parse_name_value(&guids)
+            .map_err(|e| StoreError::Parse { what: "zfs get guid".into(), problem: e.to_string() })?;
         let mut clones: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (name, origin) in &origins {
             if origin != "-" {
@@ -351,7 +355,7 @@ impl ArchiveStore for ZfsStore {
                 ),
                 clones: clones.get(name.as_str()).cloned().unwrap_or_default(),
                 used: number(props, "used").map_err(|p| StoreError::Parse { what: name.clone(), problem: p })?,
-                guid: props.get("guid").map(|p| p.value.clone()).filter(|g| g != "-"),
+                guid: guids.get(name.as_str()).cloned().filter(|g| g != "-" && !g.is_empty()),
             });
         }
         out.sort_by(|a, b| (a.creation, &a.name).cmp(&(b.creation, &b.name)));
@@ -401,7 +405,9 @@ impl ArchiveStore for ZfsStore {
         let obj = self.snapshot(v, s);
         match self.zfs(["hold", tag.as_str(), &obj], &obj) {
             Ok(_) => {}
-            // Already held with this tag: one hold, as asked.
+            // Already held with this tag ("tag already exists on this
+            // dataset"): one hold, as asked.
+            Err(StoreError::AlreadyExists { .. }) => {}
             Err(StoreError::Command(e)) if e.stderr_tail().contains("tag already exists") => {}
             Err(e) => return Err(e),
         }
@@ -459,6 +465,44 @@ impl ArchiveStore for ZfsStore {
             None => self.dataset(v),
         };
         self.zfs(["inherit", p.as_str(), &obj], &obj).map(|_| ())
+    }
+
+    fn send_command(
+        &self,
+        v: &VolumeName,
+        s: &SnapshotName,
+        from: Option<&SnapshotName>,
+        intermediates: bool,
+        tree: bool,
+    ) -> Result<Command, StoreError> {
+        let mut args: Vec<String> = vec!["send".into()];
+        if tree {
+            args.push("-R".into());
+        }
+        if let Some(f) = from {
+            args.push(if intermediates { "-I" } else { "-i" }.into());
+            args.push(format!("@{f}"));
+        }
+        args.push(self.snapshot(v, s));
+        // No timeout: a stream may take hours; its data path has its own.
+        Ok(Command::new("zfs").args(args))
+    }
+
+    fn rollback(&self, v: &VolumeName, s: &SnapshotName) -> Result<(), StoreError> {
+        let obj = self.snapshot(v, s);
+        self.zfs(["rollback", "-r", &obj], &obj).map(|_| ())
+    }
+
+    fn receive_command(&self, v: Option<&VolumeName>, force: bool) -> Result<Command, StoreError> {
+        let mut args: Vec<String> = vec!["receive".into()];
+        if force {
+            args.push("-F".into());
+        }
+        match v {
+            Some(v) => args.push(self.dataset(v)),
+            None => args.extend(["-d".into(), self.pool.to_string()]),
+        }
+        Ok(Command::new("zfs").args(args))
     }
 
     fn space(&self, v: &VolumeName) -> Result<SpaceInfo, StoreError> {
