@@ -12,6 +12,7 @@
 pub mod archive;
 pub mod cli;
 pub mod config;
+pub mod cron;
 pub mod ddless;
 pub mod ddmap;
 pub mod iscsi;

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub mod archive;
+pub mod cron;
 pub mod ddless;
 pub mod ddmap;
 pub mod portal;
@@ -86,6 +87,10 @@ pub struct Config {
     pub archive: Option<archive::ArchiveConfig>,
     /// Rotation schedules (snaprotate).
     pub snaprotate: snaprotate::SnaprotateConfig,
+    /// Scheduled jobs per host (cron-update).
+    pub cron: cron::CronConfig,
+    /// Copying the configuration to the other archive hosts (sync-all).
+    pub sync: cron::SyncConfig,
     /// Errors found in sections the loading tool does not use (each names
     /// the file, section and problem); the tool prints them as warnings.
     #[serde(skip)]

@@ -48,6 +48,8 @@ pub fn tools() -> &'static [Tool] {
         crate::archive::cli::status_cli::TOOL,
         crate::archive::cli::copy_cli::TOOL,
         crate::archive::replicate::agent::TOOL,
+        crate::cron::cli::CRON_TOOL,
+        crate::cron::cli::SYNC_TOOL,
     ];
     TOOLS
 }

@@ -12,6 +12,7 @@ mod archive_copy;
 mod archive_crash;
 mod archive_reports;
 mod archive_rotate;
+mod cron_sync;
 mod ddless_adversarial;
 mod ddless_cli;
 mod ddless_crash;

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# zfs-copy against `zfs send | zfs receive`, in one run (zfs-fuse pools on
+# files; the machine is shared, so compare the ratios, not the seconds).
+#   bash benches/zfs_copy.sh [SIZE_MIB]      (as root, zfs-fuse running)
+# Prints hyperfine's table: a full copy of one snapshot of a SIZE_MIB image
+# between two pools by the plain pipe, by zfs-copy through this process
+# (the ssh data path, local), and by zfs-copy over its TCP data path.
+set -euo pipefail
+size=${1:-256}
+bin=${SANTOOLS:-target/release/santools}
+[ -x "$bin" ] || cargo build --release --quiet
+work=$(mktemp -d /tmp/santools-bench-copy.XXXXXX)
+a=bcpa$$; b=bcpb$$
+cleanup() { zpool destroy -f "$a" 2>/dev/null || true; zpool destroy -f "$b" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+truncate -s $((size * 3 + 512))M "$work/a.img" "$work/b.img"
+zpool create -m "$work/ma" "$a" "$work/a.img"
+zpool create -m "$work/mb" "$b" "$work/b.img"
+zfs create "$a/iscsi_bench_bk"
+head -c "${size}M" /dev/urandom > "$work/ma/iscsi_bench_bk/image"
+sync
+zfs snapshot "$a/iscsi_bench_bk@2011-03-29_23:00:01"
+cat > "$work/santools.toml" <<TOML
+[archive]
+log_dir = "$work/log"
+lock_dir = "$work/lock"
+[archive.pools.$a]
+backend = "zfs"
+[archive.pools.$b]
+backend = "zfs"
+[archive.copy]
+ports = "47100-47199"
+TOML
+snap="$a/iscsi_bench_bk@2011-03-29_23:00:01"
+hyperfine --runs 3 --export-markdown "$work/result.md" \
+  --prepare "zfs destroy -r $b/iscsi_bench_bk 2>/dev/null || true" \
+  -n "zfs send | zfs receive" "zfs send $snap | zfs receive $b/iscsi_bench_bk" \
+  -n "zfs-copy (local, relayed)" "$bin zfs-copy -q --config $work/santools.toml -s $snap -t $b/iscsi_bench_bk" \
+  -n "zfs-copy --transport tcp" "$bin zfs-copy -q --config $work/santools.toml --transport tcp -s $snap -t $b/iscsi_bench_bk"
+cat "$work/result.md"
