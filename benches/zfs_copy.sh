@@ -32,9 +32,14 @@ backend = "zfs"
 ports = "47100-47199"
 TOML
 snap="$a/iscsi_bench_bk@2011-03-29_23:00:01"
-hyperfine --runs 3 --export-markdown "$work/result.md" \
+hyperfine --runs 5 --export-markdown "$work/result.md" \
   --prepare "zfs destroy -r $b/iscsi_bench_bk 2>/dev/null || true" \
   -n "zfs send | zfs receive" "zfs send $snap | zfs receive $b/iscsi_bench_bk" \
   -n "zfs-copy (local, relayed)" "$bin zfs-copy -q --config $work/santools.toml -s $snap -t $b/iscsi_bench_bk" \
   -n "zfs-copy --transport tcp" "$bin zfs-copy -q --config $work/santools.toml --transport tcp -s $snap -t $b/iscsi_bench_bk"
 cat "$work/result.md"
+# The copies were real: the received snapshot is the source's (GUID), and
+# zfs-copy moved the stream's bytes.
+zfs destroy -r "$b/iscsi_bench_bk" 2>/dev/null || true
+"$bin" zfs-copy -q --json --config "$work/santools.toml" --transport tcp -s "$snap" -t "$b/iscsi_bench_bk" | grep -E '"bytes"|mb_per_s'
+[ "$(zfs get -Hp -o value guid "$snap")" = "$(zfs get -Hp -o value guid "$b/iscsi_bench_bk@2011-03-29_23:00:01")" ] && echo "guid matches"

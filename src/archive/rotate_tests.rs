@@ -377,3 +377,37 @@ fn a_year_of_dailies_rotated_after_every_backup() {
     assert_eq!(by_rule("4MONTHS_WEEKLY_MEDIUM_TERM"), 16);
     assert_eq!(by_rule("6MONTHS_MONTHLY_LONG_TERM"), 6);
 }
+
+/// The picture in docs/archive.md ("a year of kept snapshots"): one row
+/// per month, one column per day: D daily, W weekly, M monthly keep, P
+/// protected, `.` deleted, blank no snapshot. Regenerate the doc from this if it changes.
+fn year_picture() -> String {
+    let names = year_of_dailies();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let p = plan(&cands(&refs), &rotate_a(), ts("2011-03-30T00:00:00Z")).unwrap();
+    let mut rows: std::collections::BTreeMap<String, Vec<char>> = std::collections::BTreeMap::new();
+    for d in &p.decisions {
+        let n = d.snapshot.as_str();
+        let row = rows.entry(n[..7].to_string()).or_insert_with(|| vec![' '; 31]);
+        let day: usize = n[8..10].parse().unwrap();
+        row[day - 1] = match (d.action, d.reason.as_str()) {
+            (Action::Keep, "2MONTHS_DAILY_SHORT_TERM") => 'D',
+            (Action::Keep, "4MONTHS_WEEKLY_MEDIUM_TERM") => 'W',
+            (Action::Keep, "6MONTHS_MONTHLY_LONG_TERM") => 'M',
+            (Action::Protect, _) => 'P',
+            (Action::Delete, _) => '.',
+            (Action::Keep, other) => panic!("unexpected rule {other}"),
+        };
+    }
+    let mut s = String::from("         1234567890123456789012345678901\n");
+    for (m, r) in rows {
+        s.push_str(&format!("{m}  {}\n", r.iter().collect::<String>().trim_end()));
+    }
+    s
+}
+
+#[test]
+fn the_year_picture_in_the_docs() {
+    let want = include_str!("../../tests/fixtures/rotation/year-snap-rotate-a.txt");
+    assert_eq!(year_picture(), want, "\n{}", year_picture());
+}
