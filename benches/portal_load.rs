@@ -4,10 +4,22 @@
 //! concurrent clients, with the portal's state cached; and, side by side,
 //! the same discovery sessions straight against a tgtd node.
 //!
+//! Then, with `ONLY=io` or by default after those: a real initiator's I/O
+//! (libiscsi's iscsi-perf, 4 KiB reads, 32 in flight) on a node's LUN
+//! while 200 discovery clients loop through the portal with the node cache
+//! expiring every second, without the portal's single flight and node
+//! budgets (`SANTOOLS_PORTAL_UNCOALESCED=1`, the code before issue 7) and
+//! with them, in one run.
+//!
 //! Run: `cargo bench --bench portal_load` (needs tgtd and root for
 //! loopback addresses beyond 127.0.0.1; it starts and stops its own
 //! processes by PID). SECONDS=N sets the duration of each step (default 5);
-//! ONLY=redirect or ONLY=discovery runs just those steps (for profiling).
+//! ONLY=redirect, ONLY=discovery or ONLY=io runs just those steps;
+//! IO_ROUNDS=N repeats the io step's quiet/before/after triple (default 3);
+//! CLIENTS=64 (a comma list) limits the redirect and discovery steps to
+//! those client counts.
+//! BASELINE_BIN=path also runs the redirect and discovery steps against
+//! another santools binary (an earlier build), side by side.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,6 +35,7 @@ use santools::iscsi::text::TextParams;
 use santools::iscsi::text_pdu::{TextRequest, TextResponse};
 
 const NET: &str = "127.0.223";
+const IO_PORTAL_PORT: u16 = 13471;
 const NODE_PORT: u16 = 13460;
 const PORTAL_PORT: u16 = 13470;
 const TARGET: &str = "iqn.2024-01.bench:vol1";
@@ -43,6 +56,21 @@ fn wait_port(addr: &str) {
         assert!(t.elapsed() < Duration::from_secs(10), "{addr} did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A tgtd control port whose lock file nobody holds (the machine is
+/// shared; tgtd takes -C 0-32767).
+fn free_control_port(from: u32) -> String {
+    use std::os::fd::AsRawFd;
+    (from..32_000)
+        .find(|p| {
+            !std::fs::File::open(format!("/var/run/tgtd/socket.{p}.lock")).is_ok_and(|f| {
+                // SAFETY: flock on a valid descriptor, released when f closes.
+                unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+            })
+        })
+        .expect("a free tgtd control port")
+        .to_string()
 }
 
 fn tgtadm(ctl: &str, args: &[&str]) {
@@ -139,6 +167,17 @@ struct Outcome {
 }
 
 fn run_load(clients: usize, secs: f64, op: Arc<dyn Fn(usize) -> std::io::Result<()> + Send + Sync>) -> Outcome {
+    run_paced_load(clients, secs, Duration::ZERO, op)
+}
+
+/// Like run_load, but each client starts an operation at most every
+/// `every` (ZERO: closed loop).
+fn run_paced_load(
+    clients: usize,
+    secs: f64,
+    every: Duration,
+    op: Arc<dyn Fn(usize) -> std::io::Result<()> + Send + Sync>,
+) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let handles: Vec<_> = (0..clients)
@@ -157,6 +196,9 @@ fn run_load(clients: usize, secs: f64, op: Arc<dyn Fn(usize) -> std::io::Result<
                                 errors += 1;
                                 first.get_or_insert(e.to_string());
                             }
+                        }
+                        if let Some(rest) = every.checked_sub(t.elapsed()) {
+                            std::thread::sleep(rest);
                         }
                     }
                     (lat, errors, first)
@@ -347,15 +389,236 @@ fn pct(v: &[u64], p: f64) -> f64 {
 }
 
 fn report(label: &str, clients: usize, o: &Outcome) -> f64 {
+    report_cpu(label, clients, o, None)
+}
+
+/// CPU time (user + system) a process used so far, in microseconds.
+fn cpu_us(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    // After the command: state is field 3, utime 14, stime 15 (1-based).
+    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
+    // SAFETY: sysconf has no side effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks * 1e6 / hz
+}
+
+/// Prints one row; with the daemon's CPU time spent on the step, also its
+/// CPU cost per operation, the figure that load on a shared machine moves
+/// least.
+fn report_cpu(label: &str, clients: usize, o: &Outcome, cpu_us_spent: Option<f64>) -> f64 {
     let rate = o.ops as f64 / o.secs;
+    let cpu = cpu_us_spent.map(|c| format!("  portal CPU {:>5.1} us/op", c / o.ops.max(1) as f64)).unwrap_or_default();
     println!(
-        "{label:<34} {clients:>5} clients  {rate:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}{}",
+        "{label:<34} {clients:>5} clients  {rate:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}{cpu}{}",
         pct(&o.latencies_us, 0.50),
         pct(&o.latencies_us, 0.99),
         o.errors,
         o.first_error.as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default()
     );
     rate
+}
+
+fn start_portal(bin: &str, cfg: &std::path::Path, log: &std::path::Path, env: &[(&str, &str)], extra: &[&str]) -> Proc {
+    let log = std::fs::File::create(log).unwrap();
+    Proc(
+        Command::new(bin)
+            .args(["iscsi-portal", "--config"])
+            .arg(cfg)
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Client counts of the redirect and discovery steps: CLIENTS=64,1024 or
+/// the default 1, 64, 1024.
+fn client_counts() -> Vec<usize> {
+    std::env::var("CLIENTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![1, 64, 1024])
+}
+
+/// The redirect and discovery steps against the portal binary `bin`.
+fn redirect_and_discovery(bin: &str, label: &str, dir: &std::path::Path, secs: f64, only: &str, node: SocketAddr) {
+    let portal: SocketAddr = format!("{NET}.100:{PORTAL_PORT}").parse().unwrap();
+    let cfg = dir.join(format!("santools-{label}.toml"));
+    // The current portal caps connections per source address; the load
+    // generator is one host.
+    let per_source = if label == "this build" { "max_connections_per_source = 8192\n" } else { "" };
+    std::fs::write(
+        &cfg,
+        format!(
+            "[portal]\nlisten = [\"{NET}.100:{PORTAL_PORT}\"]\nstate_time_sec = 3600\nstate_directory = \"{}/state-{}\"\nmax_connections = 8192\n{per_source}\n[[portal.discovery_portals]]\naddress = \"{NET}.100\"\nportal_group_name = \"bench\"\nportal_port = {NODE_PORT}\n[portal.discovery_portals.portal_addresses]\nnode1 = [\"{NET}.1\"]\nnode2 = [\"{NET}.2\"]\n",
+            dir.display(),
+            label.replace(' ', "-")
+        ),
+    )
+    .unwrap();
+    let daemon = start_portal(bin, &cfg, &dir.join(format!("portal-{}.log", label.replace(' ', "-"))), &[], &[]);
+    let pid = daemon.0.id();
+    wait_port(&portal.to_string());
+    let redirect_reqs: Arc<Vec<Vec<u8>>> =
+        Arc::new((0..INITIATORS).map(|i| login_pdu(&initiator(i), "Normal", Some(TARGET))).collect());
+    let discovery_reqs: Arc<Vec<Vec<u8>>> =
+        Arc::new((0..INITIATORS).map(|i| login_pdu(&initiator(i), "Discovery", None)).collect());
+    // Warm the state: one login and one discovery per initiator.
+    for i in 0..INITIATORS {
+        one_redirect(portal, &redirect_reqs[i]).expect("warm-up redirect");
+        one_discovery(portal, &discovery_reqs[i]).expect("warm-up discovery");
+    }
+    println!("## {label} ({bin})");
+    let mut at64 = (0.0, 0.0);
+    for clients in client_counts() {
+        if only == "discovery" {
+            break;
+        }
+        let r = Arc::clone(&redirect_reqs);
+        let c0 = cpu_us(pid);
+        let o = run_load(clients, secs, Arc::new(move |c| one_redirect(portal, &r[c % INITIATORS])));
+        report_cpu("redirect, a thread per client", clients, &o, Some(cpu_us(pid) - c0));
+        std::thread::sleep(Duration::from_secs(2)); // let TIME_WAIT drain a little
+        let c0 = cpu_us(pid);
+        let o = run_redirects_evented(clients, secs, portal, &redirect_reqs);
+        let rate = report_cpu("redirect, one epoll client thread", clients, &o, Some(cpu_us(pid) - c0));
+        if clients == 64 {
+            at64 = (rate, pct(&o.latencies_us, 0.99));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let mut discovery = (0.0, 0.0);
+    for clients in client_counts() {
+        if only == "redirect" {
+            break;
+        }
+        let d = Arc::clone(&discovery_reqs);
+        let c0 = cpu_us(pid);
+        let o = run_load(clients, secs, Arc::new(move |c| one_discovery(portal, &d[c % INITIATORS])));
+        let rate = report_cpu("discovery session (portal)", clients, &o, Some(cpu_us(pid) - c0));
+        if clients == 64 {
+            discovery.0 = rate;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    if only != "redirect" {
+        let d = Arc::clone(&discovery_reqs);
+        let o = run_load(64, secs, Arc::new(move |c| one_discovery(node, &d[c % INITIATORS])));
+        discovery.1 = report("discovery session (tgtd directly)", 64, &o);
+    }
+    println!();
+    if only != "discovery" {
+        println!(
+            "targets (epoll client): >= 5000 redirects/s at 64 clients: {:.0}/s; p99 < 10 ms: {:.2} ms",
+            at64.0, at64.1
+        );
+    }
+    if only != "redirect" {
+        println!(
+            "discovery at 64 clients: portal {:.0}/s vs tgtd directly {:.0}/s = {:.2}x",
+            discovery.0,
+            discovery.1,
+            discovery.0 / discovery.1.max(1.0)
+        );
+    }
+    println!();
+}
+
+/// iscsi-perf against `url` for `secs`: (average IOPS, lowest one-second
+/// IOPS), from its per-second lines.
+fn iscsi_perf(url: &str, secs: f64) -> Option<(f64, f64)> {
+    let child = Command::new("iscsi-perf")
+        .args(["-i", "iqn.2024-01.bench:perf-initiator", url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    // SAFETY: kill(2) on the child we started; SIGINT makes it print its summary.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let avg = text.rsplit("iops average ").next()?.split_whitespace().next()?.parse().ok()?;
+    let min = text
+        .split("iops current ")
+        .skip(1)
+        .filter_map(|p| p.split_whitespace().next()?.parse::<f64>().ok())
+        .fold(f64::INFINITY, f64::min);
+    Some((avg, if min.is_finite() { min } else { avg }))
+}
+
+/// Each looping discovery client of the io step starts a session at most
+/// this often: 200 clients make ~2,000 sessions/s, light enough for the
+/// two CPUs, and every second (state_time_sec = 1) they all find the node
+/// cache expired within 100 ms: the stampede.
+const PACE: Duration = Duration::from_millis(100);
+
+/// A real initiator's I/O on node1 while 200 discovery clients loop through
+/// a portal whose node cache expires every second (state_time_sec = 1),
+/// with single flight and node budgets off (the code before issue 7) and
+/// on: IOPS, discovery answers per second, upstream sessions opened.
+fn io_under_discovery_load(bin: &str, dir: &std::path::Path, secs: f64) {
+    if Command::new("iscsi-perf").arg("-h").output().is_err() {
+        eprintln!("portal_load: iscsi-perf not installed (apt-get install libiscsi-bin); io step skipped");
+        return;
+    }
+    let portal: SocketAddr = format!("{NET}.100:{IO_PORTAL_PORT}").parse().unwrap();
+    let cfg = dir.join("santools-io.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[portal]\nlisten = [\"{NET}.100:{IO_PORTAL_PORT}\"]\nstate_time_sec = 1\nstate_directory = \"{}/state-io\"\nmax_connections = 8192\nmax_connections_per_source = 8192\n\n[[portal.discovery_portals]]\naddress = \"{NET}.100\"\nportal_group_name = \"bench\"\nportal_port = {NODE_PORT}\n[portal.discovery_portals.portal_addresses]\nnode1 = [\"{NET}.1\"]\nnode2 = [\"{NET}.2\"]\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let url = format!("iscsi://{NET}.1:{NODE_PORT}/{TARGET}/1");
+    println!("## a real initiator's I/O on node1 (iscsi-perf, 4 KiB sequential reads, 32 in flight) while 200 discovery clients (8 initiator names, each a session every 100 ms) loop through the portal; state_time_sec = 1");
+    let rounds: usize = std::env::var("IO_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let reqs: Arc<Vec<Vec<u8>>> =
+        Arc::new((0..8).map(|i| login_pdu(&format!("iqn.2024-01.bench:looping-{i}"), "Discovery", None)).collect());
+    for round in 1..=rounds {
+        let (quiet, quiet_min) = iscsi_perf(&url, secs).unwrap_or((0.0, 0.0));
+        println!(
+            "{:<58} {quiet:>9.0} IOPS (lowest second {quiet_min:.0})",
+            format!("round {round}: no discovery load")
+        );
+        for (label, env) in [
+            ("single flight and node budgets off (before issue 7)", &[("SANTOOLS_PORTAL_UNCOALESCED", "1")][..]),
+            ("single flight and node budgets on (this build)", &[][..]),
+        ] {
+            let log = dir.join(format!("portal-io-{}.log", env.len()));
+            let p = start_portal(bin, &cfg, &log, env, &["-v"]);
+            wait_port(&portal.to_string());
+            // One second of load to settle, then the I/O measured for
+            // `secs` while the load goes on.
+            let d = Arc::clone(&reqs);
+            let _ = run_paced_load(200, 1.0, PACE, Arc::new(move |c| one_discovery(portal, &d[c % 8])));
+            let perf = std::thread::spawn({
+                let url = url.clone();
+                move || iscsi_perf(&url, secs)
+            });
+            let d = Arc::clone(&reqs);
+            let o = run_paced_load(200, secs, PACE, Arc::new(move |c| one_discovery(portal, &d[c % 8])));
+            let (iops, min) = perf.join().unwrap().unwrap_or((0.0, 0.0));
+            drop(p);
+            let upstream =
+                std::fs::read_to_string(&log).unwrap_or_default().matches("upstream discovery session to").count();
+            println!(
+                "{:<58} {iops:>9.0} IOPS (lowest second {min:.0}; {:.0}% of quiet)  discovery {:>6.0}/s errors {}  upstream sessions {upstream} in {:.0} s",
+                format!("round {round}: {label}"),
+                100.0 * iops / quiet.max(1.0),
+                o.ops as f64 / o.secs,
+                o.errors,
+                o.secs + 1.0
+            );
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
 }
 
 fn main() {
@@ -366,11 +629,13 @@ fn main() {
     let secs: f64 = std::env::var("SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
     let dir = tempfile::tempdir().unwrap();
     let lun = dir.path().join("lun.img");
-    std::fs::write(&lun, vec![0u8; 1 << 20]).unwrap();
+    std::fs::write(&lun, vec![0u8; 64 << 20]).unwrap();
     let mut nodes = Vec::new();
+    let mut from = 3900;
     for n in 1..=2 {
         let ip = format!("{NET}.{n}");
-        let ctl = format!("{}", 3900 + n);
+        let ctl = free_control_port(from);
+        from = ctl.parse::<u32>().unwrap() + 1;
         nodes.push(Proc(
             Command::new("tgtd")
                 .args(["-f", "-C", &ctl, "--iscsi", &format!("portal={ip}:{NODE_PORT}")])
@@ -387,84 +652,18 @@ fn main() {
         );
         tgtadm(&ctl, &["--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL"]);
     }
-    let cfg = dir.path().join("santools.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[portal]\nlisten = [\"{NET}.100:{PORTAL_PORT}\"]\nstate_time_sec = 3600\nstate_directory = \"{}/state\"\nmax_connections = 8192\n\n[[portal.discovery_portals]]\naddress = \"{NET}.100\"\nportal_group_name = \"bench\"\nportal_port = {NODE_PORT}\n[portal.discovery_portals.portal_addresses]\nnode1 = [\"{NET}.1\"]\nnode2 = [\"{NET}.2\"]\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.path().join("portal.log")).unwrap();
-    let _portal = Proc(
-        Command::new(env!("CARGO_BIN_EXE_santools"))
-            .args(["iscsi-portal", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let portal: SocketAddr = format!("{NET}.100:{PORTAL_PORT}").parse().unwrap();
     let node: SocketAddr = format!("{NET}.1:{NODE_PORT}").parse().unwrap();
-    wait_port(&portal.to_string());
-
-    let redirect_reqs: Arc<Vec<Vec<u8>>> =
-        Arc::new((0..INITIATORS).map(|i| login_pdu(&initiator(i), "Normal", Some(TARGET))).collect());
-    let discovery_reqs: Arc<Vec<Vec<u8>>> =
-        Arc::new((0..INITIATORS).map(|i| login_pdu(&initiator(i), "Discovery", None)).collect());
-    // Warm the state: one login and one discovery per initiator.
-    for i in 0..INITIATORS {
-        one_redirect(portal, &redirect_reqs[i]).expect("warm-up redirect");
-        one_discovery(portal, &discovery_reqs[i]).expect("warm-up discovery");
-    }
     println!("# iscsi-portal load: {secs} s per step, {INITIATORS} initiators x 1 target, state cached, access log to a file");
     println!("# {} CPUs; client and daemon share them", std::thread::available_parallelism().map_or(1, |n| n.get()));
     let only = std::env::var("ONLY").unwrap_or_default();
-    let mut at64 = (0.0, 0.0);
-    for clients in [1usize, 64, 1024] {
-        if only == "discovery" {
-            break;
+    let this = env!("CARGO_BIN_EXE_santools");
+    if only != "io" {
+        redirect_and_discovery(this, "this build", dir.path(), secs, &only, node);
+        if let Ok(base) = std::env::var("BASELINE_BIN") {
+            redirect_and_discovery(&base, "baseline", dir.path(), secs, &only, node);
         }
-        let r = Arc::clone(&redirect_reqs);
-        let o = run_load(clients, secs, Arc::new(move |c| one_redirect(portal, &r[c % INITIATORS])));
-        report("redirect, a thread per client", clients, &o);
-        std::thread::sleep(Duration::from_secs(2)); // let TIME_WAIT drain a little
-        let o = run_redirects_evented(clients, secs, portal, &redirect_reqs);
-        let rate = report("redirect, one epoll client thread", clients, &o);
-        if clients == 64 {
-            at64 = (rate, pct(&o.latencies_us, 0.99));
-        }
-        std::thread::sleep(Duration::from_secs(2));
     }
-    let mut discovery = (0.0, 0.0);
-    for clients in [1usize, 64, 1024] {
-        if only == "redirect" {
-            break;
-        }
-        let d = Arc::clone(&discovery_reqs);
-        let o = run_load(clients, secs, Arc::new(move |c| one_discovery(portal, &d[c % INITIATORS])));
-        let rate = report("discovery session (portal)", clients, &o);
-        if clients == 64 {
-            discovery.0 = rate;
-        }
-        std::thread::sleep(Duration::from_secs(2));
+    if only.is_empty() || only == "io" {
+        io_under_discovery_load(this, dir.path(), secs);
     }
-    if only != "redirect" {
-        let d = Arc::clone(&discovery_reqs);
-        let o = run_load(64, secs, Arc::new(move |c| one_discovery(node, &d[c % INITIATORS])));
-        discovery.1 = report("discovery session (tgtd directly)", 64, &o);
-    }
-    println!();
-    println!(
-        "targets (epoll client): >= 5000 redirects/s at 64 clients: {:.0}/s; p99 < 10 ms: {:.2} ms",
-        at64.0, at64.1
-    );
-    println!(
-        "discovery at 64 clients: portal {:.0}/s vs tgtd directly {:.0}/s = {:.2}x",
-        discovery.0,
-        discovery.1,
-        discovery.0 / discovery.1.max(1.0)
-    );
 }

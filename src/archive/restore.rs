@@ -255,17 +255,8 @@ pub fn restore(
     }
 
     // Claim the target: marker first, then the file (created exclusively),
-    // then the marker learns the target's identity.
-    let _claim = match device {
-        Some(_) => Some(
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_EXCL)
-                .open(target)
-                .with_context(|| format!("claiming {} (is it mounted or in use?)", target.display()))?,
-        ),
-        None => None,
-    };
+    // then the marker learns the target's identity. A device is claimed by
+    // ddless itself (an exclusive open, which a mount also conflicts with).
     if !resumed {
         // A stale checksum file of an abandoned restore must not vouch for anything.
         let _ = fs::remove_file(&sums);

@@ -28,17 +28,16 @@ pub struct Workspace {
     pub stem: String,
 }
 
-/// Archive-side state of a volume.
+/// Archive-side state of a volume. Unknown keys are ignored: a newer
+/// version's additions must not stop an older one's backups.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct VolumeState {
     /// Why the next backup must read everything (an integrity mismatch, a
     /// repaired checksum file); cleared by a complete full read.
     pub dirty: Option<String>,
     /// The last backup's outcome: "ok", "integrity-mismatch", "failed".
+    /// (The newest snapshot and its time are the store's to tell.)
     pub last_result: Option<String>,
-    pub last_snapshot: Option<String>,
-    pub last_time: Option<i64>,
 }
 
 impl Workspace {

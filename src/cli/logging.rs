@@ -82,9 +82,21 @@ impl<'a> MakeWriter<'a> for SeedFormat {
     }
 }
 
-/// Sends each formatted line to syslog (background daemons).
+/// Sends each formatted line to syslog (background daemons), at the
+/// priority of its level.
 struct SyslogWriter {
     line: Vec<u8>,
+    priority: libc::c_int,
+}
+
+/// The syslog priority of a log level.
+pub fn syslog_priority(level: &Level) -> libc::c_int {
+    match *level {
+        Level::ERROR => libc::LOG_ERR,
+        Level::WARN => libc::LOG_WARNING,
+        Level::INFO => libc::LOG_INFO,
+        _ => libc::LOG_DEBUG,
+    }
 }
 
 impl Write for SyslogWriter {
@@ -102,7 +114,7 @@ impl Drop for SyslogWriter {
         let text: Vec<u8> = self.line.iter().copied().filter(|&b| b != 0 && b != b'\n').collect();
         if let Ok(c) = std::ffi::CString::new(text) {
             // SAFETY: "%s" with one valid C string argument.
-            unsafe { libc::syslog(libc::LOG_INFO, c"%s".as_ptr(), c.as_ptr()) };
+            unsafe { libc::syslog(self.priority, c"%s".as_ptr(), c.as_ptr()) };
         }
     }
 }
@@ -112,12 +124,15 @@ struct SyslogMake;
 impl<'a> MakeWriter<'a> for SyslogMake {
     type Writer = SyslogWriter;
     fn make_writer(&'a self) -> Self::Writer {
-        SyslogWriter { line: Vec::new() }
+        SyslogWriter { line: Vec::new(), priority: libc::LOG_INFO }
+    }
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        SyslogWriter { line: Vec::new(), priority: syslog_priority(meta.level()) }
     }
 }
 
 /// Logs to syslog (facility daemon, identity `tool`) instead of stderr.
-pub fn init_syslog(tool: &'static str, verbosity: Verbosity) {
+pub fn init_syslog(tool: &str, verbosity: Verbosity) {
     static IDENT: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
     let ident = IDENT.get_or_init(|| std::ffi::CString::new(tool).unwrap_or_default());
     // SAFETY: ident lives for the rest of the process, as openlog requires.

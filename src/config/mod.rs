@@ -19,6 +19,7 @@ pub mod ddless;
 pub mod ddmap;
 pub mod portal;
 pub mod snaprotate;
+pub mod targets;
 
 pub use self::ddless::DdlessConfig;
 pub use self::ddmap::DdmapConfig;
@@ -60,6 +61,7 @@ pub enum Section {
     Snaprotate,
     Cron,
     Sync,
+    Targets,
 }
 
 impl Section {
@@ -72,6 +74,7 @@ impl Section {
             Section::Snaprotate => "snaprotate",
             Section::Cron => "cron",
             Section::Sync => "sync",
+            Section::Targets => "targets",
         }
     }
 }
@@ -95,6 +98,8 @@ pub struct Config {
     /// the file, section and problem); the tool prints them as warnings.
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// The target inventory and the target tools' settings.
+    pub targets: Option<targets::TargetsConfig>,
 }
 
 /// The top-level table whose text contains byte `offset` (None for keys
@@ -156,6 +161,9 @@ impl Config {
             key: v.key,
             problem: v.problem,
         })?;
+        if let Some(t) = &config.targets {
+            t.check(text, path)?;
+        }
         Ok(config)
     }
 
@@ -193,10 +201,15 @@ impl Config {
                     }
                 }
                 Ok(mut config) => match config.validate() {
-                    Ok(()) => {
-                        config.warnings = warnings;
-                        return Ok(config);
-                    }
+                    Ok(()) => match config.targets.as_ref().map(|t| t.check(&text, path)) {
+                        // The inventory's own check names file, line and key.
+                        Some(Err(e)) if used("targets") => return Err(e),
+                        Some(Err(e)) => ("targets".to_string(), e.to_string()),
+                        _ => {
+                            config.warnings = warnings;
+                            return Ok(config);
+                        }
+                    },
                     Err(v) => {
                         let name = v.key.split('.').next().unwrap_or_default().to_string();
                         if used(&name) {

@@ -11,6 +11,10 @@ pub enum RejectReason {
     ProtocolError = 0x04,
     CommandNotSupported = 0x05,
     InvalidPduField = 0x09,
+    /// "Long operation reject: out of resources": used when the portal
+    /// cannot answer a SendTargets now (no node answered, or no memory
+    /// budget for the answer).
+    OutOfResources = 0x0a,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

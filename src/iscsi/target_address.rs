@@ -40,7 +40,12 @@ impl TargetAddress {
                 None => (addr.to_string(), DEFAULT_PORT),
             }
         };
-        if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '\0') {
+        // An IP address or a DNS name (IPv6 with a zone: `%`): nothing a
+        // terminal or a log line could interpret.
+        if host.is_empty()
+            || host.len() > 255
+            || !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_' | b'%'))
+        {
             return None;
         }
         Some(TargetAddress { host, port, tpgt })
@@ -80,7 +85,9 @@ mod tests {
         assert_eq!((v6.host.as_str(), v6.port, v6.tpgt), ("fe80::1", 13260, 2));
         assert_eq!(v6.to_string(), "[fe80::1]:13260,2");
         assert_eq!(TargetAddress::parse("127.0.0.2:13260,1").unwrap().to_string(), "127.0.0.2:13260,1");
-        for bad in ["", ":3260", "h:port", "h:3260,x", "[::1", "[::1]x", "a b:1"] {
+        for bad in
+            ["", ":3260", "h:port", "h:3260,x", "[::1", "[::1]x", "a b:1", "h\x1b[2J:3260", "h\n:3260", "[a\nb]:1"]
+        {
             assert_eq!(TargetAddress::parse(bad), None, "{bad}");
         }
     }

@@ -140,28 +140,30 @@ impl TextAssembler {
 /// paired with its C bit: true when the chunk ends inside a key=value item.
 /// Chunks end at item boundaries whenever an item fits.
 pub fn split_text(data: &[u8], max: usize) -> Vec<(&[u8], bool)> {
-    let max = max.max(1);
     let mut out = Vec::new();
     let mut start = 0;
     while start < data.len() {
-        let limit = (start + max).min(data.len());
-        if limit == data.len() {
-            out.push((&data[start..], false));
-            break;
-        }
-        // Last NUL within the window: end the chunk after it.
-        match data[start..limit].iter().rposition(|&b| b == 0) {
-            Some(p) => {
-                out.push((&data[start..start + p + 1], false));
-                start += p + 1;
-            }
-            None => {
-                out.push((&data[start..limit], true));
-                start = limit;
-            }
-        }
+        let (end, cont) = next_chunk(data, start, max);
+        out.push((&data[start..end], cont));
+        start = end;
     }
     out
+}
+
+/// The chunk of `data` starting at `start` (< data.len()) that fits `max`
+/// bytes: its end, and its C bit. One step of [`split_text`], for senders
+/// that produce chunks as the peer asks for them.
+pub fn next_chunk(data: &[u8], start: usize, max: usize) -> (usize, bool) {
+    let max = max.max(1);
+    let limit = start.saturating_add(max).min(data.len());
+    if limit == data.len() {
+        return (limit, false);
+    }
+    // Last NUL within the window: end the chunk after it.
+    match data[start..limit].iter().rposition(|&b| b == 0) {
+        Some(p) => (start + p + 1, false),
+        None => (limit, true),
+    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,18 @@ pub fn tools() -> &'static [Tool] {
         crate::archive::replicate::agent::TOOL,
         crate::cron::cli::CRON_TOOL,
         crate::cron::cli::SYNC_TOOL,
+        crate::targets::cli::TOOL,
+        crate::targets::state_cli::TOOL,
+        crate::targets::session_top::TOOL,
+        crate::lvm::iostat_cli::TOOL,
+        crate::lvm::cli::SNAP_CREATE,
+        crate::lvm::cli::SNAP_REMOVE,
+        crate::lvm::cli::SNAP_COPY,
+        crate::lvm::cli::COPY,
+        crate::lvm::cli::DEVSIZE,
+        crate::lvm::cli::CLUSTER,
+        crate::targets::routing_cli::ROUTING,
+        crate::targets::routing_cli::IPTABLES,
     ];
     TOOLS
 }

@@ -1,5 +1,6 @@
-//! Running as a service: signals (SIGHUP reloads, SIGTERM/SIGINT drain and
-//! exit), the PID file of a background daemon (`-D`), and stopping it (`-k`).
+//! Running as a service: signals (SIGHUP reloads, SIGUSR1 drops cached
+//! portal lists, SIGTERM/SIGINT drain and exit), the PID file of a
+//! background daemon (`-D`), and stopping (`-k`) or signalling it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -17,12 +18,15 @@ use crate::shared::file_lock::open_or_create;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
     Reload,
+    /// Drop cached node answers and portal lists (SIGUSR1).
+    Invalidate,
     Shutdown,
 }
 
 fn control_signals() -> SigSet {
     let mut set = SigSet::empty();
     set.add(Signal::SIGHUP);
+    set.add(Signal::SIGUSR1);
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
     set
@@ -35,7 +39,11 @@ pub fn handle_signals(on: impl Fn(Control) -> bool + Send + 'static) -> anyhow::
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).context("blocking signals")?;
     std::thread::Builder::new().name("signals".into()).spawn(move || loop {
         let Ok(sig) = set.wait() else { continue };
-        let control = if sig == Signal::SIGHUP { Control::Reload } else { Control::Shutdown };
+        let control = match sig {
+            Signal::SIGHUP => Control::Reload,
+            Signal::SIGUSR1 => Control::Invalidate,
+            _ => Control::Shutdown,
+        };
         if !on(control) {
             return;
         }
@@ -45,12 +53,23 @@ pub fn handle_signals(on: impl Fn(Control) -> bool + Send + 'static) -> anyhow::
 
 /// A PID file that stays locked while the daemon runs, so a second daemon
 /// on the same file is refused and `-k` can tell a stale file from a live one.
+/// Taken before `-D` forks (the lock is inherited), so a held PID file is
+/// reported on the terminal; the child then writes its own PID.
 pub struct PidFile {
     file: File,
     path: PathBuf,
 }
 
 impl PidFile {
+    /// Writes the calling process's PID into the locked file.
+    pub fn write_pid(&mut self) -> anyhow::Result<()> {
+        self.file.set_len(0)?;
+        std::io::Seek::seek(&mut self.file, std::io::SeekFrom::Start(0))?;
+        writeln!(self.file, "{}", std::process::id())?;
+        self.file.sync_all()?;
+        Ok(())
+    }
+
     pub fn create(path: &Path) -> anyhow::Result<PidFile> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -62,10 +81,9 @@ impl PidFile {
             let _ = file.read_to_string(&mut s);
             bail!("another iscsi-portal (pid {}) holds {}", s.trim(), path.display());
         }
-        file.set_len(0)?;
-        writeln!(file, "{}", std::process::id())?;
-        file.sync_all()?;
-        Ok(PidFile { file, path: path.to_path_buf() })
+        let mut pid = PidFile { file, path: path.to_path_buf() };
+        pid.write_pid()?;
+        Ok(pid)
     }
 }
 
@@ -105,8 +123,8 @@ fn is_portal_process(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-/// `-k`: SIGTERM to the daemon named in `path`, then wait for it to exit.
-pub fn stop_background(path: &Path, wait: Duration) -> anyhow::Result<i32> {
+/// Sends `sig` to the live daemon named in the PID file `path`.
+pub fn signal_background(path: &Path, sig: Signal) -> anyhow::Result<i32> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading pid file {}", path.display()))?;
     let pid: i32 = text
         .trim()
@@ -122,8 +140,14 @@ pub fn stop_background(path: &Path, wait: Duration) -> anyhow::Result<i32> {
     if !is_portal_process(pid) {
         bail!("pid {pid} in {} is not an iscsi-portal process; not signalling it", path.display());
     }
-    nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM).with_context(|| format!("signalling pid {pid}"))?;
-    let deadline = Instant::now() + wait;
+    nix::sys::signal::kill(Pid::from_raw(pid), sig).with_context(|| format!("signalling pid {pid}"))?;
+    Ok(pid)
+}
+
+/// `-k`: SIGTERM to the daemon named in `path`, then wait for it to exit.
+pub fn stop_background(path: &Path, wait: Duration) -> anyhow::Result<i32> {
+    let pid = signal_background(path, Signal::SIGTERM)?;
+    let deadline = super::nodes::deadline_after(wait);
     while Instant::now() < deadline {
         if !process_running(pid) {
             return Ok(pid);
@@ -151,6 +175,14 @@ impl Readiness {
             let _ = f.write_all(b"1");
         }
     }
+
+    /// Tells the waiting parent why start-up failed (it prints it on the
+    /// terminal, where `-D` was typed).
+    pub fn failed(&mut self, why: &str) {
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(format!("0{why}").as_bytes());
+        }
+    }
 }
 
 /// Forks into the background (before any thread is started). The parent
@@ -162,10 +194,14 @@ pub fn daemonize() -> anyhow::Result<Daemonized> {
         ForkResult::Parent { child } => {
             drop(w);
             let mut rf = File::from(r);
-            let mut b = [0u8; 1];
-            match rf.read(&mut b) {
-                Ok(1) => Ok(Daemonized::Parent { pid: child.as_raw() }),
-                _ => bail!("the background daemon failed to start (see syslog)"),
+            let mut msg = Vec::new();
+            let _ = Read::by_ref(&mut rf).take(4096).read_to_end(&mut msg);
+            match msg.split_first() {
+                Some((b'1', _)) => Ok(Daemonized::Parent { pid: child.as_raw() }),
+                Some((b'0', why)) => {
+                    bail!("the background daemon failed to start: {}", String::from_utf8_lossy(why))
+                }
+                _ => bail!("the background daemon (pid {child}) exited before it was ready (see syslog)"),
             }
         }
         ForkResult::Child => {

@@ -1,15 +1,18 @@
-//! Which portal a login gets: per (initiator, target), rotate through the
-//! target's live portals, so consecutive logins (one per initiator IP with
-//! multipath) land on different portals. Pure state and policy; stored by
-//! `state_store`.
+//! Which portal a login gets: per (discovery portal, initiator, target),
+//! rotate through the target's live portals behind that discovery portal,
+//! so consecutive logins (one per initiator IP with multipath) land on
+//! different portals. Pure state and policy; stored by `state_store`.
 
 use serde::{Deserialize, Serialize};
 
 use crate::iscsi::target_address::TargetAddress;
 
-/// The seed's per-(initiator, target) state.
+/// The seed's per-(initiator, target) state, per discovery portal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortalState {
+    /// The discovery portal address (portal group) this rotation is for.
+    #[serde(default)]
+    pub discovery_portal: String,
     pub initiator: String,
     pub target: String,
     /// Unix seconds of the last node scan that found the target (0: never).
@@ -26,6 +29,7 @@ pub struct PortalState {
 impl PortalState {
     pub fn new(initiator: &str, target: &str) -> Self {
         PortalState {
+            discovery_portal: String::new(),
             initiator: initiator.to_string(),
             target: target.to_string(),
             last_refresh: 0,
@@ -53,15 +57,33 @@ impl PortalState {
         self.last_refresh = 0;
     }
 
-    /// The next portal in rotation, or None without portals.
-    pub fn next_portal(&mut self) -> Option<TargetAddress> {
+    /// Index of the portal the next login gets, or None without portals.
+    pub fn next_index(&self) -> Option<usize> {
         if self.portals.is_empty() {
             return None;
         }
-        let i = self.last_portal_index.map_or(0, |last| (last + 1) % self.portals.len());
+        Some(self.last_portal_index.map_or(0, |last| (last + 1) % self.portals.len()))
+    }
+
+    /// Records that portal `i` was handed out.
+    pub fn hand_out(&mut self, i: usize) -> Option<TargetAddress> {
+        let p = self.portals.get(i)?.clone();
         self.last_portal_index = Some(i);
         self.redirects += 1;
-        Some(self.portals[i].clone())
+        Some(p)
+    }
+
+    /// The next portal in rotation, or None without portals.
+    pub fn next_portal(&mut self) -> Option<TargetAddress> {
+        self.next_index().and_then(|i| self.hand_out(i))
+    }
+
+    /// Keeps only portals `allowed` accepts (those of the discovery portal
+    /// as configured now); true if any were dropped.
+    pub fn retain_portals(&mut self, allowed: impl Fn(&TargetAddress) -> bool) -> bool {
+        let before = self.portals.len();
+        self.portals.retain(|p| allowed(p));
+        self.portals.len() != before
     }
 }
 
@@ -105,5 +127,16 @@ mod tests {
         s.invalidate();
         assert!(!s.is_fresh(100, 5) && s.next_portal().is_none());
         assert_eq!(s.last_portal_index, Some(1), "rotation position survives");
+    }
+
+    #[test]
+    fn portals_outside_the_group_are_dropped() {
+        let mut s = PortalState::new("iqn.i", "iqn.t");
+        s.refresh(addrs(&["10.0.1.1:3260,1", "10.0.2.1:3260,1", "10.0.1.3:3260,1"]), 100);
+        assert!(s.retain_portals(|p| p.host.starts_with("10.0.1.")));
+        assert_eq!(s.portals, addrs(&["10.0.1.1:3260,1", "10.0.1.3:3260,1"]));
+        assert!(!s.retain_portals(|_| true));
+        assert_eq!(s.next_index(), Some(0));
+        assert_eq!(s.redirects, 0, "choosing is not handing out");
     }
 }

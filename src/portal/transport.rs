@@ -4,7 +4,11 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use super::limits::LOGIN_PDU_DATA;
+use super::memory::ByteBudget;
 
 use crate::iscsi::bhs::{Bhs, BHS_LEN};
 use crate::iscsi::pdu::{decode, encode, frame_len, DecodeError, DecodeLimits, Digests, Pdu};
@@ -17,6 +21,8 @@ pub enum TransportError {
     Truncated { got: usize, want: usize },
     #[error("timed out waiting for the peer")]
     Timeout,
+    #[error("a {len}-byte PDU does not fit the portal's buffer budget now")]
+    NoBufferSpace { len: usize },
     #[error("malformed PDU: {0}")]
     Malformed(#[from] DecodeError),
     #[error("{0}")]
@@ -34,7 +40,13 @@ pub struct PduStream {
     pub send_digests: Digests,
     /// Log every PDU at debug level (`-d`).
     pub log_pdus: bool,
+    /// Where PDUs larger than a login PDU get their buffer bytes (None:
+    /// unbudgeted, for the portal's own client).
+    pub budget: Option<Arc<ByteBudget>>,
 }
+
+/// Frames up to this size are read without asking the budget.
+const SMALL_FRAME: usize = 48 + 1020 + 8 + LOGIN_PDU_DATA as usize;
 
 fn remaining(deadline: Instant) -> Result<Duration, TransportError> {
     let now = Instant::now();
@@ -66,6 +78,7 @@ impl PduStream {
             limits,
             send_digests: Digests::default(),
             log_pdus: false,
+            budget: None,
         })
     }
 
@@ -106,6 +119,13 @@ impl PduStream {
         let mut head = [0u8; BHS_LEN];
         self.read_exact_by(&mut head, deadline, true, BHS_LEN, 0)?;
         let total = frame_len(&Bhs(head), &self.limits)?;
+        // The frame buffer and the decoded copy of its data.
+        let _held = match &self.budget {
+            Some(b) if total > SMALL_FRAME => {
+                Some(b.reserve(2 * total).ok_or(TransportError::NoBufferSpace { len: total })?)
+            }
+            _ => None,
+        };
         let mut buf = vec![0u8; total];
         buf[..BHS_LEN].copy_from_slice(&head);
         self.read_exact_by(&mut buf[BHS_LEN..], deadline, false, total, BHS_LEN)?;

@@ -91,6 +91,17 @@ impl AtomicFile {
         Ok(())
     }
 
+    /// Makes the new content durable and puts it in place, leaving the
+    /// rename's durability to a later fsync of the same directory (one
+    /// directory fsync for several files written together).
+    pub fn commit_then_sync_dir_later(mut self) -> io::Result<()> {
+        self.file.sync_all()?;
+        failpoint::hit("atomic.before-rename");
+        fs::rename(&self.temp_path, &self.final_path)?;
+        self.committed = true;
+        Ok(())
+    }
+
     /// Makes the new content durable and puts it in place.
     pub fn commit(mut self) -> io::Result<()> {
         self.file.sync_all()?;

@@ -395,3 +395,89 @@ on_every_backend!(
     bad_inputs_change_nothing,
     command_source_hears_how_each_backup_ended,
 );
+
+/// ddless-maint: a matching checksum file is ok; a damaged archive volume is
+/// found (exit 1) and --repair rebuilds the file and marks the volume DIRTY,
+/// so the next backup reads everything and repairs the data.
+#[test]
+fn ddless_maint_finds_and_repairs() {
+    let Some((a, data)) = setup(Backend::Dir, true) else { return };
+    ok(a.tool("backup").args(["-q", "-a"]));
+    assert!(ok(&mut a.tool("ddless-maint")).contains("ok "));
+    let img = a.pool.image(VOL);
+    let mut bytes = image_of(&img);
+    bytes[9 * SEG] ^= 0x55;
+    write(&img, &bytes);
+    let o = run(a.tool("ddless-maint").args(["-s", "lv_a"]));
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("MISMATCH") && stdout(&o).contains("first: 9"), "{}", stdout(&o));
+    ok(a.tool("ddless-maint").args(["-s", "lv_a", "--repair", "-q"]));
+    assert!(ok(&mut a.tool("ddless-maint")).contains("ok "));
+    let (code, r) = a.backup_json(&["-a"]);
+    assert_eq!(
+        (code, r[0]["read"].as_str(), r[0]["segments_changed"].as_u64()),
+        (Some(0), Some("full"), Some(1)),
+        "{r}"
+    );
+    assert_eq!(image_of(&img), data);
+    // Every snapshot still matches its history (the repair kept the newest one's).
+    let o = ok(a.tool("snapcheck").args(["-d", "--count", "10"]));
+    assert_eq!(o.matches("ok ").count(), 2, "{o}");
+}
+
+#[test]
+fn garbage_in_the_configured_properties_is_refused() {
+    let Some((a, _)) = setup(Backend::Dir, true) else { return };
+    a.write_config(&file_volume(true).replace("SNAP_ROTATE_A", "A B\\tC"));
+    fails_with(a.tool("backup").arg("-a"), &["archive.volumes[0].schedule"]);
+    a.write_config(&format!("{}\n", file_volume(true)).replace("[[archive.volumes]]", "[[archive.volumes]]"));
+    let text =
+        std::fs::read_to_string(&a.config).unwrap().replace("namespace = \"edu.test\"", "namespace = \"Edu Test!\"");
+    std::fs::write(&a.config, text).unwrap();
+    fails_with(a.tool("backup").arg("-a"), &["archive.namespace"]);
+    assert!(!a.pool.image(VOL).exists());
+}
+
+/// Restore onto a block device: refused without --overwrite-device, when too
+/// small, and while mounted; else the device holds the snapshot's bytes.
+#[test]
+fn restore_onto_a_device_only_when_allowed_big_enough_and_unmounted() {
+    if !is_root() || which("losetup").is_none() {
+        real_component("loop devices", false, "needs root and losetup");
+        return;
+    }
+    let Some((a, data)) = setup(Backend::Dir, false) else { return };
+    ok(a.tool("backup").args(["-q", "-a"]));
+    let attach = |file: &std::path::Path| -> String {
+        let o = Command::new("losetup").args(["--find", "--show"]).arg(file).output().unwrap();
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let (small, big) = (a.path("small.img"), a.path("big.img"));
+    write(&small, &vec![0u8; data.len() / 2]);
+    write(&big, &vec![0u8; data.len() + MB]);
+    let (ds, db) = (attach(&small), attach(&big));
+    let src = format!("{}/{VOL}", a.pool.name);
+    let cleanup = |d: &str| {
+        let _ = Command::new("losetup").arg("-d").arg(d).status();
+    };
+    fails_with(a.tool("restore").args(["-s", &src, "-t", &db]), &["--overwrite-device"]);
+    fails_with(a.tool("restore").args(["-s", &src, "-t", &ds, "--overwrite-device"]), &["holds"]);
+    // Mounted: a file system on the big device.
+    let mounted = which("mkfs.ext4").is_some() && {
+        let _ = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&db).output();
+        let m = a.path("mnt");
+        std::fs::create_dir_all(&m).unwrap();
+        Command::new("mount").arg(&db).arg(&m).status().map(|s| s.success()).unwrap_or(false)
+    };
+    if mounted {
+        fails_with(a.tool("restore").args(["-s", &src, "-t", &db, "--overwrite-device"]), &["mounted"]);
+        let _ = Command::new("umount").arg(a.path("mnt")).status();
+    }
+    let out = run(a.tool("restore").args(["-s", &src, "-t", &db, "--overwrite-device"]));
+    let dev_bytes = std::fs::read(&db).unwrap_or_default();
+    cleanup(&ds);
+    cleanup(&db);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(dev_bytes[..data.len()] == data[..], "the device does not hold the snapshot");
+}

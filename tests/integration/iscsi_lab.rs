@@ -1,6 +1,7 @@
 //! A small iSCSI lab on loopback for the portal tests: tgtd nodes on their
-//! own 127.0.x.y addresses (each with its own control port), and the
-//! portal daemon. Every process is started here and stopped by PID.
+//! own 127.x.y.z addresses, one portal per "VLAN" (the third octet), each
+//! tgtd on a control port probed free, and the portal daemon. Every
+//! process is started here and stopped by PID.
 
 #![allow(dead_code)]
 
@@ -31,21 +32,69 @@ pub fn iscsi_tools_present() -> bool {
     )
 }
 
-/// A unique third octet per lab, so parallel tests never share addresses.
+/// Whether `addr` can be bound now (nobody listens there).
+pub fn addr_is_free(addr: &str) -> bool {
+    std::net::TcpListener::bind(addr).is_ok()
+}
+
+/// A lab id (the second octet of its 127.x.y.z addresses) whose node and
+/// portal addresses are free now: the machine is shared, other engineers'
+/// tgtd and portals listen on loopback too.
 fn next_lab_id() -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let base = std::process::id() % 50 * 4;
-    10 + (base + NEXT.fetch_add(1, Ordering::Relaxed)) % 240
+    let base = std::process::id() % 97;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = 20 + (base * 2 + n) % 200;
+        let probe = [
+            format!("127.{id}.1.1:{NODE_PORT}"),
+            format!("127.{id}.1.100:{PORTAL_PORT}"),
+            format!("127.{id}.2.1:{NODE_PORT}"),
+        ];
+        if probe.iter().all(|a| addr_is_free(a)) {
+            return id;
+        }
+        assert!(n < 2000, "no free lab addresses on 127.0.0.0/8 (127.20-219.x.y)");
+    }
 }
+
+/// A tgtd control port nobody uses: its lock file is not held.
+fn free_control_port() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // tgtd takes -C 0-32767.
+        let port = 4_000 + (std::process::id() * 7 + n * 13) % 28_000;
+        let lock = format!("/var/run/tgtd/socket.{port}.lock");
+        let held = std::fs::File::open(&lock).is_ok_and(|f| {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a valid descriptor, released when f closes.
+            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+        });
+        if !held {
+            return port;
+        }
+        assert!(n < 2000, "no free tgtd control port");
+    }
+}
+
+/// One discovery portal of a lab configuration: its address and its
+/// nodes as (name, [node portal IPs]).
+pub type Group = (String, Vec<(String, Vec<String>)>);
 
 pub struct Lab {
     pub id: u32,
     pub dir: tempfile::TempDir,
     pub nodes: Vec<TgtNode>,
+    /// VLANs: node i's portal on VLAN v is `node_ip(v, i)`.
+    pub vlans: u32,
 }
 
 pub struct TgtNode {
+    /// Its portal on the first VLAN.
     pub ip: String,
+    /// Its portals on every VLAN, in VLAN order.
+    pub ips: Vec<String>,
     pub control: u32,
     child: Option<Child>,
     pub lun_file: PathBuf,
@@ -64,18 +113,62 @@ fn wait_for_port(addr: &str, timeout: Duration) -> bool {
 }
 
 impl TgtNode {
-    fn start(ip: String, control: u32, dir: &Path) -> TgtNode {
-        let child = Command::new("tgtd")
-            .args(["-f", "-C", &control.to_string(), "--iscsi", &format!("portal={ip}:{NODE_PORT}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting tgtd");
-        assert!(wait_for_port(&format!("{ip}:{NODE_PORT}"), Duration::from_secs(10)), "tgtd on {ip} did not start");
-        let lun_file = dir.join(format!("lun-{ip}.img"));
-        std::fs::write(&lun_file, vec![0u8; 16 << 20]).unwrap();
-        TgtNode { ip, control, child: Some(child), lun_file }
+    /// A tgtd serving one portal per address in `ips` (the first with
+    /// `--iscsi portal=`, the others added with tgtadm), on a free control
+    /// port.
+    fn start(ips: Vec<String>, dir: &Path) -> TgtNode {
+        for attempt in 0..20 {
+            let control = free_control_port();
+            let errors = dir.join(format!("tgtd-{}-{control}.err", ips[0]));
+            let mut child = Command::new("tgtd")
+                .args(["-f", "-C", &control.to_string(), "--iscsi", &format!("portal={}:{NODE_PORT}", ips[0])])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&errors).unwrap())
+                .spawn()
+                .expect("starting tgtd");
+            let t = Instant::now();
+            let mut up = false;
+            while t.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // lost the control port to someone: try another
+                }
+                if TcpStream::connect_timeout(
+                    &format!("{}:{NODE_PORT}", ips[0]).parse().unwrap(),
+                    Duration::from_millis(200),
+                )
+                .is_ok()
+                {
+                    up = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !up {
+                let _ = child.kill();
+                let _ = child.wait();
+                assert!(
+                    attempt < 19,
+                    "tgtd on {} did not start: {}",
+                    ips[0],
+                    std::fs::read_to_string(&errors).unwrap_or_default()
+                );
+                continue;
+            }
+            let lun_file = dir.join(format!("lun-{}.img", ips[0]));
+            std::fs::write(&lun_file, vec![0u8; 16 << 20]).unwrap();
+            let node = TgtNode { ip: ips[0].clone(), ips, control, child: Some(child), lun_file };
+            for ip in &node.ips[1..] {
+                node.tgtadm(&["--op", "new", "--mode", "portal", "--param", &format!("portal={ip}:{NODE_PORT}")]);
+                assert!(wait_for_port(&format!("{ip}:{NODE_PORT}"), Duration::from_secs(10)));
+            }
+            return node;
+        }
+        unreachable!()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     pub fn tgtadm(&self, args: &[&str]) {
@@ -87,7 +180,8 @@ impl TgtNode {
         assert!(o.status.success(), "tgtadm {args:?}: {}", String::from_utf8_lossy(&o.stderr));
     }
 
-    /// A target with one 16 MiB LUN that only `initiators` may see.
+    /// A target with one 16 MiB LUN that only `initiators` may see
+    /// (`ALL`: every initiator).
     pub fn add_target(&self, tid: u32, name: &str, initiators: &[&str]) {
         let tid = tid.to_string();
         self.tgtadm(&["--op", "new", "--mode", "target", "--tid", &tid, "-T", name]);
@@ -104,8 +198,17 @@ impl TgtNode {
             self.lun_file.to_str().unwrap(),
         ]);
         for i in initiators {
-            self.tgtadm(&["--op", "bind", "--mode", "target", "--tid", &tid, "-Q", i]);
+            if *i == "ALL" {
+                self.tgtadm(&["--op", "bind", "--mode", "target", "--tid", &tid, "-I", "ALL"]);
+            } else {
+                self.tgtadm(&["--op", "bind", "--mode", "target", "--tid", &tid, "-Q", i]);
+            }
         }
+    }
+
+    /// Removes a target (its volume group moved away).
+    pub fn remove_target(&self, tid: u32) {
+        self.tgtadm(&["--op", "delete", "--mode", "target", "--tid", &tid.to_string(), "--force"]);
     }
 
     pub fn addr(&self) -> String {
@@ -128,31 +231,94 @@ impl Drop for TgtNode {
 }
 
 impl Lab {
-    /// `n` tgtd nodes on 127.0.<id>.1..n.
+    /// `n` tgtd nodes with one portal each on 127.<id>.1.1..n.
     pub fn new(n: u32) -> Lab {
-        let id = next_lab_id();
-        let dir = tempfile::tempdir().unwrap();
-        let nodes = (1..=n).map(|i| TgtNode::start(format!("127.0.{id}.{i}"), 3000 + id * 8 + i, dir.path())).collect();
-        Lab { id, dir, nodes }
+        Lab::with_vlans(n, 1)
     }
 
+    /// `n` tgtd nodes, each with one portal per VLAN: node i on VLAN v is
+    /// 127.<id>.<v>.<i>; the portal listens on 127.<id>.<v>.100.
+    pub fn with_vlans(n: u32, vlans: u32) -> Lab {
+        let id = next_lab_id();
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = (1..=n)
+            .map(|i| TgtNode::start((1..=vlans).map(|v| format!("127.{id}.{v}.{i}")).collect(), dir.path()))
+            .collect();
+        Lab { id, dir, nodes, vlans }
+    }
+
+    pub fn node_ip(&self, vlan: u32, node: u32) -> String {
+        format!("127.{}.{vlan}.{node}", self.id)
+    }
+
+    /// The portal's address on the first VLAN.
     pub fn portal_ip(&self) -> String {
-        format!("127.0.{}.100", self.id)
+        self.portal_ip_on(1)
+    }
+
+    pub fn portal_ip_on(&self, vlan: u32) -> String {
+        format!("127.{}.{vlan}.100", self.id)
     }
 
     pub fn portal_url(&self) -> String {
         format!("iscsi://{}:{PORTAL_PORT}", self.portal_ip())
     }
 
+    pub fn portal_url_on(&self, vlan: u32) -> String {
+        format!("iscsi://{}:{PORTAL_PORT}", self.portal_ip_on(vlan))
+    }
+
+    /// The lab's default discovery portals: one per VLAN, each with every
+    /// node's portal on that VLAN.
+    pub fn groups(&self) -> Vec<Group> {
+        (1..=self.vlans)
+            .map(|v| {
+                let nodes = self
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (format!("node{}", i + 1), vec![n.ips[v as usize - 1].clone()]))
+                    .collect();
+                (self.portal_ip_on(v), nodes)
+            })
+            .collect()
+    }
+
     /// A portal configuration for this lab; `extra` goes into [portal].
     pub fn config(&self, extra: &str) -> PathBuf {
-        let nodes: String =
-            self.nodes.iter().enumerate().map(|(i, n)| format!("\"node{}\" = [\"{}\"]\n", i + 1, n.ip)).collect();
-        let text = format!(
-            "[portal]\nlisten = [\"{ip}:{PORTAL_PORT}\"]\nstate_time_sec = 2\nstate_directory = \"{dir}/state\"\npid_file = \"{dir}/portal.pid\"\nupstream_connect_timeout_ms = 500\nupstream_response_timeout_ms = 1000\n{extra}\n\n[[portal.discovery_portals]]\naddress = \"{ip}\"\nportal_group_name = \"pg_test\"\nportal_port = {NODE_PORT}\n[portal.discovery_portals.portal_addresses]\n{nodes}",
-            ip = self.portal_ip(),
-            dir = self.dir.path().display(),
-        );
+        self.config_with(extra, &self.groups())
+    }
+
+    /// A portal configuration with these discovery portals: (portal IP,
+    /// [(node name, [node portal IPs])]).
+    pub fn config_with(&self, extra: &str, groups: &[Group]) -> PathBuf {
+        let listen: Vec<String> = groups.iter().map(|(ip, _)| format!("\"{ip}:{PORTAL_PORT}\"")).collect();
+        let dir = self.dir.path().display();
+        let mut text = format!("[portal]\nlisten = [{}]\n", listen.join(", "));
+        // The lab's defaults, unless `extra` sets the key.
+        for (k, v) in [
+            ("state_time_sec", "2".to_string()),
+            ("state_directory", format!("\"{dir}/state\"")),
+            ("pid_file", format!("\"{dir}/portal.pid\"")),
+            ("upstream_connect_timeout_ms", "500".to_string()),
+            ("upstream_response_timeout_ms", "1000".to_string()),
+        ] {
+            if !extra.lines().any(|l| l.split('=').next().is_some_and(|e| e.trim() == k)) {
+                text.push_str(&format!("{k} = {v}\n"));
+            }
+        }
+        text.push_str(extra);
+        text.push('\n');
+        for (i, (ip, nodes)) in groups.iter().enumerate() {
+            text.push_str(&format!(
+                "\n[[portal.discovery_portals]]\naddress = \"{ip}\"\nportal_group_name = \"pg_test{}\"\nportal_port = {NODE_PORT}\n[portal.discovery_portals.portal_addresses]\n",
+                if i == 0 { String::new() } else { format!("{}", i + 1) }
+            ));
+            for (name, ips) in nodes {
+                let ips: Vec<String> = ips.iter().map(|a| format!("\"{a}\"")).collect();
+                text.push_str(&format!("\"{name}\" = [{}]\n", ips.join(", ")));
+            }
+        }
         let p = self.dir.path().join("santools.toml");
         std::fs::write(&p, text).unwrap();
         p
@@ -261,6 +427,21 @@ impl Drop for PortalProc {
             let _ = c.wait();
         }
     }
+}
+
+/// Runs `../shared/tools/iscsiadm-userspace.sh ARGS` as `initiator`, one at
+/// a time on this machine: the script's stand-in for iscsid listens on one
+/// abstract socket name, so two runs at once would share it and one would
+/// lose it mid-discovery ("read error, daemon died?").
+pub fn iscsiadm_userspace(script: &Path, args: &[&str], initiator: &str) -> std::process::Output {
+    static IN_PROCESS: Mutex<()> = Mutex::new(());
+    let _g = IN_PROCESS.lock().unwrap_or_else(|p| p.into_inner());
+    let lock =
+        std::fs::OpenOptions::new().create(true).append(true).open("/tmp/santools-iscsiadm-userspace.lock").unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid descriptor; released when `lock` closes.
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    Command::new("bash").arg(script).args(args).env("INITIATOR", initiator).output().unwrap()
 }
 
 /// Runs a libiscsi tool with a time bound, returning (status, stdout+stderr).

@@ -2,9 +2,11 @@
 //! and (later) real daemons. One test binary, one module per area.
 
 mod archive_lab;
+mod fake_node;
 mod helpers;
 mod iscsi_captures;
 mod iscsi_lab;
+mod raw_iscsi;
 mod ssh_lab;
 
 mod archive_acceptance;
@@ -19,5 +21,9 @@ mod ddless_crash;
 mod ddless_loopdev;
 mod ddless_property;
 mod ddmap_cli;
+mod lvm_tools;
 mod multicall;
 mod portal;
+mod portal_hardening;
+mod targets_cli;
+mod targets_live;

@@ -141,14 +141,16 @@ fn kill_9_leaves_readable_state_and_the_rotation_continues() {
     }
     // Every state file left behind is whole.
     let mut files = 0;
-    for dir in std::fs::read_dir(lab.dir.path().join("state")).unwrap() {
-        for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
-            let p = f.unwrap().path();
-            if p.extension().is_some_and(|e| e == "json") {
-                let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap())
-                    .unwrap_or_else(|e| panic!("{} is not whole after kill -9: {e}", p.display()));
-                assert!(v.get("last_portal_index").is_some(), "{v}");
-                files += 1;
+    for portal_dir in std::fs::read_dir(lab.dir.path().join("state")).unwrap() {
+        for dir in std::fs::read_dir(portal_dir.unwrap().path()).unwrap() {
+            for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+                let p = f.unwrap().path();
+                if p.extension().is_some_and(|e| e == "json") {
+                    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap())
+                        .unwrap_or_else(|e| panic!("{} is not whole after kill -9: {e}", p.display()));
+                    assert!(v.get("last_portal_index").is_some(), "{v}");
+                    files += 1;
+                }
             }
         }
     }
@@ -242,12 +244,11 @@ fn open_iscsi_discovery_through_the_portal() {
         return;
     }
     let (lab, _portal) = cluster("");
-    let o = Command::new("bash")
-        .arg(&script)
-        .args(["-m", "discovery", "-t", "st", "-p", &format!("{}:{PORTAL_PORT}", lab.portal_ip()), "-I", "fakeiface"])
-        .env("INITIATOR", INIT_B)
-        .output()
-        .unwrap();
+    let o = iscsiadm_userspace(
+        &script,
+        &["-m", "discovery", "-t", "st", "-p", &format!("{}:{PORTAL_PORT}", lab.portal_ip()), "-I", "fakeiface"],
+        INIT_B,
+    );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(out.trim(), format!("{}:{PORTAL_PORT},1 iqn.2024-01.test:vol2", lab.portal_ip()));
@@ -276,12 +277,11 @@ fn open_iscsi_follows_a_long_answer_split_over_text_responses() {
         lab.nodes[0].tgtadm(&["--op", "bind", "--mode", "target", "--tid", &(i + 1).to_string(), "-Q", INIT_A]);
     }
     let _portal = PortalProc::start(&lab.config(""), &[]);
-    let o = Command::new("bash")
-        .arg(&script)
-        .args(["-m", "discovery", "-t", "st", "-p", &format!("{}:{PORTAL_PORT}", lab.portal_ip()), "-I", "fakeiface"])
-        .env("INITIATOR", INIT_A)
-        .output()
-        .unwrap();
+    let o = iscsiadm_userspace(
+        &script,
+        &["-m", "discovery", "-t", "st", "-p", &format!("{}:{PORTAL_PORT}", lab.portal_ip()), "-I", "fakeiface"],
+        INIT_A,
+    );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let got: Vec<&str> = out.lines().filter_map(|l| l.split(' ').nth(1)).collect();

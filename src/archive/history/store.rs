@@ -268,6 +268,7 @@ impl HistoryStore {
     pub fn finish_commit(&self) -> Result<(), HistoryError> {
         let Some(p) = self.pending()? else { return Ok(()) };
         let head = Head { format: HEAD_FORMAT.into(), snapshot: p.next, segments: p.segments, digest: p.digest };
+        // Durable before pending.json goes: a crash must never leave neither.
         write_json_atomic(&self.head_path(), &head).map_err(io_err("writing", &self.head_path()))?;
         failpoint::hit("history.after-head");
         self.remove_stale_bases(&head.snapshot)?;
@@ -371,7 +372,8 @@ impl HistoryStore {
         let mut buf = w.finish().map_err(|cause| HistoryError::Damaged { path: out.clone(), cause })?;
         buf.flush().map_err(io_err("writing", &out))?;
         drop(buf);
-        tmp.commit().map_err(io_err("writing", &out))
+        // pending.json, written next into the same directory, syncs it.
+        tmp.commit_then_sync_dir_later().map_err(io_err("writing", &out))
     }
 
     /// Calls `entry(i, base[i])` for every record of `base` that the live

@@ -8,11 +8,21 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::config::{Config, PortalConfig};
+use crate::config::{Config, PortalConfig, Section};
 
-/// Loads the configuration and insists on a `[portal]` section.
+/// Loads the configuration and insists on a `[portal]` section. Errors in
+/// other tools' sections are warnings: a typo in `[ddless]` or `[archive]`
+/// must not stop (or refuse the reload of) the portal.
 pub(crate) fn load_portal_config(path: Option<&Path>) -> anyhow::Result<PortalConfig> {
-    let config = Config::load(path)?;
+    let config = Config::load_for(path, &[Section::Portal])?;
+    for w in &config.warnings {
+        // The daemon sets up its log (stderr or syslog) only after loading.
+        if tracing::dispatcher::has_been_set() {
+            tracing::warn!("{w}");
+        } else {
+            eprintln!("iscsi-portal: warning: {w}");
+        }
+    }
     let shown = path.map_or_else(|| crate::config::DEFAULT_CONFIG_PATH.to_string(), |p| p.display().to_string());
     config.portal.with_context(|| format!("configuration {shown} has no [portal] section (see examples/santools.toml)"))
 }

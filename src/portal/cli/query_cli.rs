@@ -14,6 +14,7 @@ use crate::cli::logging;
 use crate::cli::output::print_json;
 use crate::iscsi::name::is_valid_name;
 use crate::multicall::Tool;
+use crate::portal::nodes::Nodes;
 use crate::portal::redirect::{RedirectDecision, RedirectRequest};
 use crate::portal::state_store::StateStore;
 
@@ -26,8 +27,9 @@ pub const TOOL: Tool = Tool {
 };
 
 const AFTER_HELP: &str = "\
-Uses (and advances) the daemon's rotation state under state_directory, exactly as a
-login would, but answers at once instead of waiting out a failover.
+Uses (and advances) the daemon's rotation state under state_directory for the
+discovery portal PORTAL_IP reaches, exactly as a login there would (only that portal
+group's node portals), but answers at once instead of waiting out a failover.
 Exit codes: 0 an address was printed, 1 the target is removed or found on no node, 2 error.";
 
 /// Print the target portal address the iSCSI portal hands out next for a login
@@ -55,6 +57,7 @@ pub struct QueryArgs {
 #[derive(serde::Serialize)]
 struct QueryAnswer<'a> {
     source_ip: IpAddr,
+    discovery_portal: IpAddr,
     initiator: &'a str,
     target: &'a str,
     decision: &'static str,
@@ -74,16 +77,20 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
         bail!("no [[portal.discovery_portals]] entry has address {}", a.portal_ip);
     };
     let store = StateStore::new(&config.state_directory);
+    let nodes = Nodes::default();
     let stop = AtomicBool::new(false);
     let decision = RedirectRequest {
         config: &config,
         portal: dp,
         store: &store,
+        nodes: &nodes,
         initiator: &a.initiator,
         target: &a.target,
         log_pdus: a.debug_pdus,
         wait_for_failover: false,
         stop: &stop,
+        invalidated_at: 0,
+        client: None,
     }
     .decide()?;
     let (label, addr) = match &decision {
@@ -94,6 +101,7 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     if a.json {
         print_json(&QueryAnswer {
             source_ip: a.source_ip,
+            discovery_portal: dp.address,
             initiator: &a.initiator,
             target: &a.target,
             decision: label,
@@ -108,7 +116,11 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
             tracing::warn!("target {} is on targets_removed: logins are refused", a.target);
             Ok(exit::DIFFERENCES)
         }
-        RedirectDecision::NotFound { .. } => {
+        RedirectDecision::NotFound { no_answer: Some(silent), .. } => {
+            tracing::warn!("no node behind {} answered ({silent})", dp.address);
+            Ok(exit::DIFFERENCES)
+        }
+        RedirectDecision::NotFound { no_answer: None, .. } => {
             tracing::warn!(
                 "target {} is served by no node behind {} for initiator {}",
                 a.target,

@@ -9,9 +9,11 @@ use crate::cli::common_args::CommonArgs;
 use crate::cli::exit;
 use crate::cli::logging;
 use crate::cli::output::print_json;
+use crate::iscsi::name::is_valid_name;
 use crate::multicall::Tool;
-use crate::portal::nodes::{query_nodes, NodeQuery};
-use crate::portal::upstream::{DiscoveredTarget, UpstreamTimeouts};
+use crate::portal::node_budget::Priority;
+use crate::portal::nodes::{NodeQuery, Nodes};
+use crate::portal::upstream::DiscoveredTarget;
 
 pub const TOOL: Tool = Tool {
     name: "iscsi-portal-sendtargets",
@@ -71,21 +73,28 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     let Some(initiator) = a.initiator.as_deref() else {
         anyhow::bail!("-i INITIATOR is required");
     };
+    if !is_valid_name(initiator) {
+        anyhow::bail!(
+            "initiator name \"{}\" is not an iSCSI name (iqn., eui. or naa.; letters, digits and . - : _)",
+            crate::portal::access_log::Esc(initiator)
+        );
+    }
+    let nodes = Nodes::default();
     let mut reports = Vec::new();
     for d in &config.discovery_portals {
         let q = NodeQuery {
+            config: &config,
             portal: d,
             initiator,
-            timeouts: UpstreamTimeouts {
-                connect: config.upstream_connect_timeout(),
-                response: config.upstream_response_timeout(),
-            },
+            query: "All",
+            max_age: std::time::Duration::ZERO,
+            priority: Priority::Interactive,
+            hops: 0,
             log_pdus: a.debug_pdus,
-            cache: None,
         };
-        for ans in query_nodes(&q) {
+        for ans in nodes.query(&q) {
             let (targets, error) = match ans.targets {
-                Ok(t) => (t, None),
+                Ok(t) => (t.as_ref().clone(), None),
                 Err(e) => (Vec::new(), Some(e)),
             };
             reports.push(PortalReport {
