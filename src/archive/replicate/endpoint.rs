@@ -16,11 +16,17 @@ use crate::archive::names::{HoldTag, ObjectRef, PoolName, SnapshotName, VolumeNa
 use crate::archive::store::{ArchiveStore, StoreError};
 use crate::shared::command::{Command, SshTarget};
 
-/// `[HOST:]REST`: a host is the part before the first `:` when that part
-/// has no `/` or `@` (snapshot names contain `:` themselves).
+/// `[[USER@]HOST:]REST`: a host is the part before the first `:` when that
+/// part has no `/` (snapshot names contain `:` themselves, but always after
+/// `POOL/VOLUME@`, so a local object has a `/` before its first `:`). A
+/// `USER@` needs both sides non-empty and only one `@`.
 pub fn split_host(text: &str) -> (Option<&str>, &str) {
+    let user_host_ok = |h: &str| match h.split_once('@') {
+        Some((u, host)) => !u.is_empty() && !host.is_empty() && !host.contains('@'),
+        None => true,
+    };
     match text.split_once(':') {
-        Some((h, rest)) if !h.is_empty() && !h.contains('/') && !h.contains('@') && !rest.is_empty() => (Some(h), rest),
+        Some((h, rest)) if !h.is_empty() && !h.contains('/') && user_host_ok(h) && !rest.is_empty() => (Some(h), rest),
         _ => (None, text),
     }
 }
@@ -276,5 +282,9 @@ mod tests {
         assert!(Side::object("h:tank/../x").is_err());
         assert!(Side::pool("h:tank/a").is_ok());
         assert!(Side::pool("h:ta nk").is_err());
+        // A pool's snapshot without a volume is no host.
+        assert!(Side::object("tank@2011-03-29_23:00:01").is_err());
+        assert_eq!(split_host("@h:tank"), (None, "@h:tank"));
+        assert_eq!(split_host("a@b@c:tank"), (None, "a@b@c:tank"));
     }
 }
