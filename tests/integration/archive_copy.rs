@@ -222,3 +222,23 @@ fn remote_copies_through_a_real_sshd() {
         &["Host key verification failed"],
     );
 }
+
+/// btrfs and dir pools have no send stream zfs-copy could move: refused
+/// before anything is held (a hold left behind would block rotation).
+#[test]
+fn copying_a_pool_without_send_receive_is_refused_before_anything_is_held() {
+    let Some(pool) = PoolLab::new(Backend::Dir) else { return };
+    let vols = "[[archive.volumes]]\nname = \"vg/lv_c\"\npool = \"{pool}\"\nsource = { kind = \"file\", path = \"{dir}/c.img\" }\n";
+    let a = Archive::new(pool, vols);
+    write(&a.path("c.img"), &Rng(5).bytes(1 << 20));
+    ok(a.tool("backup").args(["-q", "-a"]));
+    let snap = a.pool.snapshots(VOL).pop().unwrap();
+    let before = ok(a.tool("zfs-list").arg("--json"));
+    let src = format!("{}/{VOL}@{snap}", a.pool.name);
+    for target in [format!("{}/iscsi_copy_bk", a.pool.name), format!("{}:{}/iscsi_copy_bk", "h", a.pool.name)] {
+        let o = run(a.tool("zfs-copy").args(["-s", &src, "-t", &target]));
+        assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+        assert!(stderr(&o).contains("cannot send or receive snapshots"), "{}", stderr(&o));
+    }
+    assert_eq!(ok(a.tool("zfs-list").arg("--json")), before, "nothing held, nothing created");
+}

@@ -95,6 +95,7 @@ fn store_for(config: Option<&std::path::Path>, pool: &PoolName) -> anyhow::Resul
         let s =
             ArchiveSettings::from_config(a).map_err(|v| anyhow!("configuration: key `{}`: {}", v.key, v.problem))?;
         if let Some(st) = s.store(pool) {
+            super::endpoint::check_can_copy(st.as_ref())?;
             return Ok(st);
         }
         return Ok(Arc::new(ZfsStore::new(pool.clone(), ZfsMode::Image, Vec::new(), s.command_timeout, &s.ns)));

@@ -31,6 +31,19 @@ pub fn split_host(text: &str) -> (Option<&str>, &str) {
     }
 }
 
+/// zfs-copy only moves ZFS send streams: a pool whose backend cannot send
+/// and receive (btrfs and dir, for now) is refused before anything is held
+/// or sent.
+pub fn check_can_copy(store: &dyn ArchiveStore) -> anyhow::Result<()> {
+    if store.capabilities().send_receive {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{} cannot send or receive snapshots: zfs-copy copies between ZFS pools only (btrfs send/receive is not implemented yet)",
+        store.describe()
+    )
+}
+
 /// A side as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Side {

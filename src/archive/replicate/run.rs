@@ -64,6 +64,11 @@ pub fn copy(
     dst_ep: &Endpoint,
     req: &CopyRequest,
 ) -> anyhow::Result<CopyReport> {
+    for ep in [src_ep, dst_ep] {
+        if let Endpoint::Local(store) = ep {
+            super::endpoint::check_can_copy(store.as_ref())?;
+        }
+    }
     let src_vol = req.source.volume.clone().ok_or_else(|| anyhow!("-s needs POOL/VOLUME@SNAPSHOT"))?;
     let snap = req.source.snapshot.clone().ok_or_else(|| anyhow!("-s needs a snapshot: POOL/VOLUME@SNAPSHOT"))?;
     // -p receives under the source's name (receive -d).

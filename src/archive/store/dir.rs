@@ -248,7 +248,8 @@ impl ArchiveStore for TreeStore {
             zvols: false,
             native_holds: false,
             clones_block_origin: false,
-            send_receive: self.flavor == Flavor::Btrfs,
+            // btrfs could (`btrfs send -p` / `receive`); not implemented yet.
+            send_receive: false,
             resumable_receive: false,
             snapshot_read_needs_clone: false,
         }
