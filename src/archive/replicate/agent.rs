@@ -35,9 +35,18 @@ pub const TOOL: Tool = Tool {
     run,
 };
 
+const AFTER_HELP: &str = "\
+Example (what zfs-copy runs through ssh; by hand only to debug):
+  ssh zfs-archive2 santools zfs-copy-agent list tank iscsi_lv_mail_bk
+                            the volume's snapshots with GUIDs and holds, as JSON
+
+Every name is validated again here, and the pool is this host's store as its
+configuration says (an unconfigured pool is treated as ZFS). Exit codes: 0 success,
+2 error.";
+
 /// The far end of zfs-copy on another archive host (run through ssh)
 #[derive(Parser, Debug)]
-#[command(name = "zfs-copy-agent", version)]
+#[command(name = "zfs-copy-agent", version, after_help = AFTER_HELP)]
 pub struct AgentArgs {
     /// Configuration file of this host
     #[arg(long = "config", value_name = "FILE", global = true)]
