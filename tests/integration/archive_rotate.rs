@@ -253,3 +253,132 @@ fn refused_schedules_and_locked_volumes() {
     fails_with(a.tool("snaprotate").args(["-a", "--now", "soon"]), &["--now"]);
     fails_with(&mut a.tool("snaprotate"), &["-a"]);
 }
+
+/// Creates managed snapshots with these names (and their snap_time)
+/// through the backend, oldest first.
+fn snapshots_named(a: &Archive, vol: &str, names: &[&str]) {
+    let store = a.store();
+    let v = VolumeName::new(vol).unwrap();
+    let key = PropertyName::new(&format!("{NS}:snap_time")).unwrap();
+    for n in names {
+        let at = santools::archive::snapshot_time::managed_timestamp(n, &jiff::tz::TimeZone::UTC).unwrap();
+        store.create_snapshot(&v, &SnapshotName::new(n).unwrap(), &[(key.clone(), at.as_second().to_string())]).unwrap();
+    }
+}
+
+/// Seed chunks 16 and 162: the 16 snapshots of one volume, as a rotation
+/// with SNAP_ROTATE_A left them. Rotated for real on zfs-fuse at
+/// 2011-03-29, nothing goes; the dry run before it does not even label.
+#[test]
+fn the_seeds_example_list_rotated_at_2011_03_29_deletes_nothing() {
+    let seed = [
+        "2010-08-06_01:22:14",
+        "2010-09-07_03:25:59",
+        "2010-10-09_09:35:27",
+        "2010-11-10_15:39:25",
+        "2010-12-20_15:42:44",
+        "2011-01-05_15:49:56",
+        "2011-01-13_15:35:46",
+        "2011-01-21_09:39:29",
+        "2011-01-29_15:31:45",
+        "2011-02-06_15:37:37",
+        "2011-02-15_15:45:39",
+        "2011-02-23_16:02:17",
+        "2011-03-03_15:44:45",
+        "2011-03-11_09:53:34",
+        "2011-03-22_16:19:23",
+        "2011-03-29_14:32:58",
+    ];
+    let Some(a) = setup_sized(Backend::Zfs, &[("lv_r", "SNAP_ROTATE_A")], 64 << 10) else { return };
+    // The volume, with its schedule, and today's snapshot (dated in the
+    // future of --now: protected, never the anchor).
+    ok(a.tool("backup").args(["-q", "-a"]));
+    let today = a.pool.snapshots(VOL)[0].clone();
+    snapshots_named(&a, VOL, &seed);
+    let rule = |s: &str| a.pool.snapshot_prop(VOL, s, &format!("{NS}:snaprotate_rule"));
+    let (code, plan) = rotate_json(&a, &["-a", "-n", "--now", "2011-03-29T23:00:00Z"]);
+    assert_eq!(code, Some(0), "{plan}");
+    assert_eq!(plan["volumes"][0]["totals"]["delete"], 0, "{plan}");
+    assert!(seed.iter().all(|s| rule(s).is_none()), "-n labelled a snapshot");
+    for _ in 0..2 {
+        let (code, r) = rotate_json(&a, &["-a", "--now", "2011-03-29T23:00:00Z"]);
+        assert_eq!(code, Some(0), "{r}");
+        let t = &r["volumes"][0]["totals"];
+        assert_eq!((t["keep"].as_u64(), t["delete"].as_u64(), t["deleted"].as_u64()), (Some(16), Some(0), Some(0)), "{r}");
+        assert_eq!(decision(&r, &today)["reason"], "dated in the future", "{r}");
+    }
+    assert_eq!(a.pool.snapshots(VOL).len(), 17);
+    assert_eq!(rule(seed[0]).as_deref(), Some("6MONTHS_MONTHLY_LONG_TERM"));
+    assert_eq!(rule(seed[2]).as_deref(), Some("4MONTHS_WEEKLY_MEDIUM_TERM"));
+    assert_eq!(rule(seed[15]).as_deref(), Some("2MONTHS_DAILY_SHORT_TERM"));
+}
+
+/// A destroy that fails (here: a zfs shim that fails for one snapshot) is
+/// reported, the run goes on with the others and exits 2; the next run
+/// finishes the job.
+#[test]
+fn a_failed_destroy_is_reported_the_run_goes_on_and_exits_2() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(a) = setup_sized(Backend::Zfs, &[("lv_r", "SNAP_ROTATE_A")], 64 << 10) else { return };
+    // The volume, with its schedule, and today's snapshot (dated in the
+    // future of --now: protected, never the anchor).
+    ok(a.tool("backup").args(["-q", "-a"]));
+    let today = a.pool.snapshots(VOL)[0].clone();
+    // Three on one day: the two older ones go (the daily rule keeps the newest).
+    let snaps = ["2011-03-29_01:00:00", "2011-03-29_02:00:00", "2011-03-29_03:00:00"];
+    snapshots_named(&a, VOL, &snaps);
+    let real = ["/usr/sbin/zfs", "/sbin/zfs", "/usr/bin/zfs"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let shim_dir = a.path("shim");
+    std::fs::create_dir_all(&shim_dir).unwrap();
+    let failing = format!("{}/{VOL}@{}", a.pool.name, snaps[0]);
+    std::fs::write(
+        shim_dir.join("zfs"),
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = destroy ] && [ \"$2\" = '{failing}' ]; then echo \"cannot destroy '$2': I/O error\" >&2; exit 1; fi\nexec {} \"$@\"\n",
+            real.unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(shim_dir.join("zfs"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let o = run(a.tool("snaprotate").args(["-a", "--now", "2011-03-30T00:00:00Z"]).env("PATH", &path));
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains(&format!("delete {failing} ")) && out.contains("FAILED: "), "{out}");
+    assert!(out.contains("1 deleted, 1 FAILED"), "{out}");
+    assert_eq!(a.pool.snapshots(VOL), vec![snaps[0].to_string(), snaps[2].to_string(), today]);
+    // Without the shim the next run removes it, and a run after that nothing.
+    let (code, r) = rotate_json(&a, &["-a", "--now", "2011-03-30T00:00:00Z"]);
+    assert_eq!((code, r["volumes"][0]["totals"]["deleted"].as_u64()), (Some(0), Some(1)), "{r}");
+    let (code, r) = rotate_json(&a, &["-a", "--now", "2011-03-30T00:00:00Z"]);
+    assert_eq!((code, r["volumes"][0]["totals"]["delete"].as_u64()), (Some(0), Some(0)), "{r}");
+}
+
+/// `-n` writes nothing anywhere: not in the pool, the lock directory or
+/// the log (every file's size and mtime compared).
+#[test]
+fn a_dry_run_changes_no_file() {
+    let Some(a) = setup(Backend::Dir, &[("lv_r", "SNAP_ROTATE_A")]) else { return };
+    backup(&a);
+    backup(&a);
+    fn tree(dir: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let m = e.metadata().unwrap();
+            out.push(format!("{} {} {:?}", e.path().display(), m.len(), m.modified().unwrap()));
+            if m.is_dir() {
+                tree(&e.path(), out);
+            }
+        }
+    }
+    let snapshot = || {
+        let mut v = Vec::new();
+        tree(&a.path(""), &mut v);
+        v.sort();
+        v
+    };
+    let before = snapshot();
+    let (code, plan) = rotate_json(&a, &["-a", "-n"]);
+    assert_eq!(code, Some(0), "{plan}");
+    assert_eq!(plan["volumes"][0]["totals"]["delete"], 1, "{plan}");
+    assert_eq!(snapshot(), before, "snaprotate -n changed a file");
+}
