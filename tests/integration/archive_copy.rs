@@ -240,5 +240,57 @@ fn copying_a_pool_without_send_receive_is_refused_before_anything_is_held() {
         assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
         assert!(stderr(&o).contains("cannot send or receive snapshots"), "{}", stderr(&o));
     }
+    // Hostile names and hosts are refused before anything runs.
+    for (s, t) in [
+        (format!("{}/iscsi lv@{snap}", a.pool.name), "x/y".to_string()),
+        (format!("{}/../x@{snap}", a.pool.name), "x/y".to_string()),
+        (src.clone(), format!("{}/a/../b", a.pool.name)),
+        (format!("-oProxyCommand=touch /tmp/pwn:{}/v@{snap}", a.pool.name), "h:x/y".to_string()),
+        (src.clone(), "h h:x/y".to_string()),
+    ] {
+        let o = run(a.tool("zfs-copy").arg(format!("--source={s}")).arg(format!("--target={t}")));
+        assert_eq!(o.status.code(), Some(2), "{s} -> {t}: {}{}", stdout(&o), stderr(&o));
+        assert!(stderr(&o).contains("invalid") || stderr(&o).contains("cannot send"), "{s} -> {t}: {}", stderr(&o));
+    }
     assert_eq!(ok(a.tool("zfs-list").arg("--json")), before, "nothing held, nothing created");
+}
+
+/// The TCP data path's receiving end (the agent, as zfs-copy starts it on
+/// the target host): connections with a wrong token are closed unread and
+/// never reach `zfs receive`; after 16 of them the receive gives up (exit
+/// 2) and nothing was received.
+#[test]
+fn a_data_connection_with_a_wrong_token_is_refused() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+    let Some(pool) = PoolLab::new(Backend::Zfs) else { return };
+    let a = Archive::new(pool, "");
+    let mut agent = a
+        .tool("zfs-copy-agent")
+        .args(["receive", &a.pool.name, "iscsi_tok_bk", "--listen", "127.0.0.1", "--ports", "47300-47399"])
+        .args(["--timeout", "60"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let token = "ab".repeat(32);
+    writeln!(agent.stdin.take().unwrap(), "{token}").unwrap();
+    let mut line = String::new();
+    BufReader::new(agent.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = serde_json::from_str::<serde_json::Value>(&line).unwrap()["port"].as_u64().unwrap();
+    let wrong = format!("SANTOOLS-COPY {}\n", "cd".repeat(32));
+    for i in 0..16 {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port as u16)) else { break };
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+        let _ = s.write_all(if i % 2 == 0 { wrong.as_bytes() } else { b"GET / HTTP/1.0\r\n\r\n...........................................................\n" });
+        let _ = s.write_all(b"not a zfs stream");
+        let mut buf = [0u8; 16];
+        assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)), "a wrong token got an answer");
+    }
+    let out = agent.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong token"), "{}", String::from_utf8_lossy(&out.stderr));
+    let o = Command::new("zfs").args(["list", &format!("{}/iscsi_tok_bk", a.pool.name)]).output().unwrap();
+    assert!(!o.status.success(), "something was received");
 }
