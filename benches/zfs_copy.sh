@@ -11,7 +11,9 @@ bin=${SANTOOLS:-target/release/santools}
 [ -x "$bin" ] || cargo build --release --quiet
 work=$(mktemp -d /tmp/santools-bench-copy.XXXXXX)
 a=bcpa$$; b=bcpb$$
-cleanup() { zpool destroy -f "$a" 2>/dev/null || true; zpool destroy -f "$b" 2>/dev/null || true; rm -rf "$work"; }
+# zfs-fuse may call a pool busy right after a receive: retry the destroy.
+gone() { for try in 1 2 3 4 5 6 7 8 9 10; do zpool destroy -f "$1" 2>/dev/null && return; zpool list "$1" >/dev/null 2>&1 || return; sleep 1; done; echo "pool $1 left behind" >&2; }
+cleanup() { gone "$a"; gone "$b"; rm -rf "$work"; }
 trap cleanup EXIT
 truncate -s $((size * 3 + 512))M "$work/a.img" "$work/b.img"
 zpool create -m "$work/ma" "$a" "$work/a.img"
@@ -32,14 +34,20 @@ backend = "zfs"
 ports = "47100-47199"
 TOML
 snap="$a/iscsi_bench_bk@2011-03-29_23:00:01"
+# Before each run the target goes: zfs-copy holds what it received (so
+# rotation keeps the next base), so release that hold first, and fail
+# loudly if the target survived (a run would then measure "up to date").
+# zfs-fuse may call a just-received file system busy for a moment: retry.
+tag="santools-copy-local_${b}_iscsi_bench_bk"
+reset="for s in \$(zfs list -H -o name -t snapshot -r $b 2>/dev/null); do zfs release $tag \$s 2>/dev/null; done; for try in 1 2 3 4 5 6 7 8 9 10; do zfs destroy -r $b/iscsi_bench_bk 2>/dev/null && break; sleep 0.5; done; ! zfs list $b/iscsi_bench_bk >/dev/null 2>&1"
 hyperfine --runs 5 --export-markdown "$work/result.md" \
-  --prepare "zfs destroy -r $b/iscsi_bench_bk 2>/dev/null || true" \
+  --prepare "$reset" \
   -n "zfs send | zfs receive" "zfs send $snap | zfs receive $b/iscsi_bench_bk" \
   -n "zfs-copy (local, relayed)" "$bin zfs-copy -q --config $work/santools.toml -s $snap -t $b/iscsi_bench_bk" \
   -n "zfs-copy --transport tcp" "$bin zfs-copy -q --config $work/santools.toml --transport tcp -s $snap -t $b/iscsi_bench_bk"
 cat "$work/result.md"
 # The copies were real: the received snapshot is the source's (GUID), and
 # zfs-copy moved the stream's bytes.
-zfs destroy -r "$b/iscsi_bench_bk" 2>/dev/null || true
+sh -c "$reset"
 "$bin" zfs-copy -q --json --config "$work/santools.toml" --transport tcp -s "$snap" -t "$b/iscsi_bench_bk" | grep -E '"bytes"|mb_per_s'
 [ "$(zfs get -Hp -o value guid "$snap")" = "$(zfs get -Hp -o value guid "$b/iscsi_bench_bk@2011-03-29_23:00:01")" ] && echo "guid matches"

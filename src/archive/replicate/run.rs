@@ -265,6 +265,8 @@ fn transfer(
             drop(sender.take_stdin());
             let mut out = sender.take_stdout().ok_or_else(|| anyhow!("no stdout from the sender"))?;
             let mut into = receiver.take_stdin().ok_or_else(|| anyhow!("no stdin to the receiver"))?;
+            super::transport::widen_pipe(&out);
+            super::transport::widen_pipe(&into);
             let relayed = relay(&mut out, &mut into, ctx.progress);
             drop(into);
             finish(sender, receiver, relayed)
@@ -309,6 +311,7 @@ fn tcp_transfer(
                     drop(listener);
                     let mut receiver = recv.spawn()?;
                     let mut into = receiver.take_stdin().ok_or_else(|| anyhow!("no stdin to the receiver"))?;
+                    super::transport::widen_pipe(&into);
                     let relayed =
                         relay(&mut reader_of(sock), &mut into, progress.unwrap_or(&crate::progress::NoProgress));
                     drop(into);
@@ -368,6 +371,7 @@ fn tcp_transfer(
                 let mut sender = send.spawn()?;
                 drop(sender.take_stdin());
                 let mut out = sender.take_stdout().ok_or_else(|| anyhow!("no stdout from the sender"))?;
+                super::transport::widen_pipe(&out);
                 let sock = connect_with_token(addr, &token, timeout, timeout)
                     .with_context(|| format!("connecting to {addr}"))?;
                 let mut w = std::io::BufWriter::with_capacity(1 << 20, &sock);

@@ -151,6 +151,17 @@ pub fn relay(r: &mut dyn Read, w: &mut dyn Write, progress: &dyn Progress) -> io
     Ok(total)
 }
 
+/// Grows a pipe's buffer (Linux: up to /proc/sys/fs/pipe-max-size, 1 MiB
+/// by default) so the relay between `zfs send` and `zfs receive` keeps
+/// both busy instead of handing 64 KiB back and forth. Best effort.
+pub fn widen_pipe(fd: &impl std::os::fd::AsRawFd) {
+    // SAFETY: fcntl on a file descriptor we own; a failure only leaves the
+    // default size.
+    unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
+}
+
 /// A reader of a TCP stream that closes our half when done.
 pub fn reader_of(s: TcpStream) -> BufReader<TcpStream> {
     BufReader::with_capacity(1 << 20, s)
