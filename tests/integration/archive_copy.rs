@@ -283,7 +283,11 @@ fn a_data_connection_with_a_wrong_token_is_refused() {
     for i in 0..16 {
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port as u16)) else { break };
         s.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
-        let _ = s.write_all(if i % 2 == 0 { wrong.as_bytes() } else { b"GET / HTTP/1.0\r\n\r\n...........................................................\n" });
+        let _ = s.write_all(if i % 2 == 0 {
+            wrong.as_bytes()
+        } else {
+            b"GET / HTTP/1.0\r\n\r\n...........................................................\n"
+        });
         let _ = s.write_all(b"not a zfs stream");
         let mut buf = [0u8; 16];
         assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)), "a wrong token got an answer");

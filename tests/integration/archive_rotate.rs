@@ -262,7 +262,9 @@ fn snapshots_named(a: &Archive, vol: &str, names: &[&str]) {
     let key = PropertyName::new(&format!("{NS}:snap_time")).unwrap();
     for n in names {
         let at = santools::archive::snapshot_time::managed_timestamp(n, &jiff::tz::TimeZone::UTC).unwrap();
-        store.create_snapshot(&v, &SnapshotName::new(n).unwrap(), &[(key.clone(), at.as_second().to_string())]).unwrap();
+        store
+            .create_snapshot(&v, &SnapshotName::new(n).unwrap(), &[(key.clone(), at.as_second().to_string())])
+            .unwrap();
     }
 }
 
@@ -304,7 +306,11 @@ fn the_seeds_example_list_rotated_at_2011_03_29_deletes_nothing() {
         let (code, r) = rotate_json(&a, &["-a", "--now", "2011-03-29T23:00:00Z"]);
         assert_eq!(code, Some(0), "{r}");
         let t = &r["volumes"][0]["totals"];
-        assert_eq!((t["keep"].as_u64(), t["delete"].as_u64(), t["deleted"].as_u64()), (Some(16), Some(0), Some(0)), "{r}");
+        assert_eq!(
+            (t["keep"].as_u64(), t["delete"].as_u64(), t["deleted"].as_u64()),
+            (Some(16), Some(0), Some(0)),
+            "{r}"
+        );
         assert_eq!(decision(&r, &today)["reason"], "dated in the future", "{r}");
     }
     assert_eq!(a.pool.snapshots(VOL).len(), 17);
