@@ -76,36 +76,55 @@ pub fn bind_in_range(addr: IpAddr, ports: (u16, u16)) -> io::Result<TcpListener>
     ))
 }
 
-/// Waits for the sender: accepts connections until one presents `token`
-/// (others are closed and logged), within `timeout`. The stream returned
-/// has `idle` as its read timeout.
+/// Accepts the data connection that presents `token`. Each connection's
+/// token is checked on a thread of its own, so a peer that connects and
+/// sends nothing cannot hold the real sender back; at most
+/// `MAX_BAD_CONNECTIONS` checks run at once, and that many wrong or missing
+/// tokens end the wait.
 pub fn accept_with_token(l: &TcpListener, token: &str, timeout: Duration, idle: Duration) -> io::Result<TcpStream> {
     let deadline = Instant::now() + timeout;
     l.set_nonblocking(true)?;
-    let mut bad = 0;
+    let (tx, rx) = std::sync::mpsc::channel::<Option<TcpStream>>();
+    let (mut bad, mut checking) = (0usize, 0usize);
     loop {
-        match l.accept() {
-            Ok((s, peer)) => {
-                s.set_nonblocking(false)?;
-                let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
-                s.set_read_timeout(Some(left.min(Duration::from_secs(30))))?;
-                let mut line = [0u8; TOKEN_LINE];
-                let ok = (&s).read_exact(&mut line).is_ok()
-                    && line.starts_with(TOKEN_PREFIX.as_bytes())
-                    && line[TOKEN_LINE - 1] == b'\n'
-                    && equal_constant_time(&line[TOKEN_PREFIX.len()..TOKEN_LINE - 1], token.as_bytes());
-                if ok {
+        while let Ok(checked) = rx.try_recv() {
+            checking -= 1;
+            match checked {
+                Some(s) => {
                     s.set_read_timeout(Some(idle))?;
                     return Ok(s);
                 }
-                tracing::warn!("refused a data connection from {peer}: wrong or missing copy token");
-                bad += 1;
-                if bad >= MAX_BAD_CONNECTIONS {
-                    return Err(io::Error::new(
-                        io::ErrorKind::PermissionDenied,
-                        "too many connections with a wrong token",
-                    ));
+                None => bad += 1,
+            }
+        }
+        if bad >= MAX_BAD_CONNECTIONS {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "too many connections with a wrong token"));
+        }
+        match l.accept() {
+            Ok((s, peer)) => {
+                if checking >= MAX_BAD_CONNECTIONS {
+                    tracing::warn!("refused a data connection from {peer}: too many unchecked connections");
+                    bad += 1;
+                    continue;
                 }
+                s.set_nonblocking(false)?;
+                let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+                s.set_read_timeout(Some(left.min(Duration::from_secs(30))))?;
+                let (tx, token) = (tx.clone(), token.as_bytes().to_vec());
+                checking += 1;
+                std::thread::spawn(move || {
+                    let mut line = [0u8; TOKEN_LINE];
+                    let ok = (&s).read_exact(&mut line).is_ok()
+                        && line.starts_with(TOKEN_PREFIX.as_bytes())
+                        && line[TOKEN_LINE - 1] == b'\n'
+                        && equal_constant_time(&line[TOKEN_PREFIX.len()..TOKEN_LINE - 1], &token);
+                    if !ok {
+                        tracing::warn!("refused a data connection from {peer}: wrong or missing copy token");
+                    }
+                    // The waiter may be gone (it timed out or took another
+                    // connection): then the socket just closes.
+                    let _ = tx.send(ok.then_some(s));
+                });
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if Instant::now() >= deadline {
@@ -190,6 +209,33 @@ mod tests {
         relay(&mut reader_of(s), &mut out, &NoProgress).unwrap();
         assert_eq!(out, b"stream bytes");
         t.join().unwrap();
+    }
+
+    /// A peer that connects and says nothing must not hold the real sender
+    /// back (the checks used to run one connection at a time: the silent
+    /// one would have used up the whole accept timeout).
+    #[test]
+    fn a_silent_connection_does_not_block_the_sender() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let token = new_token().unwrap();
+        let good = token.clone();
+        let silent = TcpStream::connect(addr).unwrap();
+        let t = std::thread::spawn(move || {
+            let mut s = connect_with_token(addr, &good, Duration::from_secs(20), Duration::from_secs(20)).unwrap();
+            s.write_all(b"stream bytes").unwrap();
+        });
+        let s = accept_with_token(&l, &token, Duration::from_secs(20), Duration::from_secs(20)).unwrap();
+        let mut out = Vec::new();
+        relay(&mut reader_of(s), &mut out, &NoProgress).unwrap();
+        assert_eq!(out, b"stream bytes");
+        t.join().unwrap();
+        // The sender got through while the silent peer was still being
+        // waited for (served one at a time, it would have been closed
+        // first, after its whole read timeout).
+        silent.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let e = (&silent).read(&mut [0u8; 1]).unwrap_err();
+        assert!(matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut), "{e}");
     }
 
     #[test]
