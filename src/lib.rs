@@ -15,6 +15,7 @@
 pub mod archive;
 pub mod cli;
 pub mod config;
+pub mod cron;
 pub mod ddless;
 pub mod ddmap;
 pub mod initiator;

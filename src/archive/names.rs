@@ -203,6 +203,45 @@ impl fmt::Display for ObjectRef {
     }
 }
 
+/// A hold tag (`santools-copy-<target>`): letters, digits, `_`, `-`, `.`,
+/// `:`; at most 200 bytes. Holds keep a snapshot from being destroyed
+/// (rotation names the holder in its output).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct HoldTag(String);
+
+impl HoldTag {
+    pub fn new(tag: &str) -> Result<Self, NameError> {
+        check_component("hold tag", tag, &[':'], 200)?;
+        if tag.contains(',') {
+            return Err(err("hold tag", tag, "must not contain ','"));
+        }
+        Ok(HoldTag(tag.to_string()))
+    }
+
+    /// The tag zfs-copy holds its incremental base with, for one target
+    /// (`santools-copy-<target>`, characters outside the tag alphabet
+    /// replaced by `_`): two targets never release each other's base.
+    pub fn for_copy_target(target: &str) -> HoldTag {
+        let clean: String =
+            target.chars().map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '_' }).collect();
+        let clean = clean.replace("..", "_.");
+        let mut tag = format!("santools-copy-{clean}");
+        tag.truncate(200);
+        HoldTag(tag)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for HoldTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The property namespace (`edu.amherst` in the seed): lower-case letters,
 /// digits, `.` and `-`, starting with a letter.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -325,6 +364,18 @@ mod tests {
         assert!(ObjectRef::parse("tank/v@a@b").is_err());
         assert!(ObjectRef::parse("tank/v@").is_err());
         assert_eq!(ObjectRef::parse("tank/v").unwrap().to_string(), "tank/v");
+    }
+
+    #[test]
+    fn hold_tags() {
+        assert!(HoldTag::new("santools-copy-host2").is_ok());
+        for bad in ["", "a b", "a,b", "-x", "a/b", "a@b"] {
+            assert!(HoldTag::new(bad).is_err(), "{bad:?}");
+        }
+        let t = HoldTag::for_copy_target("root@host2:tank/iscsi_lv_bk");
+        assert_eq!(t.as_str(), "santools-copy-root_host2_tank_iscsi_lv_bk");
+        assert!(HoldTag::new(t.as_str()).is_ok());
+        assert!(HoldTag::new(HoldTag::for_copy_target("a..b/../c").as_str()).is_ok());
     }
 
     #[test]

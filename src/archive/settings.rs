@@ -95,6 +95,8 @@ pub struct ArchiveSettings {
     /// The `[initiator]` section, for iscsi:// sources and restore targets
     /// (set by the tools that load it; empty otherwise).
     pub initiator: crate::config::InitiatorConfig,
+    pub status: super::status::Thresholds,
+    pub copy: super::replicate::CopySettings,
 }
 
 fn bounded(key: &str, value: u64, min: u64, max: u64) -> Result<u64, InvalidValue> {
@@ -332,7 +334,25 @@ impl ArchiveSettings {
             }
             volumes.push(vs);
         }
+        let st = &c.status;
+        let warn = bounded("archive.status.warn_age_hours", st.warn_age_hours, 1, 100_000)?;
+        let crit = bounded("archive.status.crit_age_hours", st.crit_age_hours, 1, 100_000)?;
+        if crit < warn {
+            return Err(InvalidValue::new(
+                "archive.status.crit_age_hours",
+                format!("must not be below warn_age_hours ({warn}), got {crit}"),
+            ));
+        }
+        let status = super::status::Thresholds {
+            warn_age_hours: warn,
+            crit_age_hours: crit,
+            snapcheck_warn_days: bounded("archive.status.snapcheck_warn_days", st.snapcheck_warn_days, 0, 100_000)?,
+            snapcheck_crit_days: bounded("archive.status.snapcheck_crit_days", st.snapcheck_crit_days, 0, 100_000)?,
+        };
+        let copy = super::replicate::CopySettings::from_config(&c.copy)?;
         Ok(ArchiveSettings {
+            copy,
+            status,
             ns,
             tz,
             tz_name: c.timezone.clone(),
@@ -354,7 +374,7 @@ impl ArchiveSettings {
         let p = self.pools.get(pool)?;
         Some(match &p.backend {
             BackendSettings::Zfs { mode, options } => {
-                Arc::new(ZfsStore::new(p.name.clone(), *mode, options.clone(), self.command_timeout))
+                Arc::new(ZfsStore::new(p.name.clone(), *mode, options.clone(), self.command_timeout, &self.ns))
             }
             BackendSettings::Btrfs { path } => {
                 Arc::new(TreeStore::new(p.name.clone(), path.clone(), Flavor::Btrfs, self.command_timeout))

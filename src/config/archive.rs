@@ -62,6 +62,112 @@ pub struct ArchiveConfig {
     pub pools: BTreeMap<String, PoolConfig>,
     #[serde(default)]
     pub volumes: Vec<VolumeConfig>,
+    /// Thresholds of `archive-status`.
+    #[serde(default)]
+    pub status: StatusConfig,
+    /// `zfs-copy`: ssh control and the direct TCP data path.
+    #[serde(default)]
+    pub copy: CopyConfig,
+}
+
+/// `[archive.copy]`: how zfs-copy reaches other archive hosts.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CopyConfig {
+    /// "ssh" (the stream goes through ssh) or "tcp" (a direct connection
+    /// santools opens on both ends, gated by a one-time token).
+    #[serde(default = "default_transport")]
+    pub transport: String,
+    /// Ports the receiving side may listen on for the TCP data path.
+    #[serde(default = "default_ports")]
+    pub ports: String,
+    /// Seconds to wait for the data connection, and for data on it.
+    #[serde(default = "default_copy_timeout")]
+    pub timeout_sec: u64,
+    /// The santools binary on the other hosts.
+    #[serde(default = "default_remote_santools")]
+    pub remote_santools: String,
+    /// The configuration file on the other hosts [default: their default].
+    pub remote_config: Option<PathBuf>,
+    /// ssh: user, port, identity file, extra `-o KEY=VALUE` options
+    /// (BatchMode=yes and StrictHostKeyChecking=yes are always set).
+    pub ssh_user: Option<String>,
+    pub ssh_port: Option<u16>,
+    pub ssh_identity: Option<PathBuf>,
+    #[serde(default)]
+    pub ssh_options: Vec<String>,
+    /// This host's address as the other hosts reach it (for a TCP data
+    /// connection into this host).
+    pub data_address: Option<String>,
+}
+
+fn default_transport() -> String {
+    "ssh".into()
+}
+fn default_ports() -> String {
+    "50100-50199".into()
+}
+fn default_copy_timeout() -> u64 {
+    120
+}
+fn default_remote_santools() -> String {
+    "santools".into()
+}
+
+impl Default for CopyConfig {
+    fn default() -> Self {
+        CopyConfig {
+            transport: default_transport(),
+            ports: default_ports(),
+            timeout_sec: default_copy_timeout(),
+            remote_santools: default_remote_santools(),
+            remote_config: None,
+            ssh_user: None,
+            ssh_port: None,
+            ssh_identity: None,
+            ssh_options: Vec::new(),
+            data_address: None,
+        }
+    }
+}
+
+/// `[archive.status]`: when `archive-status` warns and when it is critical.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// Age of a volume's newest snapshot that is a WARNING (hours).
+    #[serde(default = "default_warn_age")]
+    pub warn_age_hours: u64,
+    /// ... and CRITICAL (hours).
+    #[serde(default = "default_crit_age")]
+    pub crit_age_hours: u64,
+    /// Days since a volume's last snapcheck that are a WARNING (0: never warn).
+    #[serde(default = "default_snapcheck_warn")]
+    pub snapcheck_warn_days: u64,
+    /// ... and CRITICAL (0: never).
+    #[serde(default)]
+    pub snapcheck_crit_days: u64,
+}
+
+fn default_warn_age() -> u64 {
+    26
+}
+fn default_crit_age() -> u64 {
+    50
+}
+fn default_snapcheck_warn() -> u64 {
+    14
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            warn_age_hours: default_warn_age(),
+            crit_age_hours: default_crit_age(),
+            snapcheck_warn_days: default_snapcheck_warn(),
+            snapcheck_crit_days: 0,
+        }
+    }
 }
 
 fn default_namespace() -> String {

@@ -14,10 +14,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub mod archive;
+pub mod cron;
 pub mod ddless;
 pub mod ddmap;
 pub mod initiator;
 pub mod portal;
+pub mod snaprotate;
 pub mod targets;
 
 pub use self::ddless::DdlessConfig;
@@ -59,6 +61,9 @@ pub enum Section {
     Portal,
     Initiator,
     Archive,
+    Snaprotate,
+    Cron,
+    Sync,
     Targets,
 }
 
@@ -70,6 +75,9 @@ impl Section {
             Section::Portal => "portal",
             Section::Initiator => "initiator",
             Section::Archive => "archive",
+            Section::Snaprotate => "snaprotate",
+            Section::Cron => "cron",
+            Section::Sync => "sync",
             Section::Targets => "targets",
         }
     }
@@ -85,6 +93,12 @@ pub struct Config {
     pub portal: Option<PortalConfig>,
     /// Required by the archive tools (backup, restore, snapcheck, ddless-maint).
     pub archive: Option<archive::ArchiveConfig>,
+    /// Rotation schedules (snaprotate).
+    pub snaprotate: snaprotate::SnaprotateConfig,
+    /// Scheduled jobs per host (cron-update).
+    pub cron: cron::CronConfig,
+    /// Copying the configuration to the other archive hosts (sync-all).
+    pub sync: cron::SyncConfig,
     /// Errors found in sections the loading tool does not use (each names
     /// the file, section and problem); the tool prints them as warnings.
     #[serde(skip)]

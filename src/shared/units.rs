@@ -25,9 +25,41 @@ pub fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// A size as `zfs list` prints it: `512`, `260K`, `12.5M`, `1.17T`
+/// (binary units, three significant digits).
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["", "K", "M", "G", "T", "P", "E"];
+    if bytes < 1024 {
+        return bytes.to_string();
+    }
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    let text = if v < 10.0 {
+        format!("{v:.2}")
+    } else if v < 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    };
+    format!("{text}{}", UNITS[u])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_sizes_as_zfs_prints_them() {
+        assert_eq!(human(0), "0");
+        assert_eq!(human(1023), "1023");
+        assert_eq!(human(266_240), "260K");
+        assert_eq!(human(13_107_200), "12.5M");
+        assert_eq!(human(1_286_420_000_000), "1.17T");
+    }
 
     #[test]
     fn seed_figures() {

@@ -342,6 +342,17 @@ impl Archive {
         c
     }
 
+    /// The pool's storage backend, through the library (for setting up
+    /// states the tools only reach over time: a year of snapshots, holds,
+    /// clones).
+    pub fn store(&self) -> std::sync::Arc<dyn santools::archive::store::ArchiveStore> {
+        let c = santools::config::Config::load(Some(&self.config)).unwrap();
+        let s = santools::archive::settings::ArchiveSettings::from_config(c.archive.as_ref().unwrap())
+            .unwrap_or_else(|e| panic!("{}: {}", e.key, e.problem));
+        let pool = santools::archive::names::PoolName::new(&self.pool.name).unwrap();
+        s.store(&pool).unwrap()
+    }
+
     /// Runs backup with --json and returns the report of the one volume.
     pub fn backup_json(&self, args: &[&str]) -> (Option<i32>, serde_json::Value) {
         let o = run(self.tool("backup").args(args).arg("--json"));

@@ -11,9 +11,13 @@ mod raw_iscsi;
 mod ssh_lab;
 
 mod archive_acceptance;
+mod archive_copy;
 mod archive_crash;
 mod archive_hostile;
 mod archive_iscsi;
+mod archive_reports;
+mod archive_rotate;
+mod cron_sync;
 mod ddless_adversarial;
 mod ddless_cli;
 mod ddless_crash;

@@ -3,9 +3,16 @@
 //! library's typed reports as text or `--json`.
 
 pub mod backup_cli;
+pub mod copy_cli;
+pub mod customprop_cli;
+pub mod df_cli;
+pub mod list_cli;
 pub mod maint_cli;
 pub mod restore_cli;
 pub mod snapcheck_cli;
+pub mod snaprotate_cli;
+pub mod status_cli;
+pub mod zvols_cli;
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::job_log::JobLog;
+use super::names::{ObjectRef, VolumeRef};
 use super::settings::ArchiveSettings;
 use crate::cli::progress::TerminalProgress;
 use crate::config::{Config, Section};
@@ -36,11 +44,28 @@ pub(crate) enum Initiator {
 
 /// As [`load_settings`], with the `[initiator]` section.
 pub(crate) fn load_settings_iscsi(config: Option<&Path>, use_: Initiator) -> anyhow::Result<ArchiveSettings> {
+    Ok(load_config_with(config, use_, &[])?.1)
+}
+
+/// The configuration (strict in `[archive]` and `extra`) and `[archive]`
+/// resolved.
+pub(crate) fn load_config(config: Option<&Path>, extra: &[Section]) -> anyhow::Result<(Config, ArchiveSettings)> {
+    load_config_with(config, Initiator::Unused, extra)
+}
+
+fn load_config_with(
+    config: Option<&Path>,
+    use_: Initiator,
+    extra: &[Section],
+) -> anyhow::Result<(Config, ArchiveSettings)> {
     // Errors in other tools' sections are warnings here (issue 6, item 12).
-    let mut c = Config::load_for(config, &[Section::Archive])?;
+    let mut uses = vec![Section::Archive];
+    uses.extend_from_slice(extra);
+    let mut c = Config::load_for(config, &uses)?;
     let lun_sources = c.archive.as_ref().is_some_and(|a| a.volumes.iter().any(|v| v.source.kind == "iscsi"));
     if use_ == Initiator::Used || (use_ == Initiator::ForLunSources && lun_sources) {
-        c = Config::load_for(config, &[Section::Archive, Section::Initiator])?;
+        uses.push(Section::Initiator);
+        c = Config::load_for(config, &uses)?;
         let path = config.map(Path::to_path_buf).unwrap_or_else(|| crate::config::DEFAULT_CONFIG_PATH.into());
         if let Some(w) = crate::initiator::settings::config_exposure_warning(&path, &c.initiator) {
             tracing::warn!("{w}");
@@ -59,7 +84,7 @@ pub(crate) fn load_settings_iscsi(config: Option<&Path>, use_: Initiator) -> any
         .map_err(|v| anyhow::anyhow!("configuration {shown}: key `{}`: {}", v.key, v.problem))?;
     settings.initiator = c.initiator.clone();
     check_pools_distinct(&settings).map_err(|e| anyhow::anyhow!("configuration {shown}: {e}"))?;
-    Ok(settings)
+    Ok((c, settings))
 }
 
 /// Two pool keys naming one directory (the same path, a symlink, a bind
@@ -85,6 +110,23 @@ fn check_pools_distinct(settings: &ArchiveSettings) -> Result<(), String> {
     Ok(())
 }
 
+/// An archive volume named on the command line: `POOL/VOLUME` or a
+/// configured volume's name.
+pub(crate) fn resolve_volume(settings: &ArchiveSettings, name: &str) -> anyhow::Result<VolumeRef> {
+    if let Some(v) = settings.find_volume(name) {
+        return Ok(v.archive.clone());
+    }
+    let o =
+        ObjectRef::parse(name).with_context(|| format!("{name:?} is neither a configured volume nor POOL/VOLUME"))?;
+    if o.snapshot.is_some() {
+        anyhow::bail!("{name}: expected a volume, not a snapshot");
+    }
+    if settings.store(&o.volume.pool).is_none() {
+        anyhow::bail!("pool {} is not configured under [archive.pools]", o.volume.pool);
+    }
+    Ok(o.volume)
+}
+
 /// The tool's log file; a directory that cannot be written is a warning
 /// (the terminal still gets every line).
 pub(crate) fn open_log(settings: &ArchiveSettings, tool: &str) -> JobLog {
@@ -98,6 +140,11 @@ pub(crate) fn open_log(settings: &ArchiveSettings, tool: &str) -> JobLog {
             JobLog::disabled()
         }
     }
+}
+
+/// Parses a pool name argument.
+pub(crate) fn pool_arg(s: &str) -> Result<super::names::PoolName, String> {
+    super::names::PoolName::new(s).map_err(|e| e.to_string())
 }
 
 /// Parses `--wait SECONDS`.

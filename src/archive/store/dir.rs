@@ -25,14 +25,17 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::props_file::{self, Embedded};
-use super::{pid_alive, ArchiveStore, Capabilities, SnapshotInfo, SnapshotView, StoreError, VolumeInfo};
-use crate::archive::names::{PoolName, PropertyName, SnapshotName, VolumeName};
+use super::props_file::{self, CloneOrigin, Embedded};
+use super::{
+    pid_alive, ArchiveStore, Capabilities, CloneInfo, SnapshotInfo, SnapshotView, SpaceInfo, StoreError, VolumeInfo,
+};
+use crate::archive::names::{HoldTag, PoolName, PropertyName, SnapshotName, VolumeName};
 use crate::shared::atomic_file::sync_parent_dir;
 use crate::shared::command::Command;
 
 pub const IMAGE_FILE: &str = "image";
 const SNAPSHOTS: &str = ".snapshots";
+const CLONES: &str = ".clones";
 const TMP_PREFIX: &str = ".tmp-";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +120,32 @@ impl TreeStore {
     fn btrfs(&self, args: &[&std::ffi::OsStr]) -> Result<(), StoreError> {
         Command::new("btrfs").args(args).timeout(self.timeout).run()?;
         Ok(())
+    }
+
+    fn clone_dir(&self, clone: &VolumeName) -> PathBuf {
+        self.root.join(CLONES).join(clone.as_str())
+    }
+
+    fn object(&self, v: &VolumeName, s: &SnapshotName) -> String {
+        format!("{}/{}@{}", self.pool, v, s)
+    }
+
+    fn existing_snapshot_dir(&self, v: &VolumeName, s: &SnapshotName) -> Result<PathBuf, StoreError> {
+        let dir = self.snapshot_dir(v, s);
+        if !dir.is_dir() {
+            return Err(StoreError::NotFound { object: self.object(v, s) });
+        }
+        Ok(dir)
+    }
+
+    /// Allocated bytes of a file (holes and shared extents not told apart).
+    fn allocated(path: &Path) -> Result<u64, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        match fs::metadata(path) {
+            Ok(m) => Ok(m.blocks() * 512),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(StoreError::Io { what: "reading", path: path.to_path_buf(), cause: e }),
+        }
     }
 
     fn embedded_props(props: &[(PropertyName, String)]) -> Embedded {
@@ -211,7 +240,8 @@ impl ArchiveStore for TreeStore {
             zvols: false,
             native_holds: false,
             clones_block_origin: false,
-            send_receive: self.flavor == Flavor::Btrfs,
+            // btrfs could (`btrfs send -p` / `receive`); not implemented yet.
+            send_receive: false,
             resumable_receive: false,
             snapshot_read_needs_clone: false,
         }
@@ -331,6 +361,9 @@ impl ArchiveStore for TreeStore {
     }
 
     fn snapshots(&self, v: &VolumeName) -> Result<Vec<SnapshotInfo>, StoreError> {
+        // Neither btrfs nor a directory keeps a clone from outliving its
+        // origin: santools records each clone's origin and checks it.
+        let clones = self.clones()?;
         let dir = self.snapshots_dir(v);
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
@@ -346,13 +379,15 @@ impl ArchiveStore for TreeStore {
             }
             let Ok(snap) = SnapshotName::new(&name) else { continue };
             let (embedded, overlay) = props_file::snapshot_props(&e.path())?;
+            let object = self.object(v, &snap);
             out.push(SnapshotInfo {
                 name: snap,
                 creation: embedded.creation,
                 properties: props_file::merged(&embedded, &overlay),
-                held: !overlay.holds.is_empty(),
-                clones: Vec::new(),
+                holds: overlay.holds.iter().cloned().collect(),
+                clones: clones.iter().filter(|c| c.origin == object).map(|c| c.name.clone()).collect(),
                 used: None,
+                guid: None,
             });
         }
         out.sort_by(|a, b| (a.creation, &a.name).cmp(&(b.creation, &b.name)));
@@ -378,11 +413,12 @@ impl ArchiveStore for TreeStore {
         }
         let (_, overlay) = props_file::snapshot_props(&dir)?;
         if !overlay.holds.is_empty() {
-            let tags: Vec<&str> = overlay.holds.iter().map(String::as_str).collect();
-            return Err(StoreError::Busy {
-                object: format!("{}/{}@{}", self.pool, v, s),
-                reason: format!("held by {}", tags.join(", ")),
-            });
+            return Err(StoreError::Held { object: self.object(v, s), tags: overlay.holds.iter().cloned().collect() });
+        }
+        let object = self.object(v, s);
+        let clones: Vec<String> = self.clones()?.into_iter().filter(|c| c.origin == object).map(|c| c.name).collect();
+        if !clones.is_empty() {
+            return Err(StoreError::HasClones { object, clones });
         }
         match self.flavor {
             Flavor::Plain => {
@@ -434,6 +470,154 @@ impl ArchiveStore for TreeStore {
         Ok(SnapshotView::new(image, size, None))
     }
 
+    fn hold(&self, v: &VolumeName, s: &SnapshotName, tag: &HoldTag) -> Result<(), StoreError> {
+        props_file::change_hold(&self.existing_snapshot_dir(v, s)?, tag.as_str(), true).map(|_| ())
+    }
+
+    fn release(&self, v: &VolumeName, s: &SnapshotName, tag: &HoldTag) -> Result<bool, StoreError> {
+        props_file::change_hold(&self.existing_snapshot_dir(v, s)?, tag.as_str(), false)
+    }
+
+    fn clone_snapshot(&self, v: &VolumeName, s: &SnapshotName, clone: &VolumeName) -> Result<(), StoreError> {
+        let snap = self.existing_snapshot_dir(v, s)?;
+        let parent = self.root.join(CLONES);
+        fs::create_dir_all(&parent).map_err(StoreError::io("creating", &parent))?;
+        let target = self.clone_dir(clone);
+        if target.exists() {
+            return Err(StoreError::AlreadyExists { object: format!("{}/{}", self.pool, clone) });
+        }
+        let record = CloneOrigin { origin: self.object(v, s) };
+        match self.flavor {
+            Flavor::Btrfs => {
+                self.btrfs(&["subvolume".as_ref(), "snapshot".as_ref(), snap.as_os_str(), target.as_os_str()])?;
+                let _ = fs::remove_file(target.join(props_file::EMBEDDED));
+                props_file::write_json(&target.join(props_file::CLONE_ORIGIN), &record)?;
+            }
+            Flavor::Plain => {
+                let tmp = parent.join(format!("{TMP_PREFIX}{}-{}", std::process::id(), clone));
+                let _ = fs::remove_dir_all(&tmp);
+                fs::create_dir(&tmp).map_err(StoreError::io("creating", &tmp))?;
+                let result = (|| {
+                    let src_path = snap.join(IMAGE_FILE);
+                    let src = File::open(&src_path).map_err(StoreError::io("opening", &src_path))?;
+                    let len = src.metadata().map_err(StoreError::io("reading", &src_path))?.len();
+                    let dst_path = tmp.join(IMAGE_FILE);
+                    let dst = OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&dst_path)
+                        .map_err(StoreError::io("creating", &dst_path))?;
+                    if reflink(&src, &dst).is_err() {
+                        sparse_copy(&src, &dst, len).map_err(StoreError::io("copying into", &dst_path))?;
+                    }
+                    dst.sync_all().map_err(StoreError::io("syncing", &dst_path))?;
+                    props_file::write_json(&tmp.join(props_file::CLONE_ORIGIN), &record)?;
+                    rename_noreplace(&tmp, &target).map_err(StoreError::io("renaming into place", &target))
+                })();
+                if result.is_err() {
+                    let _ = fs::remove_dir_all(&tmp);
+                }
+                result?;
+            }
+        }
+        sync_parent_dir(&target).map_err(StoreError::io("syncing", &target))
+    }
+
+    fn destroy_clone(&self, clone: &VolumeName) -> Result<(), StoreError> {
+        let dir = self.clone_dir(clone);
+        if !dir.join(props_file::CLONE_ORIGIN).is_file() {
+            return Err(StoreError::NotFound { object: format!("clone {}/{}", self.pool, clone) });
+        }
+        match self.flavor {
+            Flavor::Btrfs => self.btrfs(&["subvolume".as_ref(), "delete".as_ref(), dir.as_os_str()])?,
+            Flavor::Plain => {
+                let doomed =
+                    self.root.join(CLONES).join(format!("{TMP_PREFIX}{}-deleting-{}", std::process::id(), clone));
+                fs::rename(&dir, &doomed).map_err(StoreError::io("removing", &dir))?;
+                fs::remove_dir_all(&doomed).map_err(StoreError::io("removing", &doomed))?;
+            }
+        }
+        sync_parent_dir(&dir).map_err(StoreError::io("syncing", &dir))
+    }
+
+    fn clones(&self) -> Result<Vec<CloneInfo>, StoreError> {
+        let dir = self.root.join(CLONES);
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::Io { what: "listing", path: dir, cause: e }),
+        };
+        let mut out = Vec::new();
+        for e in rd {
+            let e = e.map_err(StoreError::io("listing", &dir))?;
+            let Some(name) = e.file_name().to_str().map(str::to_string) else { continue };
+            if name.starts_with('.') {
+                continue;
+            }
+            if let Some(rec) = props_file::read_json::<CloneOrigin>(&e.path().join(props_file::CLONE_ORIGIN))? {
+                out.push(CloneInfo { name: format!("{}/{name}", self.pool), origin: rec.origin });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn remove_property(&self, v: &VolumeName, s: Option<&SnapshotName>, p: &PropertyName) -> Result<(), StoreError> {
+        match s {
+            Some(s) => props_file::remove_snapshot_prop(&self.existing_snapshot_dir(v, s)?, p.as_str()),
+            None => {
+                let dir = self.volume_dir(v);
+                if !dir.is_dir() {
+                    return Err(StoreError::NotFound { object: format!("{}/{}", self.pool, v) });
+                }
+                props_file::remove_volume_prop(&dir, p.as_str())
+            }
+        }
+    }
+
+    fn space(&self, v: &VolumeName) -> Result<SpaceInfo, StoreError> {
+        let info = self.volume(v)?.ok_or_else(|| StoreError::NotFound { object: format!("{}/{}", self.pool, v) })?;
+        let snaps_dir = self.snapshots_dir(v);
+        let (dataset, snapshots) = match self.flavor {
+            Flavor::Btrfs => {
+                // `btrfs filesystem du`: the volume's total is what it
+                // references; the snapshot directory's exclusive bytes are
+                // what destroying every snapshot would free (ZFS's
+                // usedbysnapshots).
+                let mut cmd = Command::new("btrfs")
+                    .args(["filesystem", "du", "-s", "--raw"])
+                    .arg(self.volume_dir(v))
+                    .timeout(self.timeout);
+                if snaps_dir.is_dir() {
+                    cmd = cmd.arg(&snaps_dir);
+                }
+                let out = cmd.run()?;
+                let rows = parse_btrfs_du(out.stdout_str()?)
+                    .map_err(|p| StoreError::Parse { what: "btrfs filesystem du".into(), problem: p })?;
+                let vol = rows.first().map(|r| r.total);
+                let snaps = if snaps_dir.is_dir() { rows.get(1).map(|r| r.exclusive) } else { Some(0) };
+                (vol, snaps)
+            }
+            Flavor::Plain => {
+                // Snapshots are copies: each one's allocated bytes count
+                // (reflinked extents are counted again; the file system
+                // does not say which are shared).
+                let mut sum = 0;
+                for s in self.snapshots(v)? {
+                    sum += Self::allocated(&self.snapshot_dir(v, &s.name).join(IMAGE_FILE))?;
+                }
+                (Some(Self::allocated(&info.data_path)?), Some(sum))
+            }
+        };
+        Ok(SpaceInfo {
+            volsize: Some(info.size),
+            used_by_dataset: dataset,
+            used_by_snapshots: snapshots,
+            used: dataset.zip(snapshots).map(|(a, b)| a + b),
+            ..SpaceInfo::default()
+        })
+    }
+
     fn cleanup_stale(&self, v: &VolumeName) -> Result<Vec<String>, StoreError> {
         let mut removed = Vec::new();
         for dir in [self.root.clone(), self.snapshots_dir(v)] {
@@ -460,6 +644,43 @@ impl ArchiveStore for TreeStore {
     }
 }
 
+/// One line of `btrfs filesystem du -s --raw`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DuRow {
+    pub total: u64,
+    pub exclusive: u64,
+    pub path: String,
+}
+
+/// Parses `btrfs filesystem du -s --raw PATH...`: a header, then
+/// `TOTAL EXCLUSIVE SET-SHARED PATH` per path (set-shared may be `-`).
+pub fn parse_btrfs_du(text: &str) -> Result<Vec<DuRow>, String> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    match lines.next() {
+        Some(h) if h.split_whitespace().collect::<Vec<_>>() == ["Total", "Exclusive", "Set", "shared", "Filename"] => {}
+        other => return Err(format!("unexpected header {other:?}")),
+    }
+    let mut out = Vec::new();
+    for l in lines {
+        let mut it = l.split_whitespace();
+        let num = |f: Option<&str>, what: &str| -> Result<u64, String> {
+            f.and_then(|x| x.parse().ok()).ok_or_else(|| format!("{what} is not a number in {l:?}"))
+        };
+        let total = num(it.next(), "total")?;
+        let exclusive = num(it.next(), "exclusive")?;
+        let shared = it.next().ok_or_else(|| format!("short line {l:?}"))?;
+        if shared != "-" && shared.parse::<u64>().is_err() {
+            return Err(format!("set shared is not a number in {l:?}"));
+        }
+        let path: Vec<&str> = it.collect();
+        if path.is_empty() {
+            return Err(format!("no path in {l:?}"));
+        }
+        out.push(DuRow { total, exclusive, path: path.join(" ") });
+    }
+    Ok(out)
+}
+
 /// User properties as a map (for reports).
 pub fn props_map(props: &[(PropertyName, String)]) -> BTreeMap<String, String> {
     props.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
@@ -468,6 +689,51 @@ pub fn props_map(props: &[(PropertyName, String)]) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_captured_btrfs_du() {
+        // btrfs filesystem du -s --raw btm/v btm/s1 (btrfs-progs 6.2)
+        let text = include_str!("../../../tests/fixtures/btrfs/btrfs-progs-6.2/du-raw.txt");
+        let rows = parse_btrfs_du(text).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0], DuRow { total: 1048576, exclusive: 102400, path: "btm/v".into() });
+        assert_eq!(rows[1].exclusive, 0);
+        assert!(parse_btrfs_du("garbage\n").is_err());
+        assert!(parse_btrfs_du("     Total   Exclusive  Set shared  Filename\n 1 x 2 p\n").is_err());
+    }
+
+    #[test]
+    fn holds_and_clones_block_destroy_on_a_plain_pool() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        let v = VolumeName::new("iscsi_lv_bk").unwrap();
+        s.create_volume(&v, 0, &[]).unwrap();
+        let snap = SnapshotName::new("2011-03-29_23:00:01").unwrap();
+        s.create_snapshot(&v, &snap, &[]).unwrap();
+        let tag = HoldTag::new("santools-copy-b").unwrap();
+        s.hold(&v, &snap, &tag).unwrap();
+        s.hold(&v, &snap, &tag).unwrap();
+        assert_eq!(s.snapshots(&v).unwrap()[0].holds, vec!["santools-copy-b".to_string()]);
+        assert!(matches!(s.destroy_snapshot(&v, &snap), Err(StoreError::Held { .. })));
+        assert!(s.release(&v, &snap, &tag).unwrap());
+        assert!(!s.release(&v, &snap, &tag).unwrap());
+        let c = VolumeName::new("lv_clone").unwrap();
+        s.clone_snapshot(&v, &snap, &c).unwrap();
+        assert_eq!(s.snapshots(&v).unwrap()[0].clones, vec!["p/lv_clone".to_string()]);
+        match s.destroy_snapshot(&v, &snap) {
+            Err(StoreError::HasClones { clones, .. }) => assert_eq!(clones, vec!["p/lv_clone".to_string()]),
+            other => panic!("{other:?}"),
+        }
+        s.destroy_clone(&c).unwrap();
+        assert!(s.clones().unwrap().is_empty());
+        let ns = crate::archive::names::Namespace::new("edu.test").unwrap();
+        s.set_property(&v, Some(&snap), &ns.prop("k"), "1").unwrap();
+        s.remove_property(&v, Some(&snap), &ns.prop("k")).unwrap();
+        assert!(s.snapshots(&v).unwrap()[0].properties.is_empty());
+        let space = s.space(&v).unwrap();
+        assert_eq!(space.volsize, Some(0));
+        s.destroy_snapshot(&v, &snap).unwrap();
+    }
 
     fn store(root: &Path) -> TreeStore {
         TreeStore::new(PoolName::new("p").unwrap(), root.to_path_buf(), Flavor::Plain, Duration::from_secs(60))

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::names::{PoolName, PropertyName, SnapshotName, VolumeName};
-use crate::shared::command::CommandError;
+use super::names::{HoldTag, PoolName, PropertyName, SnapshotName, VolumeName};
+use crate::shared::command::{Command, CommandError};
 
 /// What a backend can do; the archive checks these instead of assuming.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -59,12 +59,46 @@ pub struct SnapshotInfo {
     pub creation: i64,
     /// User properties (`<ns>:key`).
     pub properties: BTreeMap<String, String>,
-    /// Held (cannot be destroyed until released).
-    pub held: bool,
-    /// Clones made from it.
+    /// Hold tags (a held snapshot cannot be destroyed until released).
+    /// Holds santools did not make itself are listed as
+    /// `N hold(s) not made by santools` where the backend cannot name them.
+    pub holds: Vec<String>,
+    /// Clones made from it (`POOL/NAME`).
     pub clones: Vec<String>,
     /// Bytes only this snapshot holds, when the backend knows.
     pub used: Option<u64>,
+    /// Identity that survives a send/receive: the ZFS guid; on btrfs the
+    /// subvolume's UUID (its received UUID for a received snapshot).
+    pub guid: Option<String>,
+}
+
+impl SnapshotInfo {
+    pub fn held(&self) -> bool {
+        !self.holds.is_empty()
+    }
+}
+
+/// A clone of a snapshot (`POOL/NAME`, made from `origin`).
+#[derive(Clone, Debug, Serialize)]
+pub struct CloneInfo {
+    pub name: String,
+    pub origin: String,
+}
+
+/// Space figures of a volume (the seed's zfs_df columns); `None` where the
+/// backend has no such figure.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SpaceInfo {
+    pub volsize: Option<u64>,
+    pub refreservation: Option<u64>,
+    /// Compression ratio (`1.52` for 1.52x).
+    pub compressratio: Option<f64>,
+    pub used_by_dataset: Option<u64>,
+    pub used_by_snapshots: Option<u64>,
+    pub used_by_refreservation: Option<u64>,
+    pub used_by_children: Option<u64>,
+    pub used: Option<u64>,
+    pub reservation: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +109,10 @@ pub enum StoreError {
     AlreadyExists { object: String },
     #[error("{object} is busy: {reason}")]
     Busy { object: String, reason: String },
+    #[error("{object} is held ({})", tags.join(", "))]
+    Held { object: String, tags: Vec<String> },
+    #[error("{object} has clones ({})", clones.join(", "))]
+    HasClones { object: String, clones: Vec<String> },
     #[error(transparent)]
     Command(#[from] CommandError),
     #[error("{what} {}: {cause}", path.display())]
@@ -148,7 +186,57 @@ pub trait ArchiveStore: Send + Sync {
         s: &SnapshotName,
         props: &[(PropertyName, String)],
     ) -> Result<(), StoreError>;
+    /// Destroys a snapshot. Refuses with [`StoreError::Held`] while it is
+    /// held and with [`StoreError::HasClones`] while a clone was made from
+    /// it (checked by santools itself where the backend would not refuse).
     fn destroy_snapshot(&self, v: &VolumeName, s: &SnapshotName) -> Result<(), StoreError>;
+    /// Places a hold: the snapshot cannot be destroyed until every hold is
+    /// released. Holding twice with one tag is one hold.
+    fn hold(&self, v: &VolumeName, s: &SnapshotName, tag: &HoldTag) -> Result<(), StoreError>;
+    /// Releases a hold; false when the snapshot had no hold with this tag.
+    fn release(&self, v: &VolumeName, s: &SnapshotName, tag: &HoldTag) -> Result<bool, StoreError>;
+    /// Makes a writable clone `POOL/clone` of a snapshot.
+    fn clone_snapshot(&self, v: &VolumeName, s: &SnapshotName, clone: &VolumeName) -> Result<(), StoreError>;
+    fn destroy_clone(&self, clone: &VolumeName) -> Result<(), StoreError>;
+    /// Every clone on the pool and its origin.
+    fn clones(&self) -> Result<Vec<CloneInfo>, StoreError>;
+    /// Removes a user property from a volume or (with `s`) a snapshot.
+    fn remove_property(&self, v: &VolumeName, s: Option<&SnapshotName>, p: &PropertyName) -> Result<(), StoreError>;
+    /// Space figures of a volume and its snapshots.
+    fn space(&self, v: &VolumeName) -> Result<SpaceInfo, StoreError>;
+    /// The command that writes a send stream of snapshot `s` to stdout:
+    /// incremental from `from` (with every snapshot in between when
+    /// `intermediates`), or with `tree` the volume with all its snapshots
+    /// and properties (`zfs send -R`).
+    fn send_command(
+        &self,
+        v: &VolumeName,
+        s: &SnapshotName,
+        from: Option<&SnapshotName>,
+        intermediates: bool,
+        tree: bool,
+    ) -> Result<Command, StoreError> {
+        let _ = (v, s, from, intermediates, tree);
+        Err(StoreError::Invalid(format!("{}: this backend cannot send snapshots", self.describe())))
+    }
+    /// The command that reads a send stream on stdin into volume `v`
+    /// (`force`: roll back what the target has after the base), or with
+    /// `v` None into the pool under the names in the stream (`receive -d`).
+    fn receive_command(&self, v: Option<&VolumeName>, force: bool) -> Result<Command, StoreError> {
+        let _ = (v, force);
+        Err(StoreError::Invalid(format!("{}: this backend cannot receive snapshots", self.describe())))
+    }
+    /// Rolls a volume back to snapshot `s`, destroying the snapshots after
+    /// it (`zfs rollback -r`; for `zfs-copy -F`).
+    fn rollback(&self, v: &VolumeName, s: &SnapshotName) -> Result<(), StoreError> {
+        let _ = (v, s);
+        Err(StoreError::Invalid(format!("{}: this backend cannot roll back", self.describe())))
+    }
+    /// Completes a receive (btrfs: puts the received snapshot in place).
+    fn finish_receive(&self, v: &VolumeName, s: &SnapshotName) -> Result<(), StoreError> {
+        let _ = (v, s);
+        Ok(())
+    }
     /// Sets a user property on a volume or (with `s`) a snapshot.
     fn set_property(
         &self,

@@ -40,6 +40,10 @@ pub struct Overlay {
     pub properties: BTreeMap<String, String>,
     #[serde(default)]
     pub holds: BTreeSet<String>,
+    /// Embedded properties removed later (the embedded file of a read-only
+    /// snapshot cannot change).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub removed: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +121,7 @@ pub fn snapshot_props(snapshot_dir: &Path) -> Result<(Embedded, Overlay), StoreE
 /// Merged user properties of a snapshot.
 pub fn merged(embedded: &Embedded, overlay: &Overlay) -> BTreeMap<String, String> {
     let mut m = embedded.properties.clone();
+    m.retain(|k, _| !overlay.removed.contains(k));
     m.extend(overlay.properties.clone());
     m
 }
@@ -125,7 +130,47 @@ pub fn merged(embedded: &Embedded, overlay: &Overlay) -> BTreeMap<String, String
 pub fn set_snapshot_prop(snapshot_dir: &Path, key: &str, value: &str) -> Result<(), StoreError> {
     let (_, mut overlay) = snapshot_props(snapshot_dir)?;
     overlay.properties.insert(key.to_string(), value.to_string());
+    overlay.removed.remove(key);
     write_json(&overlay_path(snapshot_dir), &overlay)
+}
+
+/// Removes one property of a snapshot (an embedded one is masked).
+pub fn remove_snapshot_prop(snapshot_dir: &Path, key: &str) -> Result<(), StoreError> {
+    let (embedded, mut overlay) = snapshot_props(snapshot_dir)?;
+    overlay.properties.remove(key);
+    if embedded.properties.contains_key(key) {
+        overlay.removed.insert(key.to_string());
+    }
+    write_json(&overlay_path(snapshot_dir), &overlay)
+}
+
+/// Adds (`true`) or removes a hold tag in a snapshot's overlay; returns
+/// whether the set changed.
+pub fn change_hold(snapshot_dir: &Path, tag: &str, add: bool) -> Result<bool, StoreError> {
+    let (_, mut overlay) = snapshot_props(snapshot_dir)?;
+    let changed = if add { overlay.holds.insert(tag.to_string()) } else { overlay.holds.remove(tag) };
+    if changed {
+        write_json(&overlay_path(snapshot_dir), &overlay)?;
+    }
+    Ok(changed)
+}
+
+pub fn remove_volume_prop(volume_dir: &Path, key: &str) -> Result<(), StoreError> {
+    let mut p = volume_props(volume_dir)?;
+    if p.properties.remove(key).is_some() {
+        write_json(&volume_dir.join(VOLUME_PROPS), &p)?;
+    }
+    Ok(())
+}
+
+/// The record inside a clone directory naming its origin.
+pub const CLONE_ORIGIN: &str = ".santools-clone.json";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloneOrigin {
+    /// `POOL/VOLUME@SNAPSHOT`
+    pub origin: String,
 }
 
 pub fn volume_props(volume_dir: &Path) -> Result<VolumeProps, StoreError> {

@@ -14,11 +14,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use self::parse::{classify_stderr, number, parse_get, parse_name_value, parse_names, user_properties, ZfsFailure};
-use super::{
-    pid_alive, temp_name, temp_owner, ArchiveStore, Capabilities, SnapshotInfo, SnapshotView, StoreError, VolumeInfo,
+use self::parse::{
+    classify_stderr, hold_tags, number, parse_get, parse_name_value, parse_names, ratio, user_properties, ZfsFailure,
 };
-use crate::archive::names::{PoolName, PropertyName, SnapshotName, VolumeName};
+use super::{
+    pid_alive, temp_name, temp_owner, ArchiveStore, Capabilities, CloneInfo, SnapshotInfo, SnapshotView, SpaceInfo,
+    StoreError, VolumeInfo,
+};
+use crate::archive::names::{HoldTag, Namespace, PoolName, PropertyName, SnapshotName, VolumeName};
 use crate::shared::command::{Command, CommandError};
 
 /// The image file inside a volume's dataset.
@@ -38,11 +41,46 @@ pub struct ZfsStore {
     /// `-o key=value` options for `zfs create` of a volume (the seed's zfs_options).
     create_options: Vec<String>,
     timeout: Duration,
+    /// `<ns>:holds` records the tags of the holds santools placed:
+    /// zfs-fuse has `zfs hold` and the `userrefs` count but no working
+    /// `zfs holds` to list them.
+    holds_prop: String,
 }
 
 impl ZfsStore {
-    pub fn new(pool: PoolName, mode: ZfsMode, create_options: Vec<String>, timeout: Duration) -> Self {
-        ZfsStore { pool, mode, create_options, timeout }
+    pub fn new(pool: PoolName, mode: ZfsMode, create_options: Vec<String>, timeout: Duration, ns: &Namespace) -> Self {
+        ZfsStore { pool, mode, create_options, timeout, holds_prop: ns.prop("holds").to_string() }
+    }
+
+    /// The recorded hold tags of a snapshot (local value only: a record
+    /// received with `send -p` describes the sender's holds, not ours).
+    fn recorded_holds(&self, props: &BTreeMap<String, parse::PropLine>) -> Vec<String> {
+        match props.get(&self.holds_prop) {
+            Some(p) if p.source == "local" && p.value != "-" => {
+                p.value.split(',').filter(|t| !t.is_empty()).map(str::to_string).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn snapshot_props(&self, obj: &str) -> Result<BTreeMap<String, parse::PropLine>, StoreError> {
+        let t = self.get_all(obj, None)?;
+        t.get(obj).cloned().ok_or_else(|| StoreError::NotFound { object: obj.to_string() })
+    }
+
+    fn write_hold_record(&self, obj: &str, tags: &[String]) -> Result<(), StoreError> {
+        if tags.is_empty() {
+            self.zfs(["inherit", &self.holds_prop, obj], obj).map(|_| ())
+        } else {
+            self.zfs(["set", &format!("{}={}", self.holds_prop, tags.join(",")), obj], obj).map(|_| ())
+        }
+    }
+
+    fn origins(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        let pool = self.pool.to_string();
+        let origins = self.zfs(["get", "-Hp", "-o", "name,value", "-r", "origin", &pool], &pool)?;
+        parse_name_value(&origins)
+            .map_err(|e| StoreError::Parse { what: "zfs get origin".into(), problem: e.to_string() })
     }
 
     fn dataset(&self, v: &VolumeName) -> String {
@@ -137,7 +175,7 @@ impl ZfsStore {
         props.iter().flat_map(|(k, v)| ["-o".to_string(), format!("{k}={v}")]).collect()
     }
 
-    fn destroy_clone(&self, clone: &str) -> Result<(), StoreError> {
+    fn destroy_temp_clone(&self, clone: &str) -> Result<(), StoreError> {
         // A FUSE unmount can lag the last close briefly.
         let mut last = None;
         for _ in 0..20 {
@@ -285,10 +323,11 @@ impl ArchiveStore for ZfsStore {
     fn snapshots(&self, v: &VolumeName) -> Result<Vec<SnapshotInfo>, StoreError> {
         let ds = self.dataset(v);
         let t = self.get_all(&ds, Some(1))?;
-        let pool = self.pool.to_string();
-        let origins = self.zfs(["get", "-Hp", "-o", "name,value", "-r", "origin", &pool], &pool)?;
-        let origins = parse_name_value(&origins)
-            .map_err(|e| StoreError::Parse { what: "zfs get origin".into(), problem: e.to_string() })?;
+        let origins = self.origins()?;
+        // zfs-fuse leaves guid out of `get all`: ask for it by name.
+        let guids = self.zfs(["get", "-Hp", "-o", "name,value", "-r", "-d", "1", "guid", &ds], &ds)?;
+        let guids = parse_name_value(&guids)
+            .map_err(|e| StoreError::Parse { what: "zfs get guid".into(), problem: e.to_string() })?;
         let mut clones: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (name, origin) in &origins {
             if origin != "-" {
@@ -308,12 +347,15 @@ impl ArchiveStore for ZfsStore {
                 name: snap_name,
                 creation: number(props, "creation").map_err(bad)?.unwrap_or(0) as i64,
                 properties: user_properties(props),
-                held: number(props, "userrefs")
-                    .map_err(|p| StoreError::Parse { what: name.clone(), problem: p })?
-                    .unwrap_or(0)
-                    > 0,
+                holds: hold_tags(
+                    number(props, "userrefs")
+                        .map_err(|p| StoreError::Parse { what: name.clone(), problem: p })?
+                        .unwrap_or(0),
+                    self.recorded_holds(props),
+                ),
                 clones: clones.get(name.as_str()).cloned().unwrap_or_default(),
                 used: number(props, "used").map_err(|p| StoreError::Parse { what: name.clone(), problem: p })?,
+                guid: guids.get(name.as_str()).cloned().filter(|g| g != "-" && !g.is_empty()),
             });
         }
         out.sort_by(|a, b| (a.creation, &a.name).cmp(&(b.creation, &b.name)));
@@ -335,7 +377,153 @@ impl ArchiveStore for ZfsStore {
 
     fn destroy_snapshot(&self, v: &VolumeName, s: &SnapshotName) -> Result<(), StoreError> {
         let obj = self.snapshot(v, s);
-        self.zfs(["destroy", &obj], &obj).map(|_| ())
+        match self.zfs(["destroy", &obj], &obj) {
+            Ok(_) => Ok(()),
+            Err(StoreError::Busy { object, reason }) => {
+                // zfs says "dataset is busy" for a hold and for a mounted
+                // clone alike: ask which it is.
+                let clones: Vec<String> =
+                    self.origins()?.into_iter().filter(|(_, o)| o == &obj).map(|(n, _)| n).collect();
+                if !clones.is_empty() {
+                    return Err(StoreError::HasClones { object, clones });
+                }
+                let props = self.snapshot_props(&obj)?;
+                let refs =
+                    number(&props, "userrefs").map_err(|p| StoreError::Parse { what: obj.clone(), problem: p })?;
+                match refs {
+                    Some(n) if n > 0 => {
+                        Err(StoreError::Held { object, tags: hold_tags(n, self.recorded_holds(&props)) })
+                    }
+                    _ => Err(StoreError::Busy { object, reason }),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn hold(&self, v: &VolumeName, s: &SnapshotName, tag: &HoldTag) -> Result<(), StoreError> {
+        let obj = self.snapshot(v, s);
+        match self.zfs(["hold", tag.as_str(), &obj], &obj) {
+            Ok(_) => {}
+            // Already held with this tag ("tag already exists on this
+            // dataset"): one hold, as asked.
+            Err(StoreError::AlreadyExists { .. }) => {}
+            Err(StoreError::Command(e)) if e.stderr_tail().contains("tag already exists") => {}
+            Err(e) => return Err(e),
+        }
+        let mut tags = self.recorded_holds(&self.snapshot_props(&obj)?);
+        if !tags.iter().any(|t| t == tag.as_str()) {
+            tags.push(tag.to_string());
+            tags.sort();
+            self.write_hold_record(&obj, &tags)?;
+        }
+        Ok(())
+    }
+
+    fn release(&self, v: &VolumeName, s: &SnapshotName, tag: &HoldTag) -> Result<bool, StoreError> {
+        let obj = self.snapshot(v, s);
+        let released = match self.zfs(["release", tag.as_str(), &obj], &obj) {
+            Ok(_) => true,
+            Err(StoreError::Command(e)) if e.stderr_tail().contains("no such tag") => false,
+            Err(e) => return Err(e),
+        };
+        let tags = self.recorded_holds(&self.snapshot_props(&obj)?);
+        if tags.iter().any(|t| t == tag.as_str()) {
+            let rest: Vec<String> = tags.into_iter().filter(|t| t != tag.as_str()).collect();
+            self.write_hold_record(&obj, &rest)?;
+        }
+        Ok(released)
+    }
+
+    fn clone_snapshot(&self, v: &VolumeName, s: &SnapshotName, clone: &VolumeName) -> Result<(), StoreError> {
+        let snap = self.snapshot(v, s);
+        let target = self.dataset(clone);
+        self.zfs(["clone", &snap, &target], &target).map(|_| ())
+    }
+
+    fn destroy_clone(&self, clone: &VolumeName) -> Result<(), StoreError> {
+        let ds = self.dataset(clone);
+        match self.origins()?.get(&ds) {
+            Some(o) if o != "-" => self.destroy_temp_clone(&ds),
+            Some(_) => Err(StoreError::Invalid(format!("{ds} is not a clone"))),
+            None => Err(StoreError::NotFound { object: ds }),
+        }
+    }
+
+    fn clones(&self) -> Result<Vec<CloneInfo>, StoreError> {
+        Ok(self
+            .origins()?
+            .into_iter()
+            .filter(|(n, o)| o != "-" && temp_owner(n).is_none())
+            .map(|(name, origin)| CloneInfo { name, origin })
+            .collect())
+    }
+
+    fn remove_property(&self, v: &VolumeName, s: Option<&SnapshotName>, p: &PropertyName) -> Result<(), StoreError> {
+        let obj = match s {
+            Some(s) => self.snapshot(v, s),
+            None => self.dataset(v),
+        };
+        self.zfs(["inherit", p.as_str(), &obj], &obj).map(|_| ())
+    }
+
+    fn send_command(
+        &self,
+        v: &VolumeName,
+        s: &SnapshotName,
+        from: Option<&SnapshotName>,
+        intermediates: bool,
+        tree: bool,
+    ) -> Result<Command, StoreError> {
+        let mut args: Vec<String> = vec!["send".into()];
+        if tree {
+            args.push("-R".into());
+        }
+        if let Some(f) = from {
+            args.push(if intermediates { "-I" } else { "-i" }.into());
+            args.push(format!("@{f}"));
+        }
+        args.push(self.snapshot(v, s));
+        // No timeout: a stream may take hours; its data path has its own.
+        Ok(Command::new("zfs").args(args))
+    }
+
+    fn rollback(&self, v: &VolumeName, s: &SnapshotName) -> Result<(), StoreError> {
+        let obj = self.snapshot(v, s);
+        self.zfs(["rollback", "-r", &obj], &obj).map(|_| ())
+    }
+
+    fn receive_command(&self, v: Option<&VolumeName>, force: bool) -> Result<Command, StoreError> {
+        let mut args: Vec<String> = vec!["receive".into()];
+        if force {
+            args.push("-F".into());
+        }
+        match v {
+            Some(v) => args.push(self.dataset(v)),
+            None => args.extend(["-d".into(), self.pool.to_string()]),
+        }
+        Ok(Command::new("zfs").args(args))
+    }
+
+    fn space(&self, v: &VolumeName) -> Result<SpaceInfo, StoreError> {
+        let ds = self.dataset(v);
+        let props = self.snapshot_props(&ds)?;
+        let n = |k: &str| number(&props, k).map_err(|p| StoreError::Parse { what: ds.clone(), problem: p });
+        let volsize = match self.mode {
+            ZfsMode::Zvol => n("volsize")?,
+            ZfsMode::Image => Some(self.volume_info(v, &props)?.size),
+        };
+        Ok(SpaceInfo {
+            volsize,
+            refreservation: n("refreservation")?,
+            compressratio: props.get("compressratio").and_then(|p| ratio(&p.value)),
+            used_by_dataset: n("usedbydataset")?,
+            used_by_snapshots: n("usedbysnapshots")?,
+            used_by_refreservation: n("usedbyrefreservation")?,
+            used_by_children: n("usedbychildren")?,
+            used: n("used")?,
+            reservation: n("reservation")?,
+        })
     }
 
     fn set_property(
@@ -359,7 +547,7 @@ impl ArchiveStore for ZfsStore {
         let me = self.clone();
         let clone_for_drop = clone.clone();
         let cleanup: Box<dyn FnOnce() + Send> = Box::new(move || {
-            if let Err(e) = me.destroy_clone(&clone_for_drop) {
+            if let Err(e) = me.destroy_temp_clone(&clone_for_drop) {
                 tracing::warn!("could not remove temporary clone {clone_for_drop}: {e} (the next run removes it)");
             }
         });
@@ -400,7 +588,7 @@ impl ArchiveStore for ZfsStore {
         for n in names {
             if let Some(pid) = temp_owner(&n) {
                 if n.starts_with(&format!("{pool}/")) && !pid_alive(pid) {
-                    self.destroy_clone(&n)?;
+                    self.destroy_temp_clone(&n)?;
                     removed.push(n);
                 }
             }

@@ -79,6 +79,27 @@ pub fn number(props: &BTreeMap<String, PropLine>, key: &str) -> Result<Option<u6
     }
 }
 
+/// The hold tags of a snapshot: `userrefs` counts every hold, the record
+/// names the ones santools placed. A record without holds is stale (the
+/// holds were released behind our back); holds beyond the record were
+/// placed by someone else and are counted, since zfs-fuse cannot name them.
+pub fn hold_tags(userrefs: u64, recorded: Vec<String>) -> Vec<String> {
+    if userrefs == 0 {
+        return Vec::new();
+    }
+    let mut tags: Vec<String> = recorded.into_iter().take(userrefs as usize).collect();
+    let unknown = userrefs - tags.len() as u64;
+    if unknown > 0 {
+        tags.push(format!("{unknown} hold(s) not made by santools"));
+    }
+    tags
+}
+
+/// `compressratio` (`1.52x`; zfs-fuse prints the `x` even with `-p`).
+pub fn ratio(value: &str) -> Option<f64> {
+    value.trim_end_matches('x').parse::<f64>().ok().filter(|r| r.is_finite() && *r >= 0.0)
+}
+
 /// The kind of stderr message from a failed zfs command, for callers that
 /// branch (conservatively: anything else stays generic).
 #[derive(Debug, PartialEq, Eq)]
@@ -140,6 +161,20 @@ mod tests {
             vec!["zxtest1", "zxtest1/clonetest", "zxtest1/ddless", "zxtest1/iscsi_vol1_bk"]
         );
         assert_eq!(classify_stderr(MISSING), ZfsFailure::DoesNotExist);
+    }
+
+    #[test]
+    fn hold_tags_reconcile_the_record_with_userrefs() {
+        let rec = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(hold_tags(0, rec(&["santools-copy-b"])).is_empty());
+        assert_eq!(hold_tags(1, rec(&["santools-copy-b"])), rec(&["santools-copy-b"]));
+        assert_eq!(
+            hold_tags(2, rec(&["santools-copy-b"])),
+            rec(&["santools-copy-b", "1 hold(s) not made by santools"])
+        );
+        assert_eq!(hold_tags(1, Vec::new()), rec(&["1 hold(s) not made by santools"]));
+        assert_eq!(ratio("1.02x"), Some(1.02));
+        assert_eq!(ratio("-"), None);
     }
 
     #[test]

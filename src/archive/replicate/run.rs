@@ -1,0 +1,408 @@
+//! Carries a copy out: plan from both listings, hold the snapshot being
+//! sent, stream send → receive (through this process over ssh, or over a
+//! direct TCP connection with a one-time token), confirm the received
+//! snapshot by GUID, then move the hold tag `santools-copy-<target>` to the
+//! new base on both sides and release it everywhere else. A killed copy
+//! leaves no received snapshot (ZFS drops an incomplete stream) and at most
+//! a stale hold, which the next run releases.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context};
+use serde::Serialize;
+
+use super::endpoint::{Endpoint, Listing, Side};
+use super::plan::{plan, Mode, Step};
+use super::transport::{accept_with_token, bind_in_range, connect_with_token, new_token, reader_of, relay};
+use super::{CopySettings, Transport};
+use crate::archive::job_log::JobLog;
+use crate::archive::names::{HoldTag, SnapshotName, VolumeName};
+use crate::progress::Progress;
+use crate::shared::command::Command;
+
+pub struct CopyRequest {
+    pub source: Side,
+    pub target: Side,
+    pub mode: Mode,
+    pub force: bool,
+    /// `-p`: the whole tree with properties into the target pool.
+    pub tree: bool,
+    pub transport: Transport,
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CopyReport {
+    pub source: String,
+    pub target: String,
+    pub transport: Transport,
+    pub step: Option<Step>,
+    pub dry_run: bool,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub mb_per_s: f64,
+    pub hold_tag: String,
+    pub released: Vec<String>,
+}
+
+pub struct CopyContext<'a> {
+    pub settings: &'a CopySettings,
+    pub log: &'a JobLog,
+    pub progress: &'a dyn Progress,
+}
+
+fn same_host(a: &Side, b: &Side) -> bool {
+    a.host.as_deref().map(|h| h.rsplit('@').next().unwrap_or(h))
+        == b.host.as_deref().map(|h| h.rsplit('@').next().unwrap_or(h))
+}
+
+pub fn copy(
+    ctx: &CopyContext<'_>,
+    src_ep: &Endpoint,
+    dst_ep: &Endpoint,
+    req: &CopyRequest,
+) -> anyhow::Result<CopyReport> {
+    for ep in [src_ep, dst_ep] {
+        if let Endpoint::Local(store) = ep {
+            super::endpoint::check_can_copy(store.as_ref())?;
+        }
+    }
+    let src_vol = req.source.volume.clone().ok_or_else(|| anyhow!("-s needs POOL/VOLUME@SNAPSHOT"))?;
+    let snap = req.source.snapshot.clone().ok_or_else(|| anyhow!("-s needs a snapshot: POOL/VOLUME@SNAPSHOT"))?;
+    // -p receives under the source's name (receive -d).
+    let dst_vol = if req.tree {
+        src_vol.clone()
+    } else {
+        req.target.volume.clone().ok_or_else(|| anyhow!("-t needs POOL/VOLUME (or POOL with -p)"))?
+    };
+    if same_host(&req.source, &req.target) && req.source.pool == req.target.pool {
+        if req.tree {
+            bail!("-p receives the whole tree under the source's names: source and target pool must differ on one host ({})", req.target.describe());
+        }
+        if src_vol == dst_vol {
+            bail!("source and target are the same volume");
+        }
+    }
+    let target_name = format!("{}:{}/{dst_vol}", req.target.host.as_deref().unwrap_or("local"), req.target.pool);
+    let tag = HoldTag::for_copy_target(&target_name);
+    let mut rep = CopyReport {
+        source: req.source.describe(),
+        target: format!(
+            "{}/{dst_vol}",
+            match &req.target.host {
+                Some(h) => format!("{h}:{}", req.target.pool),
+                None => req.target.pool.to_string(),
+            }
+        ),
+        transport: req.transport,
+        step: None,
+        dry_run: req.dry_run,
+        bytes: 0,
+        seconds: 0.0,
+        mb_per_s: 0.0,
+        hold_tag: tag.to_string(),
+        released: Vec::new(),
+    };
+    let src_list = src_ep.list(&src_vol).with_context(|| format!("listing {}", req.source.describe()))?;
+    if !src_list.exists {
+        bail!("source volume {} does not exist", req.source.describe());
+    }
+    let dst_list = dst_ep.list(&dst_vol).with_context(|| format!("listing the target {}", rep.target))?;
+    let dst_snaps = dst_list.snaps();
+    let step =
+        plan(&src_list.snaps(), dst_list.exists.then_some(dst_snaps.as_slice()), snap.as_str(), &req.mode, req.force)?;
+    rep.step = Some(step.clone());
+    if req.dry_run {
+        return Ok(rep);
+    }
+    let newly_held =
+        !src_list.snapshots.iter().any(|s| s.name == snap.as_str() && s.holds.iter().any(|t| t == tag.as_str()));
+    let result = (|| -> anyhow::Result<()> {
+        if let Step::UpToDate { .. } = step {
+            ctx.log.line("copy", &format!("{} is up to date with {}", rep.target, rep.source));
+        } else {
+            // Held before the stream starts: rotation cannot take it away.
+            src_ep.hold(&src_vol, &snap, &tag)?;
+            let (from, intermediates, force) = match &step {
+                Step::Incremental { from, intermediates, rollback, .. } => {
+                    (Some(SnapshotName::new(from)?), *intermediates, *rollback)
+                }
+                _ => (None, false, false),
+            };
+            if let Some(f) = &from {
+                // The base stays held on both sides while the stream runs.
+                src_ep.hold(&src_vol, f, &tag)?;
+                if let Some(tb) = dst_list.snapshots.iter().find(|t| {
+                    t.guid.is_some() && src_list.snapshots.iter().any(|s| s.name == f.as_str() && s.guid == t.guid)
+                }) {
+                    let base = SnapshotName::new(&tb.name)?;
+                    dst_ep.hold(&dst_vol, &base, &tag)?;
+                    if force {
+                        // -F: the target's snapshots after the base go.
+                        ctx.log.line("copy", &format!("{}: rolling back to @{base} (-F)", rep.target));
+                        dst_ep.rollback(&dst_vol, &base)?;
+                    }
+                }
+            }
+            ctx.log.line("copy", &format!("{} -> {}: {:?} over {:?}", rep.source, rep.target, step, req.transport));
+            let started = Instant::now();
+            let send = Stream { vol: &src_vol, snap: &snap, from: from.as_ref(), intermediates, tree: req.tree };
+            let recv_vol = if req.tree { None } else { Some(&dst_vol) };
+            rep.bytes = transfer(ctx, src_ep, dst_ep, &send, recv_vol, force, req.transport)?;
+            rep.seconds = started.elapsed().as_secs_f64();
+            rep.mb_per_s = crate::shared::units::mb_per_s(rep.bytes, rep.seconds);
+        }
+        // Confirmed by GUID, not by name.
+        let after = dst_ep.list(&dst_vol)?;
+        let want = src_list.snapshots.iter().find(|s| s.name == snap.as_str()).and_then(|s| s.guid.clone());
+        let got = after.snapshots.iter().find(|s| s.name == snap.as_str());
+        match got {
+            Some(g) if g.guid == want => {}
+            Some(g) => bail!("{}@{snap} arrived with GUID {:?}, the source's is {:?}", rep.target, g.guid, want),
+            None => bail!("{}@{snap} is not on the target after the receive", rep.target),
+        }
+        src_ep.hold(&src_vol, &snap, &tag)?;
+        dst_ep.hold(&dst_vol, &snap, &tag)?;
+        // The new base takes over: release our tag everywhere else.
+        let src_now = src_ep.list(&src_vol)?;
+        rep.released.extend(release_others(src_ep, &src_vol, &src_now, &snap, &tag, &req.source.describe())?);
+        rep.released.extend(release_others(dst_ep, &dst_vol, &after, &snap, &tag, &rep.target)?);
+        Ok(())
+    })();
+    if let Err(e) = result {
+        if newly_held {
+            let _ = src_ep.release(&src_vol, &snap, &tag);
+        }
+        ctx.log.error("copy", &format!("{} -> {}: {e:#}", rep.source, rep.target));
+        return Err(e);
+    }
+    if rep.bytes > 0 {
+        ctx.log.line(
+            "copy",
+            &format!(
+                "{} -> {}: {} bytes in {:.1} s ({:.1} MB/s)",
+                rep.source, rep.target, rep.bytes, rep.seconds, rep.mb_per_s
+            ),
+        );
+    }
+    Ok(rep)
+}
+
+fn release_others(
+    ep: &Endpoint,
+    vol: &VolumeName,
+    list: &Listing,
+    keep: &SnapshotName,
+    tag: &HoldTag,
+    what: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for s in &list.snapshots {
+        if s.name != keep.as_str() && s.holds.iter().any(|t| t == tag.as_str()) {
+            ep.release(vol, &SnapshotName::new(&s.name)?, tag)?;
+            out.push(format!("{}@{}", what.split('@').next().unwrap_or(what), s.name));
+        }
+    }
+    Ok(out)
+}
+
+struct Stream<'a> {
+    vol: &'a VolumeName,
+    snap: &'a SnapshotName,
+    from: Option<&'a SnapshotName>,
+    intermediates: bool,
+    tree: bool,
+}
+
+fn send_command(ep: &Endpoint, s: &Stream<'_>) -> anyhow::Result<Command> {
+    Ok(match ep {
+        Endpoint::Local(store) => store.send_command(s.vol, s.snap, s.from, s.intermediates, s.tree)?,
+        Endpoint::Remote { .. } => ep.agent(ep.send_args(s.vol, s.snap, s.from, s.intermediates, s.tree)),
+    })
+}
+
+fn receive_command(ep: &Endpoint, v: Option<&VolumeName>, force: bool) -> anyhow::Result<Command> {
+    Ok(match ep {
+        Endpoint::Local(store) => store.receive_command(v, force)?,
+        Endpoint::Remote { .. } => ep.agent(ep.receive_args(v, force)),
+    })
+}
+
+/// Waits for both ends; the receiver's failure explains more than the
+/// sender's broken pipe, so it is reported first.
+fn finish(
+    sender: crate::shared::command::Running,
+    receiver: crate::shared::command::Running,
+    relayed: std::io::Result<u64>,
+) -> anyhow::Result<u64> {
+    let r = receiver.wait();
+    let s = sender.wait();
+    match (r, s, relayed) {
+        (Err(e), _, _) => Err(anyhow!(e).context("receiving")),
+        (_, Err(e), _) => Err(anyhow!(e).context("sending")),
+        (_, _, Err(e)) => Err(anyhow!(e).context("relaying the stream")),
+        (Ok(_), Ok(_), Ok(n)) => Ok(n),
+    }
+}
+
+fn transfer(
+    ctx: &CopyContext<'_>,
+    src: &Endpoint,
+    dst: &Endpoint,
+    s: &Stream<'_>,
+    recv_vol: Option<&VolumeName>,
+    force: bool,
+    transport: Transport,
+) -> anyhow::Result<u64> {
+    let send = send_command(src, s)?;
+    let recv = receive_command(dst, recv_vol, force)?;
+    match transport {
+        Transport::Ssh => {
+            let mut receiver = recv.spawn()?;
+            let mut sender = send.spawn()?;
+            drop(sender.take_stdin());
+            let mut out = sender.take_stdout().ok_or_else(|| anyhow!("no stdout from the sender"))?;
+            let mut into = receiver.take_stdin().ok_or_else(|| anyhow!("no stdin to the receiver"))?;
+            super::transport::widen_pipe(&out);
+            super::transport::widen_pipe(&into);
+            let relayed = relay(&mut out, &mut into, ctx.progress);
+            drop(into);
+            finish(sender, receiver, relayed)
+        }
+        Transport::Tcp => tcp_transfer(ctx, src, dst, s, recv_vol, force, send, recv),
+    }
+}
+
+fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    (host, port).to_socket_addrs()?.next().ok_or_else(|| anyhow!("{host} has no address"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tcp_transfer(
+    ctx: &CopyContext<'_>,
+    src: &Endpoint,
+    dst: &Endpoint,
+    s: &Stream<'_>,
+    recv_vol: Option<&VolumeName>,
+    force: bool,
+    send: Command,
+    recv: Command,
+) -> anyhow::Result<u64> {
+    let cs = ctx.settings;
+    let token = new_token()?;
+    let timeout = cs.timeout;
+    std::thread::scope(|scope| -> anyhow::Result<u64> {
+        // The receiving side listens first.
+        let (addr, receiver): (SocketAddr, Box<dyn FnOnce() -> anyhow::Result<u64> + Send + '_>) = match dst {
+            Endpoint::Local(_) => {
+                let ip: IpAddr = match (&cs.data_address, src.is_local()) {
+                    (Some(a), _) => a.parse()?,
+                    (None, true) => IpAddr::from([127, 0, 0, 1]),
+                    (None, false) => bail!("the TCP data path into this host needs archive.copy.data_address (this host's address the source can reach)"),
+                };
+                let listener = bind_in_range(ip, cs.ports).with_context(|| format!("listening on {ip}"))?;
+                let addr = listener.local_addr()?;
+                let token = token.clone();
+                let progress = if src.is_local() { None } else { Some(ctx.progress) };
+                let h = scope.spawn(move || -> anyhow::Result<u64> {
+                    let sock = accept_with_token(&listener, &token, timeout, timeout)?;
+                    drop(listener);
+                    let mut receiver = recv.spawn()?;
+                    let mut into = receiver.take_stdin().ok_or_else(|| anyhow!("no stdin to the receiver"))?;
+                    super::transport::widen_pipe(&into);
+                    let relayed =
+                        relay(&mut reader_of(sock), &mut into, progress.unwrap_or(&crate::progress::NoProgress));
+                    drop(into);
+                    let st = receiver.wait();
+                    let n = relayed.context("receiving the stream")?;
+                    st.context("receiving")?;
+                    Ok(n)
+                });
+                (addr, Box::new(move || h.join().map_err(|_| anyhow!("receiver thread panicked"))?))
+            }
+            Endpoint::Remote { .. } => {
+                let mut args = dst.receive_args(recv_vol, force);
+                let listen = cs.data_address.clone().map(Ok).unwrap_or_else(|| -> anyhow::Result<String> {
+                    Ok(resolve(dst.host().unwrap_or("localhost"), 0)?.ip().to_string())
+                })?;
+                args.extend([
+                    "--listen".into(),
+                    listen.clone(),
+                    "--ports".into(),
+                    format!("{}-{}", cs.ports.0, cs.ports.1),
+                    "--timeout".into(),
+                    timeout.as_secs().to_string(),
+                ]);
+                let mut agent = dst.agent(args).spawn()?;
+                let mut stdin = agent.take_stdin().ok_or_else(|| anyhow!("no stdin to the agent"))?;
+                stdin.write_all(format!("{token}\n").as_bytes())?;
+                drop(stdin);
+                let mut out = BufReader::new(agent.take_stdout().ok_or_else(|| anyhow!("no stdout from the agent"))?);
+                let mut line = String::new();
+                out.read_line(&mut line)?;
+                let v: serde_json::Value = match serde_json::from_str(line.trim()) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        let e = agent.wait().err().map(|e| e.to_string()).unwrap_or_default();
+                        bail!("the receiving agent did not start listening: {e}");
+                    }
+                };
+                let port = v["port"]
+                    .as_u64()
+                    .and_then(|p| u16::try_from(p).ok())
+                    .ok_or_else(|| anyhow!("bad agent answer {line:?}"))?;
+                let addr = resolve(&listen, port)?;
+                (
+                    addr,
+                    Box::new(move || {
+                        let mut rest = String::new();
+                        std::io::Read::read_to_string(&mut out, &mut rest)?;
+                        agent.wait().context("receiving on the target host")?;
+                        let v: serde_json::Value = serde_json::from_str(rest.trim()).unwrap_or_default();
+                        Ok(v["bytes"].as_u64().unwrap_or(0))
+                    }),
+                )
+            }
+        };
+        let sent = match src {
+            Endpoint::Local(_) => (|| -> anyhow::Result<u64> {
+                let mut sender = send.spawn()?;
+                drop(sender.take_stdin());
+                let mut out = sender.take_stdout().ok_or_else(|| anyhow!("no stdout from the sender"))?;
+                super::transport::widen_pipe(&out);
+                let sock = connect_with_token(addr, &token, timeout, timeout)
+                    .with_context(|| format!("connecting to {addr}"))?;
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, &sock);
+                let relayed = relay(&mut out, &mut w, ctx.progress);
+                drop(w);
+                let _ = sock.shutdown(std::net::Shutdown::Write);
+                let st = sender.wait();
+                let n = relayed.context("sending the stream")?;
+                st.context("sending")?;
+                Ok(n)
+            })(),
+            Endpoint::Remote { .. } => (|| -> anyhow::Result<u64> {
+                let mut args = src.send_args(s.vol, s.snap, s.from, s.intermediates, s.tree);
+                args.extend(["--connect".into(), addr.to_string(), "--timeout".into(), timeout.as_secs().to_string()]);
+                let out = src.agent(args).stdin_bytes(format!("{token}\n")).run()?;
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                Ok(v["bytes"].as_u64().unwrap_or(0))
+            })(),
+        };
+        if sent.is_err() {
+            // Wake the listener with an empty stream so the receive ends
+            // now instead of at its accept timeout.
+            if let Ok(c) = connect_with_token(addr, &token, timeout, timeout) {
+                drop(c);
+            }
+        }
+        let received = receiver();
+        match (received, sent) {
+            (Err(e), _) => Err(e),
+            (_, Err(e)) => Err(e),
+            (Ok(r), Ok(s)) => Ok(s.max(r)),
+        }
+    })
+}
