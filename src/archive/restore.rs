@@ -236,6 +236,20 @@ pub fn restore(
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(e).with_context(|| format!("inspecting target {shown}")),
             };
+            // A new file goes into an existing directory: a typo in the path
+            // must not create directories (a refused run creates nothing).
+            if meta.is_none() {
+                let dir = match target.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                };
+                if !dir.is_dir() {
+                    bail!("target {shown}: directory {} does not exist", dir.display());
+                }
+                if fs::symlink_metadata(target).is_ok() {
+                    bail!("target {shown} is a dangling symbolic link; give the path it should create instead");
+                }
+            }
             let device = match &meta {
                 Some(m) if m.file_type().is_block_device() => Some(m.rdev()),
                 _ => None,

@@ -126,3 +126,24 @@ fn snapcheck_daily_goes_on_past_a_volume_it_cannot_list() {
     assert!(stdout(&o).contains("ok ") && stdout(&o).contains("iscsi_lv_b_bk"), "lv_b was not checked: {}", stdout(&o));
     assert!(stderr(&o).contains("iscsi_lv_a_bk"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_refused_restore_creates_no_directory_and_no_marker() {
+    let Some(a) = setup() else { return };
+    ok(a.tool("backup").args(["-q", "-a"]));
+    let src = format!("{}/iscsi_lv_a_bk", a.pool.name);
+    let typo = a.path("no-such-dir").join("t.img");
+    fails_with(a.tool("restore").args(["-s", &src, "-t"]).arg(&typo), &["does not exist"]);
+    assert!(!a.path("no-such-dir").exists());
+    let link = a.path("dangling");
+    std::os::unix::fs::symlink(a.path("nowhere.img"), &link).unwrap();
+    fails_with(a.tool("restore").args(["-s", &src, "-t"]).arg(&link), &["dangling"]);
+    let left: Vec<String> = std::fs::read_dir(a.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("restore"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(!a.path("nowhere.img").exists());
+}
