@@ -168,17 +168,12 @@ fn run(
     let _lock = if opts.dry_run { None } else { Some(lock_volume(&s.lock_dir, name, "backup", opts.lock_wait)?) };
     failpoint::hit("backup.after-lock");
 
-    // The checksum directory; a dry run does not create it. Volumes of one
-    // pool share it: created under the pool lock.
-    let dir = if opts.dry_run {
-        match store.checksum_dir(false) {
-            Ok(d) => Some(d),
-            Err(StoreError::NotFound { .. }) => None,
-            Err(e) => return Err(e.into()),
-        }
-    } else {
-        let _pool = lock_pool(&s.lock_dir, &name.pool, Duration::from_secs(60))?;
-        Some(store.checksum_dir(true)?)
+    // The checksum directory, if it exists; it is created only once the
+    // source is prepared (a refused run creates nothing).
+    let dir = match store.checksum_dir(false) {
+        Ok(d) => Some(d),
+        Err(StoreError::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
     };
     let ws = dir.map(|d| Workspace::new(d, &name.volume));
 
@@ -219,8 +214,18 @@ fn run(
     report.size = src.prepared.size;
     report.ddmap_state = src.prepared.ddmap_state.map(|s| s.to_string());
     let size = src.prepared.size;
-    let ws = ws.ok_or_else(|| anyhow!("no checksum directory"))?;
-    let history = history.ok_or_else(|| anyhow!("no checksum history"))?;
+    let ws = match ws {
+        Some(ws) => ws,
+        None => {
+            // Volumes of one pool share it: created under the pool lock.
+            let _pool = lock_pool(&s.lock_dir, &name.pool, Duration::from_secs(60))?;
+            Workspace::new(store.checksum_dir(true)?, &name.volume)
+        }
+    };
+    let history = match history {
+        Some(h) => h,
+        None => ws.history(),
+    };
 
     // The map, checked against the source before anything is created.
     let map = match &src.prepared.ddmap {

@@ -147,3 +147,21 @@ fn a_refused_restore_creates_no_directory_and_no_marker() {
     assert!(left.is_empty(), "{left:?}");
     assert!(!a.path("nowhere.img").exists());
 }
+
+#[test]
+fn a_backup_refused_at_prepare_creates_nothing_in_a_new_pool() {
+    let Some(a) = setup() else { return };
+    let prep = a.path("prepare.sh");
+    write(&prep, b"#!/bin/sh\necho 'not json'\n");
+    std::process::Command::new("chmod").arg("+x").arg(&prep).status().unwrap();
+    a.write_config(&format!(
+        "[[archive.volumes]]\nname = \"vgA/lv_a\"\npool = \"{{pool}}\"\nsource = {{ kind = \"command\", prepare = [\"{}\"] }}\n",
+        prep.display()
+    ));
+    let pool = a.pool.path.clone().unwrap();
+    let before: Vec<_> = std::fs::read_dir(&pool).unwrap().flatten().map(|e| e.file_name()).collect();
+    let o = run(a.tool("backup").args(["-q", "-a"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let after: Vec<_> = std::fs::read_dir(&pool).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(before, after, "a refused backup changed the pool");
+}
