@@ -480,19 +480,12 @@ impl Running {
     /// passed; then kills the group so the pipe closes.
     fn wait_for_pipes<T>(&self, reader: &JoinHandle<T>) {
         let Some(t) = self.timeout else { return };
-        while !reader.is_finished() && self.started.elapsed() < t {
+        let finished = || reader.is_finished() && self.stderr_thread.as_ref().map_or(true, |e| e.is_finished());
+        while !finished() && self.started.elapsed() < t {
             std::thread::sleep(Duration::from_millis(10));
         }
-        if !reader.is_finished() {
+        if !finished() {
             self.kill_group();
-        }
-        if let Some(e) = &self.stderr_thread {
-            while !e.is_finished() && self.started.elapsed() < t {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if !e.is_finished() {
-                self.kill_group();
-            }
         }
     }
 
@@ -512,12 +505,7 @@ impl Running {
                 if self.started.elapsed() >= t {
                     let _ = child.kill();
                     let _ = child.wait();
-                    if let Some(pgid) = self.group {
-                        // SAFETY: kill(2) on the command's own process group.
-                        unsafe {
-                            libc::kill(-pgid, libc::SIGKILL);
-                        }
-                    }
+                    self.kill_group();
                     drop(self.stdin.take());
                     let tail = self.take_stderr();
                     return Err(CommandError::TimedOut {

@@ -60,9 +60,17 @@ fn is_btrfs(path: &Path) -> io::Result<bool> {
     Ok(st.filesystem_type().0 as i64 == BTRFS_SUPER_MAGIC)
 }
 
-/// FICLONE: share all extents of `src` with `dst` (btrfs, xfs).
-fn reflink(src: &File, dst: &File) -> io::Result<()> {
-    crate::shared::reflink::clone_file(src, dst)
+/// Copies the image at `src_path` to the new file `dst_path`: a reflink
+/// where the file system can, else a sparse copy; synced.
+fn copy_image(src_path: &Path, dst_path: &Path) -> Result<(), StoreError> {
+    let src = File::open(src_path).map_err(StoreError::io("opening", src_path))?;
+    let len = src.metadata().map_err(StoreError::io("reading", src_path))?.len();
+    let dst =
+        OpenOptions::new().write(true).create_new(true).open(dst_path).map_err(StoreError::io("creating", dst_path))?;
+    if crate::shared::reflink::clone_file(&src, &dst).is_err() {
+        sparse_copy(&src, &dst, len).map_err(StoreError::io("copying into", dst_path))?;
+    }
+    dst.sync_all().map_err(StoreError::io("syncing", dst_path))
 }
 
 /// Copies `src` into the empty `dst` keeping holes (SEEK_DATA/SEEK_HOLE).
@@ -167,19 +175,8 @@ impl TreeStore {
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp).map_err(StoreError::io("creating", &tmp))?;
         let result = (|| {
-            let src_path = self.volume_dir(v).join(IMAGE_FILE);
-            let src = File::open(&src_path).map_err(StoreError::io("opening", &src_path))?;
-            let len = src.metadata().map_err(StoreError::io("reading", &src_path))?.len();
             let dst_path = tmp.join(IMAGE_FILE);
-            let dst = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&dst_path)
-                .map_err(StoreError::io("creating", &dst_path))?;
-            if reflink(&src, &dst).is_err() {
-                sparse_copy(&src, &dst, len).map_err(StoreError::io("copying into", &dst_path))?;
-            }
-            dst.sync_all().map_err(StoreError::io("syncing", &dst_path))?;
+            copy_image(&self.volume_dir(v).join(IMAGE_FILE), &dst_path)?;
             fs::set_permissions(&dst_path, fs::Permissions::from_mode(0o444))
                 .map_err(StoreError::io("protecting", &dst_path))?;
             props_file::write_json(&tmp.join(props_file::EMBEDDED), &Self::embedded_props(props))?;
@@ -498,19 +495,7 @@ impl ArchiveStore for TreeStore {
                 let _ = fs::remove_dir_all(&tmp);
                 fs::create_dir(&tmp).map_err(StoreError::io("creating", &tmp))?;
                 let result = (|| {
-                    let src_path = snap.join(IMAGE_FILE);
-                    let src = File::open(&src_path).map_err(StoreError::io("opening", &src_path))?;
-                    let len = src.metadata().map_err(StoreError::io("reading", &src_path))?.len();
-                    let dst_path = tmp.join(IMAGE_FILE);
-                    let dst = OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&dst_path)
-                        .map_err(StoreError::io("creating", &dst_path))?;
-                    if reflink(&src, &dst).is_err() {
-                        sparse_copy(&src, &dst, len).map_err(StoreError::io("copying into", &dst_path))?;
-                    }
-                    dst.sync_all().map_err(StoreError::io("syncing", &dst_path))?;
+                    copy_image(&snap.join(IMAGE_FILE), &tmp.join(IMAGE_FILE))?;
                     props_file::write_json(&tmp.join(props_file::CLONE_ORIGIN), &record)?;
                     rename_noreplace(&tmp, &target).map_err(StoreError::io("renaming into place", &target))
                 })();

@@ -22,7 +22,6 @@ use crate::shared::atomic_file::{sync_parent_dir, write_atomic};
 use crate::shared::change_map::words_for_volume;
 use crate::shared::ddmap_file::{name_sum, Ddmap};
 use crate::shared::file_identity::FileIdentity;
-use crate::shared::file_lock::{lock_exclusive_within, open_or_create};
 use crate::shared::reflink::{clone_file, extents};
 use crate::targets::model::IoMode;
 
@@ -51,16 +50,6 @@ fn open_volume(opts: &NodeOptions, given: &Path) -> anyhow::Result<Volume> {
     let dir = path.parent().context("volume has no directory")?.join(DIR_NAME).join(&name);
     let iqn = export_iqn(&opts.export_prefix, &name, &path.to_string_lossy())?;
     Ok(Volume { identity: identity_text(&FileIdentity::of_metadata(&meta)), path, file, iqn, layout: Layout { dir } })
-}
-
-fn lock(v: &Volume, opts: &NodeOptions) -> anyhow::Result<File> {
-    fs::create_dir_all(&v.layout.dir).with_context(|| format!("creating {}", v.layout.dir.display()))?;
-    let p = v.layout.lock();
-    let f = open_or_create(&p).with_context(|| format!("opening {}", p.display()))?;
-    lock_exclusive_within(&f, &p, opts.lock_wait).map_err(|_| {
-        anyhow::anyhow!("another lun-snapshot of {} is running (lock {})", v.path.display(), p.display())
-    })?;
-    Ok(f)
 }
 
 fn remove_if_exists(p: &Path) -> anyhow::Result<bool> {
@@ -108,7 +97,7 @@ fn clone_error(e: std::io::Error, v: &Volume) -> anyhow::Error {
 
 pub fn create(opts: &NodeOptions, given: &Path) -> anyhow::Result<Prepared> {
     let v = open_volume(opts, given)?;
-    let _lock = lock(&v, opts)?;
+    let _lock = v.layout.lock(opts.lock_wait, &v.path.display().to_string())?;
     let rec = state::load(&v.layout.record())?;
     clean_stale(opts, &v, rec.as_ref())?;
 
@@ -202,7 +191,7 @@ fn change_map(base: &Path, snap: &File, size: u64, iqn: &str) -> anyhow::Result<
 
 pub fn release(opts: &NodeOptions, given: &Path, outcome: Outcome) -> anyhow::Result<Released> {
     let v = open_volume(opts, given)?;
-    let _lock = lock(&v, opts)?;
+    let _lock = v.layout.lock(opts.lock_wait, &v.path.display().to_string())?;
     let rec = state::load(&v.layout.record())?;
     let export_removed = export::unexport(&opts.tgtadm, &v.iqn, &v.layout.snapshot())?;
     let snapshot = v.layout.snapshot();

@@ -24,7 +24,6 @@ use crate::lvm::report::Lv;
 use crate::lvm::snap::{self, split_lv, Lvm, SnapSize};
 use crate::shared::atomic_file::write_atomic;
 use crate::shared::ddmap_file::Ddmap;
-use crate::shared::file_lock::{lock_exclusive_within, open_or_create};
 use crate::targets::model::IoMode;
 
 #[derive(Clone, Debug)]
@@ -92,14 +91,6 @@ fn layout(opts: &NodeOptions, vg: &str, lv: &str) -> Layout {
     Layout { dir: opts.state_dir.join("lun-snapshot").join(vg).join(lv) }
 }
 
-fn lock(l: &Layout, opts: &NodeOptions, volume: &str) -> anyhow::Result<std::fs::File> {
-    std::fs::create_dir_all(&l.dir).with_context(|| format!("creating {}", l.dir.display()))?;
-    let f = open_or_create(&l.lock()).with_context(|| format!("opening {}", l.lock().display()))?;
-    lock_exclusive_within(&f, &l.lock(), opts.lock_wait)
-        .map_err(|_| anyhow::anyhow!("another lun-snapshot of {volume} is running (lock {})", l.lock().display()))?;
-    Ok(f)
-}
-
 fn merge_dump(proc_entry: &Path, pending: &Path) -> anyhow::Result<u64> {
     let dump = load_ddmap(proc_entry)?;
     let merged = match std::fs::read(pending) {
@@ -119,7 +110,7 @@ fn merge_dump(proc_entry: &Path, pending: &Path) -> anyhow::Result<u64> {
 pub fn create(opts: &NodeOptions, volume: &str) -> anyhow::Result<Prepared> {
     let (vg, lv) = split_lv(volume)?;
     let l = layout(opts, &vg, &lv);
-    let _lock = lock(&l, opts, volume)?;
+    let _lock = l.lock(opts.lock_wait, volume)?;
     let rec = state::load(&l.record())?;
     let iqn = export::export_iqn(&opts.export_prefix, &format!("{vg}.{lv}"), &format!("{vg}/{lv}"))?;
     let device = PathBuf::from(format!("/dev/{vg}/{}", snap::snapshot_name(&lv, &opts.lvm.suffix)));
@@ -199,7 +190,7 @@ pub fn create(opts: &NodeOptions, volume: &str) -> anyhow::Result<Prepared> {
 pub fn release(opts: &NodeOptions, volume: &str, outcome: Outcome) -> anyhow::Result<Released> {
     let (vg, lv) = split_lv(volume)?;
     let l = layout(opts, &vg, &lv);
-    let _lock = lock(&l, opts, volume)?;
+    let _lock = l.lock(opts.lock_wait, volume)?;
     let rec = state::load(&l.record())?;
     let iqn = export::export_iqn(&opts.export_prefix, &format!("{vg}.{lv}"), &format!("{vg}/{lv}"))?;
     let name = snap::snapshot_name(&lv, &opts.lvm.suffix);

@@ -85,8 +85,16 @@ impl Layout {
     pub fn record(&self) -> PathBuf {
         self.dir.join("state.json")
     }
-    pub fn lock(&self) -> PathBuf {
-        self.dir.join("lock")
+    /// Creates the directory and takes the volume's lock, waiting up to
+    /// `wait` for another run; held while the returned file is open.
+    pub fn lock(&self, wait: std::time::Duration, volume: &str) -> anyhow::Result<std::fs::File> {
+        use crate::shared::file_lock::{lock_exclusive_within, open_or_create};
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        let p = self.dir.join("lock");
+        let f = open_or_create(&p).with_context(|| format!("opening {}", p.display()))?;
+        lock_exclusive_within(&f, &p, wait)
+            .map_err(|_| anyhow::anyhow!("another lun-snapshot of {volume} is running (lock {})", p.display()))?;
+        Ok(f)
     }
     pub fn map(&self) -> PathBuf {
         self.dir.join("changes.ddmap")
