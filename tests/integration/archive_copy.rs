@@ -298,3 +298,177 @@ fn a_data_connection_with_a_wrong_token_is_refused() {
     let o = Command::new("zfs").args(["list", &format!("{}/iscsi_tok_bk", a.pool.name)]).output().unwrap();
     assert!(!o.status.success(), "something was received");
 }
+
+/// `btrfs subvolume show`'s UUID and Received UUID of a path.
+fn btrfs_uuids(path: &std::path::Path) -> (String, String) {
+    let o = Command::new("btrfs").args(["subvolume", "show"]).arg(path).output().unwrap();
+    assert!(o.status.success(), "btrfs subvolume show {}: {}", path.display(), String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(k).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("no {k} in {text}"))
+    };
+    (field("UUID:"), field("Received UUID:"))
+}
+
+/// Snapshots of VOL on `pool` as santools lists them, with their holds.
+fn listed(a: &Archive, pool: &str) -> Vec<(String, Vec<String>)> {
+    let list: serde_json::Value = serde_json::from_str(&ok(a.tool("zfs-list").arg("--json"))).unwrap();
+    let Some(p) = list.as_array().unwrap().iter().find(|p| p["name"] == pool) else { return Vec::new() };
+    let name = format!("{pool}/{VOL}");
+    let Some(v) = p["volumes"].as_array().unwrap().iter().find(|v| v["name"] == name.as_str()) else {
+        return Vec::new();
+    };
+    v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let holds = s["holds"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_string()).collect();
+            (s["name"].as_str().unwrap().to_string(), holds)
+        })
+        .collect()
+}
+
+/// btrfs pools replicate with `btrfs send [-p]` / `btrfs receive`: full,
+/// -i, -I over TCP, holds moved, a diverged target refused and rolled
+/// back with -F, a killed receive that never shows up as a snapshot, and
+/// what btrfs cannot do (-p, a zfs stream) refused.
+#[test]
+fn btrfs_pools_copy_full_incremental_intermediates_and_force() {
+    let Some(pa) = PoolLab::new(Backend::Btrfs) else { return };
+    let Some(mut b) = PoolLab::new(Backend::Btrfs) else { return };
+    b.name = "btcopy".into();
+    let vols = format!(
+        "[[archive.volumes]]\nname = \"vg/lv_c\"\npool = \"{{pool}}\"\nsource = {{ kind = \"file\", path = \"{{dir}}/c.img\" }}\n\n{}",
+        b.pool_toml()
+    );
+    let a = Archive::new(pa, &vols);
+    let (pa, pb) = (a.pool.name.clone(), b.name.clone());
+    let (root_a, root_b) = (a.pool.path.clone().unwrap(), b.path.clone().unwrap());
+    let snap_a = |s: &str| root_a.join(".snapshots").join(VOL).join(s);
+    let snap_b = |s: &str| root_b.join(".snapshots").join(VOL).join(s);
+    let src = |s: &str| format!("{pa}/{VOL}@{s}");
+    let dst = format!("{pb}/{VOL}");
+    let tag = format!("santools-copy-local_{pb}_{VOL}");
+    let same_snapshot = |s: &str| {
+        assert_eq!(image_of(&snap_b(s).join("image")), image_of(&snap_a(s).join("image")), "@{s} differs");
+        // The received snapshot is known by the sender's UUID.
+        assert_eq!(btrfs_uuids(&snap_b(s)).1, btrfs_uuids(&snap_a(s)).0, "@{s} is not the sender's snapshot");
+    };
+    let s1 = night(&a, 1);
+    let s2 = night(&a, 2);
+
+    // A killed receive leaves no snapshot santools would list, and the
+    // next run removes what it left and copies.
+    let o = run(a.tool("zfs-copy").args(["-q", "-s", &src(&s1), "-t", &dst]).env("SANTOOLS_FAILPOINT", "copy.relay"));
+    assert_eq!(o.status.code(), None, "not killed: {}", stderr(&o));
+    assert!(listed(&a, &pb).is_empty(), "a snapshot arrived: {:?}", listed(&a, &pb));
+    let r = copy(&a, &["-s", &src(&s1), "-t", &dst]);
+    assert_eq!(r["step"]["kind"], "full", "{r}");
+    same_snapshot(&s1);
+    assert_eq!(b.snapshots(VOL), vec![s1.clone()], "the cut-off receive was not removed");
+    // The target volume is the newest snapshot, writable.
+    assert_eq!(image_of(&b.image(VOL)), image_of(&snap_a(&s1).join("image")));
+    assert_eq!(listed(&a, &pb), vec![(s1.clone(), vec![tag.clone()])]);
+    // A full copy onto it again is refused; -i moves the hold.
+    fails_with(a.tool("zfs-copy").args(["-s", &src(&s2), "-t", &dst]), &["target exists", &s1]);
+    let r = copy(&a, &["-i", &s1, "-s", &src(&s2), "-t", &dst]);
+    assert_eq!(r["step"]["kind"], "incremental", "{r}");
+    same_snapshot(&s2);
+    assert_eq!(listed(&a, &pb), vec![(s1.clone(), vec![]), (s2.clone(), vec![tag.clone()])]);
+    assert!(listed(&a, &pa).iter().all(|(n, h)| (n == &s2) == (h == &vec![tag.clone()])), "{:?}", listed(&a, &pa));
+    // -I over the TCP data path brings the snapshot in between.
+    let s3 = night(&a, 3);
+    let s4 = night(&a, 4);
+    let r = copy(&a, &["-I", &s2, "-s", &src(&s4), "-t", &dst, "--transport", "tcp"]);
+    assert_eq!(r["step"]["intermediates"], true, "{r}");
+    same_snapshot(&s3);
+    same_snapshot(&s4);
+    assert_eq!(image_of(&b.image(VOL)), image_of(&snap_a(&s4).join("image")));
+    let r = copy(&a, &["-i", &s2, "-s", &src(&s4), "-t", &dst]);
+    assert_eq!(r["step"]["kind"], "up_to_date", "{r}");
+    // A snapshot made on the target: diverged, refused without -F.
+    let o = Command::new("btrfs")
+        .args(["subvolume", "snapshot", "-r"])
+        .arg(root_b.join(VOL))
+        .arg(snap_b("operator-made"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s5 = night(&a, 5);
+    fails_with(a.tool("zfs-copy").args(["-i", &s4, "-s", &src(&s5), "-t", &dst]), &["diverged", "operator-made", "-F"]);
+    let r = copy(&a, &["-i", &s4, "-s", &src(&s5), "-t", &dst, "-F"]);
+    assert_eq!(r["step"]["rollback"], true, "{r}");
+    same_snapshot(&s5);
+    assert!(!b.snapshots(VOL).contains(&"operator-made".to_string()));
+    // What btrfs cannot do is refused, and nothing is left held for it.
+    fails_with(a.tool("zfs-copy").args(["-s", &src(&s5), "-t", &format!("{pb}"), "-p"]), &["btrfs", "-I"]);
+    assert!(listed(&a, &pa).iter().all(|(n, h)| (n == &s5) == (h == &vec![tag.clone()])), "{:?}", listed(&a, &pa));
+}
+
+/// A zfs send stream cannot go into a btrfs pool nor the other way round:
+/// refused before anything is held.
+#[test]
+fn streams_of_one_backend_are_not_received_by_another() {
+    let Some(pz) = PoolLab::new(Backend::Zfs) else { return };
+    let Some(mut b) = PoolLab::new(Backend::Btrfs) else { return };
+    b.name = "btmixed".into();
+    let vols = format!(
+        "[[archive.volumes]]\nname = \"vg/lv_c\"\npool = \"{{pool}}\"\nsource = {{ kind = \"file\", path = \"{{dir}}/c.img\" }}\n\n{}",
+        b.pool_toml()
+    );
+    let a = Archive::new(pz, &vols);
+    let s1 = night(&a, 1);
+    let src = format!("{}/{VOL}@{s1}", a.pool.name);
+    let before = ok(a.tool("zfs-list").arg("--json"));
+    fails_with(a.tool("zfs-copy").args(["-s", &src, "-t", &format!("btmixed/{VOL}")]), &["zfs pool", "btrfs pool"]);
+    assert_eq!(ok(a.tool("zfs-list").arg("--json")), before, "nothing held, nothing created");
+}
+
+/// btrfs into a "remote" host through a real sshd: the agent there
+/// receives and puts the snapshots in place, over ssh and over TCP.
+#[test]
+fn btrfs_copies_to_a_remote_host_through_a_real_sshd() {
+    let Some(sshd) = Sshd::start() else { return };
+    let Some(pa) = PoolLab::new(Backend::Btrfs) else { return };
+    let Some(mut b) = PoolLab::new(Backend::Btrfs) else { return };
+    b.name = "btremote".into();
+    let remote_config = sshd.path("remote.toml");
+    std::fs::write(
+        &remote_config,
+        format!("[archive]\nlog_dir = {:?}\nlock_dir = {:?}\n{}", sshd.path("log"), sshd.path("lock"), b.pool_toml()),
+    )
+    .unwrap();
+    let port = 40000 + std::process::id() % 20000 + 100;
+    let vols = format!(
+        "[[archive.volumes]]\nname = \"vg/lv_c\"\npool = \"{{pool}}\"\nsource = {{ kind = \"file\", path = \"{{dir}}/c.img\" }}\n\n[archive.copy]\n{}remote_santools = {:?}\nremote_config = {:?}\nports = \"{port}-{}\"\ndata_address = \"{}\"\n",
+        sshd.ssh_toml(),
+        bin(),
+        remote_config,
+        port + 50,
+        sshd.addr
+    );
+    let a = Archive::new(pa, &vols);
+    let s1 = night(&a, 1);
+    let s2 = night(&a, 2);
+    let src = |s: &str| format!("{}/{VOL}@{s}", a.pool.name);
+    let dst = format!("{}:btremote/{VOL}", sshd.addr);
+    let r = copy(&a, &["-s", &src(&s1), "-t", &dst]);
+    assert_eq!(r["step"]["kind"], "full", "{r}\n{}", sshd.log());
+    let r = copy(&a, &["-i", &s1, "-s", &src(&s2), "-t", &dst, "--transport", "tcp"]);
+    assert_eq!(r["step"]["kind"], "incremental", "{r}");
+    let root_b = b.path.clone().unwrap();
+    for s in [&s1, &s2] {
+        let there = root_b.join(".snapshots").join(VOL).join(s);
+        let here = a.pool.path.clone().unwrap().join(".snapshots").join(VOL).join(s);
+        assert_eq!(image_of(&there.join("image")), image_of(&here.join("image")), "@{s}");
+        assert_eq!(btrfs_uuids(&there).1, btrfs_uuids(&here).0, "@{s}");
+    }
+    assert_eq!(b.snapshots(VOL), vec![s1.clone(), s2.clone()]);
+    assert_eq!(
+        image_of(&b.image(VOL)),
+        image_of(&a.pool.path.clone().unwrap().join(".snapshots").join(VOL).join(&s2).join("image"))
+    );
+}

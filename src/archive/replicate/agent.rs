@@ -6,6 +6,7 @@
 
 use std::io::{BufReader, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use super::endpoint::list_local;
 use super::transport::{
-    accept_with_token, bind_in_range, connect_with_token, parse_ports, read_token_line, reader_of, relay,
+    accept_with_token, bind_in_range, connect_with_token, parse_ports, read_token_line, relay, widen_pipe,
 };
 use crate::archive::names::{HoldTag, Namespace, PoolName, SnapshotName, VolumeName};
 use crate::archive::settings::ArchiveSettings;
@@ -118,6 +119,27 @@ fn store_for(config: Option<&std::path::Path>, pool: &PoolName) -> anyhow::Resul
     )))
 }
 
+/// After the receive command: puts what arrived in place, or drops it.
+fn finish_or_abort(st: &dyn ArchiveStore, vol: Option<&VolumeName>, done: anyhow::Result<u64>) -> anyhow::Result<u64> {
+    match done {
+        Ok(n) => match st.finish_receive(vol) {
+            Ok(_) => Ok(n),
+            Err(e) => {
+                if let Err(c) = st.abort_receive(vol) {
+                    tracing::warn!("cleaning up the failed receive: {c}");
+                }
+                Err(e.into())
+            }
+        },
+        Err(e) => {
+            if let Err(c) = st.abort_receive(vol) {
+                tracing::warn!("cleaning up the failed receive: {c}");
+            }
+            Err(e)
+        }
+    }
+}
+
 fn answer(v: serde_json::Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{v}")?;
@@ -166,18 +188,20 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
             };
             let mut sender = cmd.spawn()?;
             drop(sender.take_stdin());
-            let mut out = sender.take_stdout().ok_or_else(|| anyhow!("no stdout from the sender"))?;
+            let out = sender.take_stdout().ok_or_else(|| anyhow!("no stdout from the sender"))?;
+            widen_pipe(&out);
             let relayed = match (connect, token) {
                 (Some(addr), Some(token)) => {
                     let sock = connect_with_token(addr, &token, timeout, timeout)
                         .with_context(|| format!("connecting to {addr}"))?;
-                    let mut w = std::io::BufWriter::with_capacity(1 << 20, &sock);
-                    let n = relay(&mut out, &mut w, &NoProgress);
-                    drop(w);
+                    let n = relay(out.as_fd(), sock.as_fd(), &NoProgress);
                     let _ = sock.shutdown(std::net::Shutdown::Write);
                     n
                 }
-                _ => relay(&mut out, &mut std::io::stdout().lock(), &NoProgress),
+                _ => {
+                    let stdout = std::io::stdout().lock();
+                    relay(out.as_fd(), stdout.as_fd(), &NoProgress)
+                }
             };
             sender.wait()?;
             let n = relayed?;
@@ -196,22 +220,35 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
                     let ports = parse_ports(&ports).map_err(|e| anyhow!("--ports {e}"))?;
                     let l = bind_in_range(ip, ports)?;
                     answer(serde_json::json!({ "port": l.local_addr()?.port() }))?;
-                    let sock = accept_with_token(&l, &token, timeout, timeout)?;
-                    drop(l);
+                    // Started while the sender connects (see run.rs).
                     let mut receiver = cmd.spawn()?;
-                    let mut into = receiver.take_stdin().ok_or_else(|| anyhow!("no stdin to the receiver"))?;
-                    let relayed = relay(&mut reader_of(sock), &mut into, &NoProgress);
+                    let into = receiver.take_stdin().ok_or_else(|| anyhow!("no stdin to the receiver"))?;
+                    let sock = match accept_with_token(&l, &token, timeout, timeout) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            drop(into);
+                            let _ = receiver.wait();
+                            return Err(e.into());
+                        }
+                    };
+                    drop(l);
+                    widen_pipe(&into);
+                    let relayed = relay(sock.as_fd(), into.as_fd(), &NoProgress);
+                    drop(sock);
                     drop(into);
-                    receiver.wait()?;
-                    answer(serde_json::json!({ "bytes": relayed? }))?;
+                    let done = receiver.wait().map_err(anyhow::Error::from).and_then(|_| Ok(relayed?));
+                    let n = finish_or_abort(st.as_ref(), vol.as_ref(), done)?;
+                    answer(serde_json::json!({ "bytes": n }))?;
                 }
                 None => {
                     let mut receiver = cmd.spawn()?;
-                    let mut into = receiver.take_stdin().ok_or_else(|| anyhow!("no stdin to the receiver"))?;
-                    let relayed = relay(&mut std::io::stdin().lock(), &mut into, &NoProgress);
+                    let into = receiver.take_stdin().ok_or_else(|| anyhow!("no stdin to the receiver"))?;
+                    widen_pipe(&into);
+                    let stdin = std::io::stdin().lock();
+                    let relayed = relay(stdin.as_fd(), into.as_fd(), &NoProgress);
                     drop(into);
-                    receiver.wait()?;
-                    relayed?;
+                    let done = receiver.wait().map_err(anyhow::Error::from).and_then(|_| Ok(relayed?));
+                    finish_or_abort(st.as_ref(), vol.as_ref(), done)?;
                 }
             }
         }

@@ -31,17 +31,26 @@ pub fn split_host(text: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// zfs-copy only moves ZFS send streams: a pool whose backend cannot send
-/// and receive (btrfs and dir, for now) is refused before anything is held
-/// or sent.
+/// zfs-copy moves send streams (zfs, btrfs): a pool whose backend has
+/// none (a plain directory) is refused before anything is held or sent.
 pub fn check_can_copy(store: &dyn ArchiveStore) -> anyhow::Result<()> {
     if store.capabilities().send_receive {
         return Ok(());
     }
     anyhow::bail!(
-        "{} cannot send or receive snapshots: zfs-copy copies between ZFS pools only (btrfs send/receive is not implemented yet)",
+        "{} cannot send or receive snapshots: zfs-copy copies between ZFS pools or between btrfs pools",
         store.describe()
     )
+}
+
+/// A zfs stream cannot be received by btrfs nor the other way round.
+pub fn check_same_format(src: &Listing, dst: &Listing, src_name: &str, dst_name: &str) -> anyhow::Result<()> {
+    match (&src.format, &dst.format) {
+        (Some(a), Some(b)) if a != b => anyhow::bail!(
+            "{src_name} is on a {a} pool and {dst_name} on a {b} pool: a {a} send stream cannot be received there"
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// A side as given on the command line.
@@ -92,6 +101,10 @@ impl Side {
 pub struct Listing {
     pub exists: bool,
     pub snapshots: Vec<ListedSnapshot>,
+    /// The pool's send stream kind ("zfs", "btrfs"); absent from agents
+    /// before btrfs replication.
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -109,16 +122,17 @@ impl Listing {
 
 /// Lists a volume on a local store.
 pub fn list_local(store: &dyn ArchiveStore, v: &VolumeName) -> Result<Listing, StoreError> {
-    if store.volume(v)?.is_none() {
-        return Ok(Listing::default());
-    }
-    Ok(Listing {
-        exists: true,
-        snapshots: store
-            .snapshots(v)?
-            .into_iter()
-            .map(|s| ListedSnapshot { name: s.name.to_string(), guid: s.guid, holds: s.holds })
-            .collect(),
+    let format = store.stream_format().map(str::to_string);
+    Ok(match store.snapshot_ids(v)? {
+        None => Listing { format, ..Listing::default() },
+        Some(snaps) => Listing {
+            exists: true,
+            snapshots: snaps
+                .into_iter()
+                .map(|s| ListedSnapshot { name: s.name.to_string(), guid: s.guid, holds: s.holds })
+                .collect(),
+            format,
+        },
     })
 }
 

@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
@@ -15,7 +16,7 @@ use serde::Serialize;
 
 use super::endpoint::{Endpoint, Listing, Side};
 use super::plan::{plan, Mode, Step};
-use super::transport::{accept_with_token, bind_in_range, connect_with_token, new_token, reader_of, relay};
+use super::transport::{accept_with_token, bind_in_range, connect_with_token, new_token, relay};
 use super::{CopySettings, Transport};
 use crate::archive::job_log::JobLog;
 use crate::archive::names::{HoldTag, SnapshotName, VolumeName};
@@ -110,6 +111,10 @@ pub fn copy(
         bail!("source volume {} does not exist", req.source.describe());
     }
     let dst_list = dst_ep.list(&dst_vol).with_context(|| format!("listing the target {}", rep.target))?;
+    super::endpoint::check_same_format(&src_list, &dst_list, &rep.source, &rep.target)?;
+    if req.tree && src_list.format.as_deref() == Some("btrfs") {
+        bail!("-p sends a whole ZFS tree with its properties (zfs send -R); btrfs has no such stream: copy the first snapshot, then the rest with -I");
+    }
     let dst_snaps = dst_list.snaps();
     let step =
         plan(&src_list.snaps(), dst_list.exists.then_some(dst_snaps.as_slice()), snap.as_str(), &req.mode, req.force)?;
@@ -119,9 +124,19 @@ pub fn copy(
     }
     let newly_held =
         !src_list.snapshots.iter().any(|s| s.name == snap.as_str() && s.holds.iter().any(|t| t == tag.as_str()));
+    // The source's snapshots this run holds with our tag; the others that
+    // carry it are released at the end. Tracked here instead of listing the
+    // source again (each zfs call costs, and only we move this tag).
+    let mut held_here: Vec<String> = Vec::new();
     let result = (|| -> anyhow::Result<()> {
         if let Step::UpToDate { .. } = step {
             ctx.log.line("copy", &format!("{} is up to date with {}", rep.target, rep.source));
+            src_ep.hold(&src_vol, &snap, &tag)?;
+            if let (Endpoint::Local(st), false) = (dst_ep, req.tree) {
+                // A crash after an earlier receive may have left its
+                // finishing undone (btrfs: the volume's live copy).
+                st.finish_receive(Some(&dst_vol))?;
+            }
         } else {
             // Held before the stream starts: rotation cannot take it away.
             src_ep.hold(&src_vol, &snap, &tag)?;
@@ -134,6 +149,7 @@ pub fn copy(
             if let Some(f) = &from {
                 // The base stays held on both sides while the stream runs.
                 src_ep.hold(&src_vol, f, &tag)?;
+                held_here.push(f.to_string());
                 if let Some(tb) = dst_list.snapshots.iter().find(|t| {
                     t.guid.is_some() && src_list.snapshots.iter().any(|s| s.name == f.as_str() && s.guid == t.guid)
                 }) {
@@ -150,7 +166,20 @@ pub fn copy(
             let started = Instant::now();
             let send = Stream { vol: &src_vol, snap: &snap, from: from.as_ref(), intermediates, tree: req.tree };
             let recv_vol = if req.tree { None } else { Some(&dst_vol) };
-            rep.bytes = transfer(ctx, src_ep, dst_ep, &send, recv_vol, force, req.transport)?;
+            let moved = transfer(ctx, src_ep, dst_ep, &send, recv_vol, force, req.transport);
+            if let Endpoint::Local(st) = dst_ep {
+                let finished = match &moved {
+                    Ok(_) => st.finish_receive(recv_vol).map(|_| ()),
+                    Err(_) => Ok(()),
+                };
+                if moved.is_err() || finished.is_err() {
+                    if let Err(e) = st.abort_receive(recv_vol) {
+                        ctx.log.error("copy", &format!("{}: cleaning up the failed receive: {e}", rep.target));
+                    }
+                }
+                finished?;
+            }
+            rep.bytes = moved?;
             rep.seconds = started.elapsed().as_secs_f64();
             rep.mb_per_s = crate::shared::units::mb_per_s(rep.bytes, rep.seconds);
         }
@@ -163,10 +192,14 @@ pub fn copy(
             Some(g) => bail!("{}@{snap} arrived with GUID {:?}, the source's is {:?}", rep.target, g.guid, want),
             None => bail!("{}@{snap} is not on the target after the receive", rep.target),
         }
-        src_ep.hold(&src_vol, &snap, &tag)?;
         dst_ep.hold(&dst_vol, &snap, &tag)?;
         // The new base takes over: release our tag everywhere else.
-        let src_now = src_ep.list(&src_vol)?;
+        let mut src_now = src_list.clone();
+        for s in src_now.snapshots.iter_mut().filter(|s| held_here.contains(&s.name)) {
+            if !s.holds.iter().any(|t| t == tag.as_str()) {
+                s.holds.push(tag.to_string());
+            }
+        }
         rep.released.extend(release_others(src_ep, &src_vol, &src_now, &snap, &tag, &req.source.describe())?);
         rep.released.extend(release_others(dst_ep, &dst_vol, &after, &snap, &tag, &rep.target)?);
         Ok(())
@@ -263,11 +296,11 @@ fn transfer(
             let mut receiver = recv.spawn()?;
             let mut sender = send.spawn()?;
             drop(sender.take_stdin());
-            let mut out = sender.take_stdout().ok_or_else(|| anyhow!("no stdout from the sender"))?;
-            let mut into = receiver.take_stdin().ok_or_else(|| anyhow!("no stdin to the receiver"))?;
+            let out = sender.take_stdout().ok_or_else(|| anyhow!("no stdout from the sender"))?;
+            let into = receiver.take_stdin().ok_or_else(|| anyhow!("no stdin to the receiver"))?;
             super::transport::widen_pipe(&out);
             super::transport::widen_pipe(&into);
-            let relayed = relay(&mut out, &mut into, ctx.progress);
+            let relayed = relay(out.as_fd(), into.as_fd(), ctx.progress);
             drop(into);
             finish(sender, receiver, relayed)
         }
@@ -307,13 +340,25 @@ fn tcp_transfer(
                 let token = token.clone();
                 let progress = if src.is_local() { None } else { Some(ctx.progress) };
                 let h = scope.spawn(move || -> anyhow::Result<u64> {
-                    let sock = accept_with_token(&listener, &token, timeout, timeout)?;
-                    drop(listener);
+                    // The receive starts while the sender connects (as in
+                    // a shell pipeline): zfs receive takes a while to get
+                    // going, and only the connection with the token feeds
+                    // it. No sender: it sees an empty stream and fails,
+                    // leaving nothing.
                     let mut receiver = recv.spawn()?;
-                    let mut into = receiver.take_stdin().ok_or_else(|| anyhow!("no stdin to the receiver"))?;
+                    let into = receiver.take_stdin().ok_or_else(|| anyhow!("no stdin to the receiver"))?;
+                    let sock = match accept_with_token(&listener, &token, timeout, timeout) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            drop(into);
+                            let _ = receiver.wait();
+                            return Err(e.into());
+                        }
+                    };
+                    drop(listener);
                     super::transport::widen_pipe(&into);
-                    let relayed =
-                        relay(&mut reader_of(sock), &mut into, progress.unwrap_or(&crate::progress::NoProgress));
+                    let relayed = relay(sock.as_fd(), into.as_fd(), progress.unwrap_or(&crate::progress::NoProgress));
+                    drop(sock);
                     drop(into);
                     let st = receiver.wait();
                     let n = relayed.context("receiving the stream")?;
@@ -370,13 +415,11 @@ fn tcp_transfer(
             Endpoint::Local(_) => (|| -> anyhow::Result<u64> {
                 let mut sender = send.spawn()?;
                 drop(sender.take_stdin());
-                let mut out = sender.take_stdout().ok_or_else(|| anyhow!("no stdout from the sender"))?;
+                let out = sender.take_stdout().ok_or_else(|| anyhow!("no stdout from the sender"))?;
                 super::transport::widen_pipe(&out);
                 let sock = connect_with_token(addr, &token, timeout, timeout)
                     .with_context(|| format!("connecting to {addr}"))?;
-                let mut w = std::io::BufWriter::with_capacity(1 << 20, &sock);
-                let relayed = relay(&mut out, &mut w, ctx.progress);
-                drop(w);
+                let relayed = relay(out.as_fd(), sock.as_fd(), ctx.progress);
                 let _ = sock.shutdown(std::net::Shutdown::Write);
                 let st = sender.wait();
                 let n = relayed.context("sending the stream")?;

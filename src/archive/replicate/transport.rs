@@ -5,8 +5,9 @@
 //! token, so nothing else can feed the receive. Accept and idle timeouts
 //! are bounded.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
 use std::time::{Duration, Instant};
 
 use crate::progress::Progress;
@@ -133,7 +134,14 @@ pub fn accept_with_token(l: &TcpListener, token: &str, timeout: Duration, idle: 
                         format!("no sender with the copy token connected within {} s", timeout.as_secs()),
                     ));
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                // Sleep until a connection arrives (or a token check
+                // could have finished), not a fixed tick: the sender's
+                // stream waits on this.
+                let tick = if checking > 0 { 2 } else { 50 };
+                let left = deadline.saturating_duration_since(Instant::now()).as_millis().min(tick) as libc::c_int;
+                let mut pfd = libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one pollfd on a listener we borrow.
+                unsafe { libc::poll(&mut pfd, 1, left.max(1)) };
             }
             Err(e) => return Err(e),
         }
@@ -149,9 +157,65 @@ pub fn connect_with_token(addr: SocketAddr, token: &str, timeout: Duration, idle
     Ok(s)
 }
 
-/// Copies everything from `r` to `w`, counting bytes (1 MiB at a time).
-pub fn relay(r: &mut dyn Read, w: &mut dyn Write, progress: &dyn Progress) -> io::Result<u64> {
-    let mut buf = vec![0u8; 1 << 20];
+/// Moves everything from `from` to `to`, counting bytes. Where one end is
+/// a pipe (always, here: the ends are `zfs send`'s stdout, `zfs receive`'s
+/// stdin, a data socket, our own stdin/stdout over ssh) the kernel moves the
+/// pages with splice(2) and the stream never passes through this process's
+/// memory; otherwise (splice refused before the first byte) it falls back
+/// to read/write, 1 MiB at a time.
+pub fn relay(from: BorrowedFd<'_>, to: BorrowedFd<'_>, progress: &dyn Progress) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        // SAFETY: splice between two descriptors we borrow for the call,
+        // no offsets (both are streams).
+        let n = unsafe {
+            libc::splice(
+                from.as_raw_fd(),
+                std::ptr::null_mut(),
+                to.as_raw_fd(),
+                std::ptr::null_mut(),
+                RELAY_CHUNK,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE,
+            )
+        };
+        match n {
+            0 => return Ok(total),
+            n if n > 0 => moved(n as usize, &mut total, progress),
+            _ => {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EINVAL) | Some(libc::ENOSYS) if total == 0 => return copy(from, to, progress),
+                    // A socket's SO_RCVTIMEO/SO_SNDTIMEO ran out.
+                    Some(libc::EAGAIN) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("the stream stalled (no data moved within the timeout) after {total} bytes"),
+                        ))
+                    }
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+const RELAY_CHUNK: usize = 1 << 20;
+
+fn moved(n: usize, total: &mut u64, progress: &dyn Progress) {
+    // A copy killed mid-stream (kill -9 tests).
+    crate::shared::failpoint::hit("copy.relay");
+    *total += n as u64;
+    progress.advance(n as u64);
+}
+
+/// The read/write fallback of [`relay`].
+fn copy(from: BorrowedFd<'_>, to: BorrowedFd<'_>, progress: &dyn Progress) -> io::Result<u64> {
+    // SAFETY: the descriptors stay owned by the caller: ManuallyDrop never
+    // closes them.
+    let mut r = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(from.as_raw_fd()) });
+    let mut w = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(to.as_raw_fd()) });
+    let mut buf = vec![0u8; RELAY_CHUNK];
     let mut total = 0u64;
     loop {
         let n = match r.read(&mut buf) {
@@ -161,19 +225,15 @@ pub fn relay(r: &mut dyn Read, w: &mut dyn Write, progress: &dyn Progress) -> io
             Err(e) => return Err(e),
         };
         w.write_all(&buf[..n])?;
-        // A copy killed mid-stream (kill -9 tests).
-        crate::shared::failpoint::hit("copy.relay");
-        total += n as u64;
-        progress.advance(n as u64);
+        moved(n, &mut total, progress);
     }
-    w.flush()?;
     Ok(total)
 }
 
 /// Grows a pipe's buffer (Linux: up to /proc/sys/fs/pipe-max-size, 1 MiB
 /// by default) so the relay between `zfs send` and `zfs receive` keeps
 /// both busy instead of handing 64 KiB back and forth. Best effort.
-pub fn widen_pipe(fd: &impl std::os::fd::AsRawFd) {
+pub fn widen_pipe(fd: &impl AsRawFd) {
     // SAFETY: fcntl on a file descriptor we own; a failure only leaves the
     // default size.
     unsafe {
@@ -181,15 +241,11 @@ pub fn widen_pipe(fd: &impl std::os::fd::AsRawFd) {
     }
 }
 
-/// A reader of a TCP stream that closes our half when done.
-pub fn reader_of(s: TcpStream) -> BufReader<TcpStream> {
-    BufReader::with_capacity(1 << 20, s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::progress::NoProgress;
+    use std::os::fd::AsFd;
 
     #[test]
     fn the_token_gates_the_data_connection() {
@@ -204,9 +260,9 @@ mod tests {
             let mut s = connect_with_token(addr, &good, Duration::from_secs(5), Duration::from_secs(5)).unwrap();
             s.write_all(b"stream bytes").unwrap();
         });
-        let s = accept_with_token(&l, &token, Duration::from_secs(20), Duration::from_secs(20)).unwrap();
+        let mut s = accept_with_token(&l, &token, Duration::from_secs(20), Duration::from_secs(20)).unwrap();
         let mut out = Vec::new();
-        relay(&mut reader_of(s), &mut out, &NoProgress).unwrap();
+        s.read_to_end(&mut out).unwrap();
         assert_eq!(out, b"stream bytes");
         t.join().unwrap();
     }
@@ -225,9 +281,9 @@ mod tests {
             let mut s = connect_with_token(addr, &good, Duration::from_secs(20), Duration::from_secs(20)).unwrap();
             s.write_all(b"stream bytes").unwrap();
         });
-        let s = accept_with_token(&l, &token, Duration::from_secs(20), Duration::from_secs(20)).unwrap();
+        let mut s = accept_with_token(&l, &token, Duration::from_secs(20), Duration::from_secs(20)).unwrap();
         let mut out = Vec::new();
-        relay(&mut reader_of(s), &mut out, &NoProgress).unwrap();
+        s.read_to_end(&mut out).unwrap();
         assert_eq!(out, b"stream bytes");
         t.join().unwrap();
         // The sender got through while the silent peer was still being
@@ -236,6 +292,46 @@ mod tests {
         silent.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         let e = (&silent).read(&mut [0u8; 1]).unwrap_err();
         assert!(matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut), "{e}");
+    }
+
+    /// The relay moves every byte between the kinds of ends zfs-copy
+    /// has: pipe to socket, socket to pipe (splice), and two regular files
+    /// (splice refused: the read/write fallback).
+    #[test]
+    fn the_relay_moves_every_byte_by_splice_or_by_copy() {
+        use std::os::unix::net::UnixStream;
+        let data: Vec<u8> = (0..3_000_007u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        // pipe -> socket -> pipe
+        let (pr, pw) = nix::unistd::pipe().unwrap();
+        let (sa, sb) = UnixStream::pair().unwrap();
+        let (qr, qw) = nix::unistd::pipe().unwrap();
+        let feed = {
+            let d = data.clone();
+            std::thread::spawn(move || std::fs::File::from(pw).write_all(&d).unwrap())
+        };
+        let there = std::thread::spawn(move || {
+            let n = relay(pr.as_fd(), sa.as_fd(), &NoProgress).unwrap();
+            drop(sa);
+            n
+        });
+        let back = std::thread::spawn(move || {
+            let n = relay(sb.as_fd(), qw.as_fd(), &NoProgress).unwrap();
+            drop(qw);
+            n
+        });
+        let mut out = Vec::new();
+        std::fs::File::from(qr).read_to_end(&mut out).unwrap();
+        feed.join().unwrap();
+        assert_eq!(there.join().unwrap(), data.len() as u64);
+        assert_eq!(back.join().unwrap(), data.len() as u64);
+        assert!(out == data, "the stream arrived changed");
+        // file -> file: no pipe at either end
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), &data).unwrap();
+        let a = std::fs::File::open(dir.path().join("a")).unwrap();
+        let b = std::fs::File::create(dir.path().join("b")).unwrap();
+        assert_eq!(relay(a.as_fd(), b.as_fd(), &NoProgress).unwrap(), data.len() as u64);
+        assert!(std::fs::read(dir.path().join("b")).unwrap() == data);
     }
 
     #[test]

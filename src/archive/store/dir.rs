@@ -36,7 +36,7 @@ use crate::shared::command::Command;
 pub const IMAGE_FILE: &str = "image";
 const SNAPSHOTS: &str = ".snapshots";
 const CLONES: &str = ".clones";
-const TMP_PREFIX: &str = ".tmp-";
+pub(super) const TMP_PREFIX: &str = ".tmp-";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
@@ -50,6 +50,8 @@ pub struct TreeStore {
     root: PathBuf,
     flavor: Flavor,
     timeout: Duration,
+    /// Receive locks held between a receive command and its finish.
+    receive_locks: std::sync::Arc<std::sync::Mutex<BTreeMap<VolumeName, File>>>,
 }
 
 /// statfs magic of btrfs.
@@ -106,26 +108,32 @@ fn sparse_copy(src: &File, dst: &File, len: u64) -> io::Result<()> {
 }
 
 /// rename(2) that refuses to replace an existing destination.
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     nix::fcntl::renameat2(None, from, None, to, nix::fcntl::RenameFlags::RENAME_NOREPLACE).map_err(io::Error::from)
 }
 
 impl TreeStore {
     pub fn new(pool: PoolName, root: PathBuf, flavor: Flavor, timeout: Duration) -> Self {
-        TreeStore { pool, root, flavor, timeout }
+        TreeStore { pool, root, flavor, timeout, receive_locks: Default::default() }
     }
 
-    fn volume_dir(&self, v: &VolumeName) -> PathBuf {
+    pub(super) fn receive_locks(&self) -> &std::sync::Mutex<BTreeMap<VolumeName, File>> {
+        &self.receive_locks
+    }
+    pub(super) fn root_dir(&self) -> &Path {
+        &self.root
+    }
+    pub(super) fn volume_dir(&self, v: &VolumeName) -> PathBuf {
         self.root.join(v.as_str())
     }
-    fn snapshots_dir(&self, v: &VolumeName) -> PathBuf {
+    pub(super) fn snapshots_dir(&self, v: &VolumeName) -> PathBuf {
         self.root.join(SNAPSHOTS).join(v.as_str())
     }
-    fn snapshot_dir(&self, v: &VolumeName, s: &SnapshotName) -> PathBuf {
+    pub(super) fn snapshot_dir(&self, v: &VolumeName, s: &SnapshotName) -> PathBuf {
         self.snapshots_dir(v).join(s.as_str())
     }
 
-    fn btrfs(&self, args: &[&std::ffi::OsStr]) -> Result<(), StoreError> {
+    pub(super) fn btrfs(&self, args: &[&std::ffi::OsStr]) -> Result<(), StoreError> {
         Command::new("btrfs").args(args).timeout(self.timeout).run()?;
         Ok(())
     }
@@ -138,9 +146,9 @@ impl TreeStore {
         format!("{}/{}@{}", self.pool, v, s)
     }
 
-    fn existing_snapshot_dir(&self, v: &VolumeName, s: &SnapshotName) -> Result<PathBuf, StoreError> {
+    pub(super) fn existing_snapshot_dir(&self, v: &VolumeName, s: &SnapshotName) -> Result<PathBuf, StoreError> {
         let dir = self.snapshot_dir(v, s);
-        if !dir.is_dir() {
+        if !dir.is_dir() || (self.flavor == Flavor::Btrfs && self.is_partial_receive(&dir)) {
             return Err(StoreError::NotFound { object: self.object(v, s) });
         }
         Ok(dir)
@@ -237,8 +245,8 @@ impl ArchiveStore for TreeStore {
             zvols: false,
             native_holds: false,
             clones_block_origin: false,
-            // btrfs could (`btrfs send -p` / `receive`); not implemented yet.
-            send_receive: false,
+            // btrfs send/receive (see btrfs_send.rs); a plain directory has no stream.
+            send_receive: self.flavor == Flavor::Btrfs,
             resumable_receive: false,
             snapshot_read_needs_clone: false,
         }
@@ -375,16 +383,45 @@ impl ArchiveStore for TreeStore {
                 continue;
             }
             let Ok(snap) = SnapshotName::new(&name) else { continue };
+            if self.flavor == Flavor::Btrfs && self.is_partial_receive(&e.path()) {
+                continue;
+            }
             let (embedded, overlay) = props_file::snapshot_props(&e.path())?;
             let object = self.object(v, &snap);
+            // A snapshot santools did not make has no embedded record:
+            // it is as old as btrfs says (or the directory's birth).
+            let creation = match embedded.creation {
+                0 => match self.flavor {
+                    Flavor::Btrfs => super::btrfs_subvol::subvol_info(&e.path()).map(|i| i.otime).unwrap_or(0),
+                    Flavor::Plain => 0,
+                }
+                .max(
+                    fs::metadata(e.path())
+                        .and_then(|m| m.created())
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs() as i64)
+                        .unwrap_or(0),
+                ),
+                c => c,
+            };
+            let guid = match self.flavor {
+                // Not a subvolume (made by hand?): listed, but it cannot
+                // be matched to another host's snapshot.
+                Flavor::Btrfs => self
+                    .btrfs_identity(&e.path())
+                    .map_err(|err| tracing::warn!("{object}: no identity for replication: {err}"))
+                    .ok(),
+                Flavor::Plain => None,
+            };
             out.push(SnapshotInfo {
                 name: snap,
-                creation: embedded.creation,
+                creation,
                 properties: props_file::merged(&embedded, &overlay),
                 holds: overlay.holds.iter().cloned().collect(),
                 clones: clones.iter().filter(|c| c.origin == object).map(|c| c.name.clone()).collect(),
                 used: None,
-                guid: None,
+                guid,
             });
         }
         out.sort_by(|a, b| (a.creation, &a.name).cmp(&(b.creation, &b.name)));
@@ -458,10 +495,7 @@ impl ArchiveStore for TreeStore {
     }
 
     fn open_snapshot(&self, v: &VolumeName, s: &SnapshotName) -> Result<SnapshotView, StoreError> {
-        let dir = self.snapshot_dir(v, s);
-        if !dir.is_dir() {
-            return Err(StoreError::NotFound { object: format!("{}/{}@{}", self.pool, v, s) });
-        }
+        let dir = self.existing_snapshot_dir(v, s)?;
         let image = dir.join(IMAGE_FILE);
         let size = fs::metadata(&image).map_err(StoreError::io("reading", &image))?.len();
         Ok(SnapshotView::new(image, size, None))
@@ -603,6 +637,54 @@ impl ArchiveStore for TreeStore {
         })
     }
 
+    fn stream_format(&self) -> Option<&'static str> {
+        (self.flavor == Flavor::Btrfs).then_some("btrfs")
+    }
+
+    fn send_command(
+        &self,
+        v: &VolumeName,
+        s: &SnapshotName,
+        from: Option<&SnapshotName>,
+        intermediates: bool,
+        tree: bool,
+    ) -> Result<Command, StoreError> {
+        match self.flavor {
+            Flavor::Btrfs => self.btrfs_send_command(v, s, from, intermediates, tree),
+            Flavor::Plain => Err(StoreError::Invalid(format!("{}: a plain directory cannot send", self.describe()))),
+        }
+    }
+
+    fn receive_command(&self, v: Option<&VolumeName>, _force: bool) -> Result<Command, StoreError> {
+        // -F rolled the target back before (rollback): the receive itself
+        // has nothing to force.
+        match self.flavor {
+            Flavor::Btrfs => self.btrfs_receive_command(v),
+            Flavor::Plain => Err(StoreError::Invalid(format!("{}: a plain directory cannot receive", self.describe()))),
+        }
+    }
+
+    fn rollback(&self, v: &VolumeName, s: &SnapshotName) -> Result<(), StoreError> {
+        match self.flavor {
+            Flavor::Btrfs => self.btrfs_rollback(v, s),
+            Flavor::Plain => Err(StoreError::Invalid(format!("{}: cannot roll back", self.describe()))),
+        }
+    }
+
+    fn finish_receive(&self, v: Option<&VolumeName>) -> Result<Vec<SnapshotName>, StoreError> {
+        match (self.flavor, v) {
+            (Flavor::Btrfs, Some(v)) => self.btrfs_finish_receive(v),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn abort_receive(&self, v: Option<&VolumeName>) -> Result<(), StoreError> {
+        match (self.flavor, v) {
+            (Flavor::Btrfs, Some(v)) => self.btrfs_abort_receive(v),
+            _ => Ok(()),
+        }
+    }
+
     fn cleanup_stale(&self, v: &VolumeName) -> Result<Vec<String>, StoreError> {
         let mut removed = Vec::new();
         for dir in [self.root.clone(), self.snapshots_dir(v)] {
@@ -615,8 +697,10 @@ impl ArchiveStore for TreeStore {
                     continue;
                 }
                 let p = e.path();
-                if self.flavor == Flavor::Btrfs && p.join(IMAGE_FILE).exists() && dir == self.root {
-                    let _ = self.btrfs(&["subvolume".as_ref(), "delete".as_ref(), p.as_os_str()]);
+                if self.flavor == Flavor::Btrfs {
+                    // A staged receive or a volume being swapped in:
+                    // subvolumes, deleted as such.
+                    self.remove_with_subvolumes(&p)?;
                 }
                 let _ = fs::set_permissions(p.join(IMAGE_FILE), fs::Permissions::from_mode(0o644));
                 if p.exists() {

@@ -10,6 +10,8 @@
 //!
 //! Callers check [`Capabilities`] instead of matching on the kind.
 
+mod btrfs_send;
+pub mod btrfs_subvol;
 pub mod dir;
 mod props_file;
 pub mod zfs;
@@ -75,6 +77,21 @@ pub struct SnapshotInfo {
 impl SnapshotInfo {
     pub fn held(&self) -> bool {
         !self.holds.is_empty()
+    }
+}
+
+/// A snapshot as replication needs it: its identity and its holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SnapshotId {
+    pub name: SnapshotName,
+    pub creation: i64,
+    pub guid: Option<String>,
+    pub holds: Vec<String>,
+}
+
+impl From<SnapshotInfo> for SnapshotId {
+    fn from(s: SnapshotInfo) -> Self {
+        SnapshotId { name: s.name, creation: s.creation, guid: s.guid, holds: s.holds }
     }
 }
 
@@ -178,6 +195,15 @@ pub trait ArchiveStore: Send + Sync {
     fn prepare_size(&self, v: &VolumeName, size: u64) -> Result<(), StoreError>;
     /// Snapshots of a volume, oldest first (by creation, then name).
     fn snapshots(&self, v: &VolumeName) -> Result<Vec<SnapshotInfo>, StoreError>;
+    /// The snapshots of a volume, oldest first, as replication needs them
+    /// (name, creation, guid, holds); None when the volume does not exist.
+    /// A backend overrides it where the full listing costs more calls.
+    fn snapshot_ids(&self, v: &VolumeName) -> Result<Option<Vec<SnapshotId>>, StoreError> {
+        if self.volume(v)?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.snapshots(v)?.into_iter().map(SnapshotId::from).collect()))
+    }
     /// Takes a snapshot with its properties in one step: it exists with
     /// them or not at all.
     fn create_snapshot(
@@ -232,9 +258,21 @@ pub trait ArchiveStore: Send + Sync {
         let _ = (v, s);
         Err(StoreError::Invalid(format!("{}: this backend cannot roll back", self.describe())))
     }
-    /// Completes a receive (btrfs: puts the received snapshot in place).
-    fn finish_receive(&self, v: &VolumeName, s: &SnapshotName) -> Result<(), StoreError> {
-        let _ = (v, s);
+    /// The kind of send stream this backend makes and takes ("zfs",
+    /// "btrfs"); None where it has none. A copy between two kinds is refused.
+    fn stream_format(&self) -> Option<&'static str> {
+        None
+    }
+    /// Completes a receive into `v` after the receive command succeeded
+    /// (btrfs: moves the completely received snapshots into place); also
+    /// called when the target was up to date. Returns what it moved.
+    fn finish_receive(&self, v: Option<&VolumeName>) -> Result<Vec<SnapshotName>, StoreError> {
+        let _ = v;
+        Ok(Vec::new())
+    }
+    /// Drops what a failed receive into `v` left (btrfs: its staging).
+    fn abort_receive(&self, v: Option<&VolumeName>) -> Result<(), StoreError> {
+        let _ = v;
         Ok(())
     }
     /// Sets a user property on a volume or (with `s`) a snapshot.
