@@ -404,7 +404,7 @@ fn btrfs_pools_copy_full_incremental_intermediates_and_force() {
     same_snapshot(&s5);
     assert!(!b.snapshots(VOL).contains(&"operator-made".to_string()));
     // What btrfs cannot do is refused, and nothing is left held for it.
-    fails_with(a.tool("zfs-copy").args(["-s", &src(&s5), "-t", &format!("{pb}"), "-p"]), &["btrfs", "-I"]);
+    fails_with(a.tool("zfs-copy").args(["-s", &src(&s5), "-t", &pb, "-p"]), &["btrfs", "-I"]);
     assert!(listed(&a, &pa).iter().all(|(n, h)| (n == &s5) == (h == &vec![tag.clone()])), "{:?}", listed(&a, &pa));
 }
 
