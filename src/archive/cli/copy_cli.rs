@@ -42,7 +42,9 @@ snapshot sent is held with the tag santools-copy-<target> on both sides, so rota
 keeps the next incremental base; the tag moves to the newest snapshot copied. A target
 that has snapshots after the base is refused unless -F rolls them back. zfs-fuse cannot
 resume an interrupted receive: a copy that is cut off leaves no snapshot behind and is
-simply run again. Exit codes: 0 success, 2 error.";
+simply run again. btrfs pools copy the same way (btrfs send -p / btrfs receive; -p is
+ZFS only); a stream is never received by the other backend. Exit codes: 0 success,
+2 error.";
 
 /// Copy archive snapshots to another pool or archive host
 #[derive(Parser, Debug)]
