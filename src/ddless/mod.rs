@@ -24,6 +24,7 @@ mod rate;
 mod read_test;
 mod reader;
 mod report;
+mod sparse_lun;
 mod stats_file;
 mod target;
 mod verify;

@@ -79,6 +79,9 @@ pub(crate) enum ChunkBytes<'v> {
     /// The buffer's byte range of the mapped source, and the private copies
     /// (at the same offsets) of the segments that are to be written.
     Mapped { map: &'v [u8], private: Option<AlignedBuffer> },
+    /// Only the runs read, back to back: `(volume offset, offset in
+    /// bytes, length)` per run (grouped LUN reads, see sparse_lun.rs).
+    Packed { bytes: Vec<u8>, runs: Vec<(u64, usize, usize)> },
 }
 
 /// One buffer's worth of work, handed to the consumer.
@@ -97,20 +100,27 @@ pub(crate) struct ChunkResult<'v> {
 }
 
 impl ChunkResult<'_> {
-    fn all_bytes(&self) -> &[u8] {
-        match &self.bytes {
-            ChunkBytes::Buffer(b) => b,
-            ChunkBytes::Mapped { private: Some(b), .. } => b,
-            ChunkBytes::Mapped { map, private: None } => map,
-        }
-    }
-
     /// Bytes of `range` (inside this buffer), clamped to the volume: for a
     /// segment that is written, exactly the bytes its new record describes.
     pub fn data(&self, range: SegmentRange, geometry: &SegmentGeometry) -> &[u8] {
         let bytes = geometry.byte_range(range);
         let base = geometry.segment_offset(self.segments.start);
-        &self.all_bytes()[(bytes.start - base) as usize..(bytes.end - base) as usize]
+        let whole: &[u8] = match &self.bytes {
+            ChunkBytes::Buffer(b) => b,
+            ChunkBytes::Mapped { private: Some(b), .. } => b,
+            ChunkBytes::Mapped { map, private: None } => map,
+            ChunkBytes::Packed { bytes: packed, runs } => {
+                // Packed chunks hold only what they read: a range within one run.
+                let len = (bytes.end - bytes.start) as usize;
+                let (start, at, _) = runs
+                    .iter()
+                    .find(|&&(start, _, run_len)| start <= bytes.start && bytes.end <= start + run_len as u64)
+                    .expect("a packed chunk's data is asked only for segments it read");
+                let from = at + (bytes.start - start) as usize;
+                return &packed[from..from + len];
+            }
+        };
+        &whole[(bytes.start - base) as usize..(bytes.end - base) as usize]
     }
 
     pub fn index_of(&self, segment: u64) -> usize {
@@ -125,7 +135,7 @@ pub(crate) struct ReaderStats {
     pub bytes_read: u64,
 }
 
-fn plan_runs(plan: ReadPlan<'_>, segments: SegmentRange, old: &[ChecksumRecord]) -> Vec<SegmentRange> {
+pub(crate) fn plan_runs(plan: ReadPlan<'_>, segments: SegmentRange, old: &[ChecksumRecord]) -> Vec<SegmentRange> {
     match plan {
         ReadPlan::All => vec![segments],
         ReadPlan::Map(map) => {
@@ -288,6 +298,8 @@ fn read_chunk<'v>(
                         .run(buf, &runs, &mut new);
                 }
             }
+            // Never made here (grouped LUN reads build their own).
+            ChunkBytes::Packed { .. } => {}
         }
         bytes_read += len as u64;
         if let Some(l) = limiter.as_mut() {
@@ -378,6 +390,12 @@ pub(crate) fn run_readers(
         _ => PREFETCH_MAP_BUFFERS,
     };
     let prefetch_cursor = Mutex::new(0u64);
+    // A LUN read by a ddmap: groups of buffers, their reads in flight together.
+    let lun_groups = match job.plan {
+        ReadPlan::Map(m) if job.source.lun().is_some() => Some(m),
+        _ => None,
+    };
+    let group_cursor = Mutex::new(0u64);
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let pool: Mutex<Vec<AlignedBuffer>> = Mutex::new(Vec::new());
@@ -393,10 +411,32 @@ pub(crate) fn run_readers(
         for worker in 0..workers {
             let tx = tx.clone();
             let (next, stop, pool, sources, cursor) = (&next, &stop, &pool, &sources, &prefetch_cursor);
+            let group_cursor = &group_cursor;
             scope.spawn(move || {
                 let mut limiter = job.read_rate_mb_s.map(RateLimiter::new);
                 let mut done = 0u64;
                 tracing::debug!("worker_id {worker} started");
+                if let Some(map) = lun_groups {
+                    'groups: while !stop.load(Ordering::Relaxed) {
+                        let Some(group) = super::sparse_lun::claim_group(group_cursor, job, map) else { break };
+                        match super::sparse_lun::read_group(job, group, &mut limiter) {
+                            Ok(chunks) => {
+                                for c in chunks {
+                                    if tx.send(Ok(c)).is_err() {
+                                        break 'groups;
+                                    }
+                                    done += 1;
+                                }
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                                break;
+                            }
+                        }
+                    }
+                    tracing::debug!("worker_id {worker} done after {done} buffers");
+                    return;
+                }
                 while !stop.load(Ordering::Relaxed) {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     if index >= buffers {
@@ -436,6 +476,7 @@ pub(crate) fn run_readers(
                 let recycled = match chunk.bytes {
                     ChunkBytes::Buffer(b) => Some(b),
                     ChunkBytes::Mapped { private, .. } => private,
+                    ChunkBytes::Packed { .. } => None,
                 };
                 if let Some(b) = recycled {
                     if let Ok(mut p) = pool.lock() {

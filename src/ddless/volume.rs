@@ -175,6 +175,22 @@ impl Volume {
         Ok(())
     }
 
+    /// Reads `(volume offset, buffer)` pairs: a LUN gets them as one batch
+    /// of commands in flight together, a file one after the other.
+    pub fn read_scattered(&self, reqs: &mut [(u64, &mut [u8])]) -> io::Result<()> {
+        if let Backend::Lun(v) = &self.backend {
+            let bs = u64::from(v.block_size());
+            if reqs.iter().all(|(off, b)| off % bs == 0 && b.len() as u64 % bs == 0) {
+                return Ok(v.read_many(reqs)?);
+            }
+        }
+        for (off, b) in reqs.iter_mut() {
+            let len = b.len();
+            self.read_at(b, *off, len)?;
+        }
+        Ok(())
+    }
+
     /// Reads several ranges of the volume into `buf`: `(offset in buf,
     /// volume offset, length)` each. A LUN gets them as one batch of
     /// commands in flight together (the way to read a ddmap's scattered

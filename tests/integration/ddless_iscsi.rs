@@ -161,6 +161,60 @@ fn ddless_reads_an_iscsi_source_in_every_mode() {
     fails_with(dd().args(["-s", &format!("iscsi://{}/{T1}", tgt.addr()), "-v"]), &["names no LUN"]);
 }
 
+/// -m on a LUN reads groups of buffers with all their flagged runs in
+/// flight together (sparse_lun.rs): a map spanning several groups, one
+/// buffer flagged whole, isolated segments far apart, the ragged last
+/// segment; with 4096-byte blocks and three workers. Every flagged segment
+/// arrives, nothing else is read, the records match.
+#[test]
+fn ddless_m_on_a_lun_reads_groups_of_buffers_exactly() {
+    if !tgt_present() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let tgt = Tgt::start(d.path(), "");
+    // 300 MiB + 3 blocks: 38 buffers of 8 MiB (more than one group of 32),
+    // the last segment 12 KiB.
+    let f = backing_file(d.path(), "src.img", (300 << 20) + 3 * 4096, 41);
+    tgt.target(1, T1, &[ME]);
+    tgt.lun(1, 1, &f, 4096);
+    let url = tgt.lun_url(T1, 1);
+    let (sums, out) = (d.path().join("sums"), d.path().join("out.img"));
+    let mut data = exposed(&f, 4096);
+    ok(copy(&url, &sums, p(&out)).arg("-q"));
+    let segs = data.len().div_ceil(SEG);
+    // Buffer 1 whole (512 segments), every 97th segment, the last one.
+    let mut flagged: Vec<usize> = (512..1024).chain((0..segs).step_by(97)).chain([segs - 1]).collect();
+    flagged.sort();
+    flagged.dedup();
+    let mut rng = Rng(42);
+    for &s in &flagged {
+        let end = ((s + 1) * SEG).min(data.len());
+        rng.fill(&mut data[s * SEG..end]);
+    }
+    // A change outside the map: -m must not see it.
+    let unflagged = 96 * SEG;
+    data[unflagged] ^= 0x55;
+    std::fs::write(&f, [&data[..], &read(&f)[data.len()..]].concat()).unwrap();
+    let ext: String = flagged.iter().map(|&s| format!("{} {}\n", s * SEG, SEG.min(data.len() - s * SEG))).collect();
+    std::fs::write(d.path().join("ext"), ext).unwrap();
+    let map = d.path().join("map");
+    ok(tool("ddmap")
+        .arg("--from-extents")
+        .arg(d.path().join("ext"))
+        .args(["--size", &data.len().to_string(), "--name", "vol", "-t"])
+        .arg(&map));
+    let r = json(copy(&url, &sums, p(&out)).args(["-m"]).arg(&map).args(["-w", "3", "--queue-depth", "16"]));
+    assert_eq!(r["segments_read"], flagged.len() as u64, "{r}");
+    assert_eq!(r["segments_changed"], flagged.len() as u64, "{r}");
+    let mut expect = data.clone();
+    expect[unflagged] ^= 0x55;
+    assert!(read(&out) == expect, "the flagged segments did not all arrive (or others did)");
+    let got = read(&sums);
+    let want = reference_checksums(&expect);
+    assert!(got == want, "the records do not describe the target");
+}
+
 #[test]
 fn ddless_writes_iscsi_targets_of_512_and_4096_byte_blocks_from_odd_sized_sources() {
     if !tgt_present() {
