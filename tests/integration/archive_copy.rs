@@ -130,7 +130,9 @@ fn local_copies_full_incremental_intermediates_force_and_tree() {
         a.tool("zfs-copy").args(["-s", &src("2000-01-01_00:00:00"), "-t", &format!("{pb}/x_bk")]),
         &["does not exist"],
     );
-    fails_with(a.tool("zfs-copy").args(["-s", &format!("{pa}/{VOL}"), "-t", &dst]), &["snapshot"]);
+    // Without @SNAP the newest snapshot is meant.
+    let r = copy(a, &["-n", "-i", &s5, "-s", &format!("{pa}/{VOL}"), "-t", &dst]);
+    assert_eq!((r["step"]["to"].as_str(), r["source"].as_str()), (Some(s6.as_str()), Some(src(&s6).as_str())), "{r}");
     fails_with(a.tool("zfs-copy").args(["-s", &src(&s6), "-t", "x:tank/a b"]), &["invalid"]);
     fails_with(a.tool("zfs-copy").args(["-i", &s5, "-s", &src(&s6), "-t", &l.tree, "-p"]), &["-p"]);
 }

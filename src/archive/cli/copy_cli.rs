@@ -56,8 +56,8 @@ pub struct CopyArgs {
     /// Incremental from SNAP with every snapshot in between (zfs send -I)
     #[arg(short = 'I', value_name = "SNAP")]
     intermediates: Option<String>,
-    /// Source: [HOST:]POOL/VOLUME@SNAPSHOT
-    #[arg(short = 's', long = "source", value_name = "[HOST:]POOL/VOLUME@SNAP")]
+    /// Source: [HOST:]POOL/VOLUME@SNAPSHOT (without @SNAPSHOT: its newest snapshot)
+    #[arg(short = 's', long = "source", value_name = "[HOST:]POOL/VOLUME[@SNAP]")]
     source: String,
     /// Target: [HOST:]POOL/VOLUME, or [HOST:]POOL with -p
     #[arg(short = 't', long = "target", value_name = "[HOST:]POOL[/VOLUME]")]
@@ -85,9 +85,6 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     let args = CopyArgs::from_arg_matches(matches)?;
     logging::init("zfs-copy", args.common.verbosity());
     let source = Side::object(&args.source)?;
-    if source.snapshot.is_none() {
-        bail!("-s needs a snapshot: [HOST:]POOL/VOLUME@SNAPSHOT (the source must have at least one)");
-    }
     let target = if args.properties { Side::pool(&args.target)? } else { Side::object(&args.target)? };
     if target.snapshot.is_some() {
         bail!("-t names a volume, not a snapshot (the snapshot keeps the source's name)");

@@ -71,7 +71,6 @@ pub fn copy(
         }
     }
     let src_vol = req.source.volume.clone().ok_or_else(|| anyhow!("-s needs POOL/VOLUME@SNAPSHOT"))?;
-    let snap = req.source.snapshot.clone().ok_or_else(|| anyhow!("-s needs a snapshot: POOL/VOLUME@SNAPSHOT"))?;
     // -p receives under the source's name (receive -d).
     let dst_vol = if req.tree {
         src_vol.clone()
@@ -110,6 +109,20 @@ pub fn copy(
     if !src_list.exists {
         bail!("source volume {} does not exist", req.source.describe());
     }
+    // `-s POOL/VOLUME` without a snapshot: its newest (the listing is
+    // oldest first).
+    let snap = match &req.source.snapshot {
+        Some(s) => s.clone(),
+        None => {
+            let newest = src_list
+                .snapshots
+                .last()
+                .ok_or_else(|| anyhow!("{} has no snapshot to copy", req.source.describe()))?;
+            let s = SnapshotName::new(&newest.name)?;
+            rep.source = format!("{}@{s}", req.source.describe());
+            s
+        }
+    };
     let dst_list = dst_ep.list(&dst_vol).with_context(|| format!("listing the target {}", rep.target))?;
     super::endpoint::check_same_format(&src_list, &dst_list, &rep.source, &rep.target)?;
     if req.tree && src_list.format.as_deref() == Some("btrfs") {
