@@ -314,6 +314,15 @@ fn btrfs_uuids(path: &std::path::Path) -> (String, String) {
     (field("UUID:"), field("Received UUID:"))
 }
 
+/// The identity santools binds a btrfs snapshot's overlay file to
+/// (props_file::identity: inode and birth time).
+fn btrfs_identity_of(path: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    let born = m.created().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{}:{born}", m.ino())
+}
+
 /// Snapshots of VOL on `pool` as santools lists them, with their holds.
 fn listed(a: &Archive, pool: &str) -> Vec<(String, Vec<String>)> {
     let list: serde_json::Value = serde_json::from_str(&ok(a.tool("zfs-list").arg("--json"))).unwrap();
@@ -405,9 +414,69 @@ fn btrfs_pools_copy_full_incremental_intermediates_and_force() {
     assert_eq!(r["step"]["rollback"], true, "{r}");
     same_snapshot(&s5);
     assert!(!b.snapshots(VOL).contains(&"operator-made".to_string()));
+    // A receive that fails at once (a writable subvolume of an operator
+    // already has the name: btrfs receive says "File exists") ends the run
+    // with exit 2 instead of leaving the sender blocked on its pipe, and
+    // the operator's subvolume is not taken for a cut-off receive.
+    let s6 = night(&a, 6);
+    let squatter = snap_b(&s6);
+    let o = Command::new("btrfs").args(["subvolume", "create"]).arg(&squatter).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(squatter.join("operator-notes"), b"mine").unwrap();
+    for transport in ["ssh", "tcp"] {
+        let mut child = a
+            .tool("zfs-copy")
+            .args(["-i", &s5, "-s", &src(&s6), "-t", &dst, "--transport", transport])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if t0.elapsed() > std::time::Duration::from_secs(120) {
+                let _ = child.kill();
+                panic!("{transport}: zfs-copy hangs after the receive failed");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        assert_eq!(status.code(), Some(2), "{transport}");
+        assert_eq!(std::fs::read(squatter.join("operator-notes")).unwrap(), b"mine", "{transport}");
+    }
+    let o = Command::new("btrfs").args(["subvolume", "delete"]).arg(&squatter).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = copy(&a, &["-i", &s5, "-s", &src(&s6), "-t", &dst]);
+    assert_eq!(r["step"]["kind"], "incremental", "{r}");
+    same_snapshot(&s6);
+    // A copy killed after its receive, before its finish, leaves the
+    // snapshots without the live volume: the next run still plans from
+    // them and puts the volume back.
+    let o = Command::new("btrfs").args(["subvolume", "delete"]).arg(root_b.join(VOL)).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = copy(&a, &["-i", &s5, "-s", &src(&s6), "-t", &dst]);
+    assert_eq!(r["step"]["kind"], "up_to_date", "{r}");
+    assert_eq!(image_of(&b.image(VOL)), image_of(&snap_a(&s6).join("image")));
+    // -F that would have to delete a held snapshot deletes nothing.
+    let held = snap_b("operator-held");
+    let o =
+        Command::new("btrfs").args(["subvolume", "snapshot", "-r"]).arg(root_b.join(VOL)).arg(&held).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s7 = night(&a, 7);
+    std::fs::write(
+        root_b.join(".snapshots").join(VOL).join("operator-held.props.json"),
+        serde_json::json!({ "identity": btrfs_identity_of(&held), "properties": {}, "holds": ["operator"] })
+            .to_string(),
+    )
+    .unwrap();
+    fails_with(a.tool("zfs-copy").args(["-i", &s6, "-s", &src(&s7), "-t", &dst, "-F"]), &["held"]);
+    assert!(b.snapshots(VOL).contains(&"operator-held".to_string()) && b.snapshots(VOL).contains(&s6));
+    // Only *_bk names are archive volumes (not the pool's `ddless` directory).
+    fails_with(a.tool("zfs-copy").args(["-s", &src(&s7), "-t", &format!("{pb}/ddless")]), &["_bk"]);
     // What btrfs cannot do is refused, and nothing is left held for it.
-    fails_with(a.tool("zfs-copy").args(["-s", &src(&s5), "-t", &pb, "-p"]), &["btrfs", "-I"]);
-    assert!(listed(&a, &pa).iter().all(|(n, h)| (n == &s5) == (h == &vec![tag.clone()])), "{:?}", listed(&a, &pa));
+    fails_with(a.tool("zfs-copy").args(["-s", &src(&s7), "-t", &pb, "-p"]), &["btrfs", "-I"]);
+    assert!(listed(&a, &pa).iter().all(|(n, h)| (n == &s6) == (h == &vec![tag.clone()])), "{:?}", listed(&a, &pa));
 }
 
 /// A zfs send stream cannot go into a btrfs pool nor the other way round:

@@ -108,7 +108,7 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     let dst_ep = Endpoint::new(&target, settings.store(&target.pool).filter(|_| target.host.is_none()), cs)?;
     let log = if args.dry_run { crate::archive::job_log::JobLog::disabled() } else { open_log(&settings, "zfs-copy") };
     let bar = Bar::new(args.common.quiet, "zfs-copy");
-    let ctx = CopyContext { settings: cs, log: &log, progress: bar.get() };
+    let ctx = CopyContext { settings: cs, lock_dir: Some(settings.lock_dir.clone()), log: &log, progress: bar.get() };
     let req = CopyRequest {
         source,
         target,

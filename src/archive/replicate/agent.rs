@@ -203,6 +203,8 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
                     relay(out.as_fd(), stdout.as_fd(), &NoProgress)
                 }
             };
+            // Closed before waiting: a sender must not block on a pipe nobody reads.
+            drop(out);
             sender.wait()?;
             let n = relayed?;
             if connect.is_some() {

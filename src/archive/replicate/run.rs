@@ -50,6 +50,8 @@ pub struct CopyReport {
 
 pub struct CopyContext<'a> {
     pub settings: &'a CopySettings,
+    /// Where the lock of each copy target lives (archive.lock_dir).
+    pub lock_dir: Option<std::path::PathBuf>,
     pub log: &'a JobLog,
     pub progress: &'a dyn Progress,
 }
@@ -85,8 +87,19 @@ pub fn copy(
             bail!("source and target are the same volume");
         }
     }
+    // Archive volumes are named *_bk (the seed's iscsi_<lv>_bk); anything
+    // else could be one of the pool's own directories (`ddless`, the
+    // checksum histories).
+    if !dst_vol.as_str().ends_with("_bk") {
+        bail!("target volume {dst_vol}: archive volume names end in _bk");
+    }
     let target_name = format!("{}:{}/{dst_vol}", req.target.host.as_deref().unwrap_or("local"), req.target.pool);
     let tag = HoldTag::for_copy_target(&target_name);
+    // One copy into a target at a time (this host's runs).
+    let _lock = match (&ctx.lock_dir, req.dry_run) {
+        (Some(dir), false) => Some(copy_lock(dir, &tag)?),
+        _ => None,
+    };
     let mut rep = CopyReport {
         source: req.source.describe(),
         target: format!(
@@ -236,6 +249,20 @@ pub fn copy(
     Ok(rep)
 }
 
+/// Held for a whole copy: a second run into the same target is refused
+/// instead of racing the first one's receive and holds.
+fn copy_lock(dir: &std::path::Path, tag: &HoldTag) -> anyhow::Result<std::fs::File> {
+    use crate::shared::file_lock;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{tag}.lock"));
+    let f = file_lock::open_or_create(&path).with_context(|| format!("opening {}", path.display()))?;
+    file_lock::lock_exclusive(&f, &path).map_err(|e| match e {
+        file_lock::LockError::Busy { .. } => anyhow!("another zfs-copy into the same target is running ({e})"),
+        e => anyhow!(e),
+    })?;
+    Ok(f)
+}
+
 fn release_others(
     ep: &Endpoint,
     vol: &VolumeName,
@@ -314,7 +341,10 @@ fn transfer(
             super::transport::widen_pipe(&out);
             super::transport::widen_pipe(&into);
             let relayed = relay(out.as_fd(), into.as_fd(), ctx.progress);
+            // Both ends closed before waiting: a receiver that failed early
+            // must not leave the sender blocked on a pipe nobody reads.
             drop(into);
+            drop(out);
             finish(sender, receiver, relayed)
         }
         Transport::Tcp => tcp_transfer(ctx, src, dst, s, recv_vol, force, send, recv),
@@ -434,6 +464,8 @@ fn tcp_transfer(
                     .with_context(|| format!("connecting to {addr}"))?;
                 let relayed = relay(out.as_fd(), sock.as_fd(), ctx.progress);
                 let _ = sock.shutdown(std::net::Shutdown::Write);
+                // The sender gets EPIPE instead of blocking if the relay stopped early.
+                drop(out);
                 let st = sender.wait();
                 let n = relayed.context("sending the stream")?;
                 st.context("sending")?;

@@ -19,7 +19,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::btrfs_subvol::subvol_info;
+use super::btrfs_subvol::{format_uuid, subvol_info};
 use super::dir::{rename_noreplace, TreeStore, TMP_PREFIX};
 use super::{props_file, ArchiveStore, StoreError};
 use crate::archive::names::{SnapshotName, VolumeName};
@@ -27,14 +27,29 @@ use crate::shared::atomic_file::sync_parent_dir;
 use crate::shared::command::Command;
 use crate::shared::file_lock;
 
+/// `.snapshots/<volume>/.receive.json`: the subvolumes there before a
+/// receive began (their UUIDs); written before `btrfs receive` runs,
+/// removed once it is finished or cleaned up.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ReceiveJournal {
+    before: Vec<String>,
+}
+
 impl TreeStore {
     /// A snapshot's identity across hosts (see [`super::btrfs_subvol`]).
     pub(super) fn btrfs_identity(&self, snapshot_dir: &Path) -> Result<String, StoreError> {
-        Ok(subvol_info(snapshot_dir).map_err(StoreError::io("reading the subvolume of", snapshot_dir))?.identity())
+        let info = subvol_info(snapshot_dir).map_err(StoreError::io("reading the subvolume of", snapshot_dir))?;
+        if !info.is_root {
+            // A plain directory would answer with the subvolume it sits in.
+            return Err(StoreError::Invalid(format!("{} is not a subvolume", snapshot_dir.display())));
+        }
+        Ok(info.identity())
     }
 
     /// `btrfs send [-p FROM] [SNAPSHOTS BETWEEN...] SNAP`: with several
-    /// snapshots btrfs-progs sends each one against the one before it.
+    /// snapshots btrfs-progs 6.2 sends each one against FROM (not against
+    /// the one before it), so `-I` over a long chain moves more than the
+    /// sum of the increments; the snapshots that arrive are the same.
     pub(super) fn btrfs_send_command(
         &self,
         v: &VolumeName,
@@ -88,6 +103,10 @@ impl TreeStore {
                 self.describe()
             )));
         };
+        // What killed runs left for this volume goes first.
+        for r in self.cleanup_stale(v)? {
+            tracing::info!("removed {r}, left by an interrupted run");
+        }
         let dir = self.snapshots_dir(v);
         fs::create_dir_all(&dir).map_err(StoreError::io("creating", &dir))?;
         let path = self.receive_lock_path(v);
@@ -96,30 +115,59 @@ impl TreeStore {
             object: format!("{}/{v}", self.pool()),
             reason: format!("another copy is receiving into it ({e})"),
         })?;
+        // A journal left by a receive that was cut off names what was there
+        // before it: what it made since goes.
         self.remove_partial_receives(v)?;
+        let before: Vec<String> = fs::read_dir(&dir)
+            .map_err(StoreError::io("listing", &dir))?
+            .flatten()
+            .filter_map(|e| subvol_info(&e.path()).ok().filter(|i| i.is_root))
+            .map(|i| format_uuid(&i.uuid))
+            .collect();
+        props_file::write_json(&self.receive_journal_path(v), &ReceiveJournal { before })?;
         self.receiving().insert(v.clone(), lock);
         Ok(Command::new("btrfs").arg("receive").arg(dir))
+    }
+
+    fn receive_journal_path(&self, v: &VolumeName) -> PathBuf {
+        self.snapshots_dir(v).join(".receive.json")
+    }
+
+    /// The writable subvolumes a receive made (not among those the journal
+    /// lists as there before it): received incompletely.
+    fn partial_receives(&self, v: &VolumeName) -> Result<Vec<PathBuf>, StoreError> {
+        let Some(journal) = props_file::read_json::<ReceiveJournal>(&self.receive_journal_path(v))? else {
+            return Ok(Vec::new());
+        };
+        let dir = self.snapshots_dir(v);
+        let Ok(rd) = fs::read_dir(&dir) else { return Ok(Vec::new()) };
+        Ok(rd
+            .flatten()
+            .filter(|e| {
+                matches!(subvol_info(&e.path()), Ok(i) if i.is_root && !i.read_only
+                    && !journal.before.contains(&format_uuid(&i.uuid)))
+            })
+            .map(|e| e.path())
+            .collect())
     }
 
     fn receiving(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<VolumeName, fs::File>> {
         self.receive_locks().lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Deletes the writable subvolumes among a volume's snapshots (receives
-    /// that were cut off). Only under the receive lock.
+    /// Deletes what a receive made and did not complete, then its journal.
+    /// Only under the receive lock.
     fn remove_partial_receives(&self, v: &VolumeName) -> Result<(), StoreError> {
-        let dir = self.snapshots_dir(v);
-        let Ok(rd) = fs::read_dir(&dir) else { return Ok(()) };
-        for e in rd.flatten() {
-            let p = e.path();
-            if let Ok(info) = subvol_info(&p) {
-                if info.is_root && !info.read_only {
-                    tracing::warn!("removing {}: a receive that did not complete", p.display());
-                    self.btrfs(&["subvolume".as_ref(), "delete".as_ref(), p.as_os_str()])?;
-                }
-            }
+        for p in self.partial_receives(v)? {
+            tracing::warn!("removing {}: a receive that did not complete", p.display());
+            self.btrfs(&["subvolume".as_ref(), "delete".as_ref(), p.as_os_str()])?;
         }
-        Ok(())
+        let j = self.receive_journal_path(v);
+        match fs::remove_file(&j) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::Io { what: "removing", path: j, cause: e }),
+        }
     }
 
     /// After a receive that succeeded: checks that it left no partial
@@ -128,23 +176,24 @@ impl TreeStore {
     /// copy gets one.
     pub(super) fn btrfs_finish_receive(&self, v: &VolumeName) -> Result<Vec<SnapshotName>, StoreError> {
         let held = self.receiving().remove(v);
-        if held.is_some() {
+        if let Some(lock) = held {
             let dir = self.snapshots_dir(v);
-            for e in fs::read_dir(&dir).map_err(StoreError::io("listing", &dir))?.flatten() {
-                if let Ok(info) = subvol_info(&e.path()) {
-                    if info.is_root && !info.read_only {
-                        return Err(StoreError::Invalid(format!(
-                            "{}/{v}@{} was not received completely",
-                            self.pool(),
-                            e.file_name().to_string_lossy()
-                        )));
-                    }
-                }
+            if let Some(p) = self.partial_receives(v)?.first() {
+                // Back under our lock for abort_receive to clean up.
+                self.receiving().insert(v.clone(), lock);
+                return Err(StoreError::Invalid(format!(
+                    "{}/{v}@{} was not received completely",
+                    self.pool(),
+                    p.file_name().unwrap_or_default().to_string_lossy()
+                )));
             }
             sync_parent_dir(&dir.join(".")).map_err(StoreError::io("syncing", &dir))?;
+            self.btrfs_refresh_volume(v)?;
+            self.remove_partial_receives(v)?;
+            drop(lock);
+            return Ok(Vec::new());
         }
         self.btrfs_refresh_volume(v)?;
-        drop(held);
         Ok(Vec::new())
     }
 
@@ -164,6 +213,16 @@ impl TreeStore {
             .iter()
             .position(|x| &x.name == s)
             .ok_or_else(|| StoreError::NotFound { object: format!("{}/{v}@{s}", self.pool()) })?;
+        // Checked for all of them first: a refused rollback deletes nothing.
+        for later in &all[pos + 1..] {
+            let object = format!("{}/{v}@{}", self.pool(), later.name);
+            if later.held() {
+                return Err(StoreError::Held { object, tags: later.holds.clone() });
+            }
+            if !later.clones.is_empty() {
+                return Err(StoreError::HasClones { object, clones: later.clones.clone() });
+            }
+        }
         for later in all[pos + 1..].iter().rev() {
             self.destroy_snapshot(v, &later.name)?;
         }

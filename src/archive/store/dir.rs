@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use super::props_file::{self, CloneOrigin, Embedded};
 use super::{
-    pid_alive, ArchiveStore, Capabilities, CloneInfo, SnapshotInfo, SnapshotView, SpaceInfo, StoreError, VolumeInfo,
+    pid_alive, ArchiveStore, Capabilities, CloneInfo, SnapshotId, SnapshotInfo, SnapshotView, SpaceInfo, StoreError,
+    VolumeInfo,
 };
 use crate::archive::names::{HoldTag, PoolName, PropertyName, SnapshotName, VolumeName};
 use crate::shared::atomic_file::sync_parent_dir;
@@ -639,6 +640,21 @@ impl ArchiveStore for TreeStore {
 
     fn stream_format(&self) -> Option<&'static str> {
         (self.flavor == Flavor::Btrfs).then_some("btrfs")
+    }
+
+    /// A btrfs volume whose live copy is missing but whose snapshots
+    /// arrived (a receive killed before its finish) still exists for
+    /// replication: the next copy plans from its snapshots and finishes it.
+    fn snapshot_ids(&self, v: &VolumeName) -> Result<Option<Vec<SnapshotId>>, StoreError> {
+        let live = self.volume(v)?.is_some();
+        if !live && self.flavor == Flavor::Plain {
+            return Ok(None);
+        }
+        let snaps = self.snapshots(v)?;
+        if !live && snaps.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(snaps.into_iter().map(SnapshotId::from).collect()))
     }
 
     fn send_command(
