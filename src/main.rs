@@ -3,5 +3,6 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    santools::cli::broken_pipe::install();
     ExitCode::from(santools::multicall::main_with_args(std::env::args_os().collect()))
 }

@@ -123,3 +123,40 @@ fn broken_pipe_is_not_an_error() {
     assert!(text.starts_with("00000000 00000000"), "{text}");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("error"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Any tool whose reader went away ends as a Unix tool does (SIGPIPE),
+/// never with a Rust panic message: stdout is a pipe whose read end is
+/// closed before the tool writes.
+#[test]
+fn a_closed_stdout_ends_quietly_never_with_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("pool")).unwrap();
+    let cfg = d.path().join("s.toml");
+    let dir = d.path().display();
+    std::fs::write(
+        &cfg,
+        format!("[archive]\nlog_dir = \"{dir}/log\"\nlock_dir = \"{dir}/lock\"\n[archive.pools.p]\nbackend = \"dir\"\npath = \"{dir}/pool\"\n"),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    // archive-status prints with println!, which panics on a broken stdout
+    // unless the hook turns it into SIGPIPE.
+    for args in [
+        &["archive-status", "--config", cfg][..],
+        &["zfs-list", "--config", cfg][..],
+        &["--list"][..],
+        &["ddless", "--help"][..],
+    ] {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        drop(r);
+        let out = Command::new(bin()).args(args).stdout(std::process::Stdio::from(w)).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            out.status.signal() == Some(libc::SIGPIPE) || out.status.code().is_some_and(|c| c != 101),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}

@@ -238,7 +238,11 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
                     let relayed = relay(sock.as_fd(), into.as_fd(), &NoProgress);
                     drop(sock);
                     drop(into);
-                    let done = receiver.wait().map_err(anyhow::Error::from).and_then(|_| Ok(relayed?));
+                    // A stalled stream explains the receiver's "short read".
+                    let done = match (relayed, receiver.wait()) {
+                        (Err(e), _) if e.kind() == std::io::ErrorKind::TimedOut => Err(anyhow::Error::from(e)),
+                        (relayed, status) => status.map_err(anyhow::Error::from).and_then(|_| Ok(relayed?)),
+                    };
                     let n = finish_or_abort(st.as_ref(), vol.as_ref(), done)?;
                     answer(serde_json::json!({ "bytes": n }))?;
                 }

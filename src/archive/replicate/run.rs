@@ -234,7 +234,8 @@ pub fn copy(
         if newly_held {
             let _ = src_ep.release(&src_vol, &snap, &tag);
         }
-        ctx.log.error("copy", &format!("{} -> {}: {e:#}", rep.source, rep.target));
+        // Into the job log only: the caller prints the error itself.
+        ctx.log.record("copy", &format!("error: {} -> {}: {e:#}", rep.source, rep.target));
         return Err(e);
     }
     if rep.bytes > 0 {
