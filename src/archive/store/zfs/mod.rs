@@ -24,6 +24,25 @@ use super::{
 use crate::archive::names::{HoldTag, Namespace, PoolName, PropertyName, SnapshotName, VolumeName};
 use crate::shared::command::{Command, CommandError};
 
+/// The snapshots of dataset `ds` among `zfs get -r -d 1` rows, with
+/// names santools can handle (others are skipped with a warning).
+fn snapshot_rows<'t>(
+    ds: &str,
+    t: &'t parse::PropTable,
+) -> impl Iterator<Item = (&'t String, SnapshotName, &'t BTreeMap<String, parse::PropLine>)> {
+    let prefix = format!("{ds}@");
+    t.iter().filter_map(move |(name, props)| {
+        let snap = name.strip_prefix(&prefix)?;
+        match SnapshotName::new(snap) {
+            Ok(s) => Some((name, s, props)),
+            Err(_) => {
+                tracing::warn!("ignoring snapshot {name}: its name is not one santools can handle");
+                None
+            }
+        }
+    })
+}
+
 /// The image file inside a volume's dataset.
 pub const IMAGE_FILE: &str = "image";
 
@@ -61,6 +80,23 @@ impl ZfsStore {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// Name, creation, holds and guid of one snapshot's `zfs get` rows.
+    fn snapshot_id(
+        &self,
+        object: &str,
+        name: SnapshotName,
+        props: &BTreeMap<String, parse::PropLine>,
+        guid: Option<&String>,
+    ) -> Result<SnapshotId, StoreError> {
+        let bad = |p: String| StoreError::Parse { what: object.to_string(), problem: p };
+        Ok(SnapshotId {
+            name,
+            creation: number(props, "creation").map_err(bad)?.unwrap_or(0) as i64,
+            holds: hold_tags(number(props, "userrefs").map_err(bad)?.unwrap_or(0), self.recorded_holds(props)),
+            guid: guid.cloned().filter(|g| g != "-" && !g.is_empty()),
+        })
     }
 
     fn snapshot_props(&self, obj: &str) -> Result<BTreeMap<String, parse::PropLine>, StoreError> {
@@ -334,28 +370,17 @@ impl ArchiveStore for ZfsStore {
                 clones.entry(origin.as_str()).or_default().push(name.clone());
             }
         }
-        let prefix = format!("{ds}@");
         let mut out = Vec::new();
-        for (name, props) in &t {
-            let Some(snap) = name.strip_prefix(&prefix) else { continue };
-            let Ok(snap_name) = SnapshotName::new(snap) else {
-                tracing::warn!("ignoring snapshot {name}: its name is not one santools can handle");
-                continue;
-            };
-            let bad = |p: String| StoreError::Parse { what: name.clone(), problem: p };
+        for (name, snap_name, props) in snapshot_rows(&ds, &t) {
+            let id = self.snapshot_id(name, snap_name, props, guids.get(name.as_str()))?;
             out.push(SnapshotInfo {
-                name: snap_name,
-                creation: number(props, "creation").map_err(bad)?.unwrap_or(0) as i64,
+                name: id.name,
+                creation: id.creation,
                 properties: user_properties(props),
-                holds: hold_tags(
-                    number(props, "userrefs")
-                        .map_err(|p| StoreError::Parse { what: name.clone(), problem: p })?
-                        .unwrap_or(0),
-                    self.recorded_holds(props),
-                ),
+                holds: id.holds,
                 clones: clones.get(name.as_str()).cloned().unwrap_or_default(),
                 used: number(props, "used").map_err(|p| StoreError::Parse { what: name.clone(), problem: p })?,
-                guid: guids.get(name.as_str()).cloned().filter(|g| g != "-" && !g.is_empty()),
+                guid: id.guid,
             });
         }
         out.sort_by(|a, b| (a.creation, &a.name).cmp(&(b.creation, &b.name)));
@@ -378,21 +403,9 @@ impl ArchiveStore for ZfsStore {
         if !t.contains_key(&ds) {
             return Ok(None);
         }
-        let prefix = format!("{ds}@");
         let mut out = Vec::new();
-        for (name, props) in &t {
-            let Some(snap) = name.strip_prefix(&prefix) else { continue };
-            let Ok(snap_name) = SnapshotName::new(snap) else {
-                tracing::warn!("ignoring snapshot {name}: its name is not one santools can handle");
-                continue;
-            };
-            let bad = |p: String| StoreError::Parse { what: name.clone(), problem: p };
-            out.push(SnapshotId {
-                name: snap_name,
-                creation: number(props, "creation").map_err(bad)?.unwrap_or(0) as i64,
-                holds: hold_tags(number(props, "userrefs").map_err(bad)?.unwrap_or(0), self.recorded_holds(props)),
-                guid: props.get("guid").map(|p| p.value.clone()).filter(|g| g != "-" && !g.is_empty()),
-            });
+        for (name, snap_name, props) in snapshot_rows(&ds, &t) {
+            out.push(self.snapshot_id(name, snap_name, props, props.get("guid").map(|p| &p.value))?);
         }
         out.sort_by(|a, b| (a.creation, &a.name).cmp(&(b.creation, &b.name)));
         Ok(Some(out))
