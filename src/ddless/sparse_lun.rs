@@ -97,7 +97,8 @@ pub(crate) fn read_group<'v>(
     let mut scratch = Vec::new();
     for c in chunks.iter_mut() {
         if job.compute_checksums {
-            for run in c.read.clone() {
+            for k in 0..c.read.len() {
+                let run = c.read[k];
                 scratch.clear();
                 checksum_segments(c.data(run, g), &mut scratch);
                 let i = (run.start - c.segments.start) as usize;

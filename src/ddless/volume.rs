@@ -196,23 +196,22 @@ impl Volume {
     /// commands in flight together (the way to read a ddmap's scattered
     /// segments fast); a file one after the other.
     pub fn read_ranges(&self, buf: &mut [u8], ranges: &[(usize, u64, usize)]) -> io::Result<()> {
-        if let Backend::Lun(v) = &self.backend {
-            let bs = u64::from(v.block_size());
-            if ranges.iter().all(|&(_, off, len)| off % bs == 0 && len as u64 % bs == 0) {
-                let mut reqs: Vec<(u64, &mut [u8])> = Vec::with_capacity(ranges.len());
-                let mut rest: &mut [u8] = buf;
-                let mut consumed = 0;
-                for &(at, off, len) in ranges {
-                    let tail = std::mem::take(&mut rest);
-                    let (_, from_at) = tail.split_at_mut(at - consumed);
-                    let (this, after) = from_at.split_at_mut(len);
-                    reqs.push((off, this));
-                    rest = after;
-                    consumed = at + len;
-                }
-                return Ok(v.read_many(&mut reqs)?);
+        if self.lun().is_some() {
+            let mut reqs: Vec<(u64, &mut [u8])> = Vec::with_capacity(ranges.len());
+            let mut rest: &mut [u8] = buf;
+            let mut consumed = 0;
+            for &(at, off, len) in ranges {
+                let tail = std::mem::take(&mut rest);
+                let (_, from_at) = tail.split_at_mut(at - consumed);
+                let (this, after) = from_at.split_at_mut(len);
+                reqs.push((off, this));
+                rest = after;
+                consumed = at + len;
             }
+            return self.read_scattered(&mut reqs);
         }
+        // A file: one after the other (with O_DIRECT, read_at needs the
+        // room behind each range that `buf` has).
         for &(at, off, len) in ranges {
             self.read_at(&mut buf[at..], off, len)?;
         }

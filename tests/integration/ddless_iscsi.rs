@@ -55,6 +55,19 @@ fn copy_with(mut c: Command, src: &str, sums: &Path, tgt: &str) -> Command {
     c
 }
 
+/// A ddmap (in `dir`) flagging `segments` of a `size`-byte volume.
+fn ddmap_of(dir: &Path, segments: &[usize], size: usize) -> PathBuf {
+    let ext: String = segments.iter().map(|&s| format!("{} {}\n", s * SEG, SEG.min(size - s * SEG))).collect();
+    std::fs::write(dir.join("ext"), ext).unwrap();
+    let map = dir.join("map");
+    ok(tool("ddmap")
+        .arg("--from-extents")
+        .arg(dir.join("ext"))
+        .args(["--size", &size.to_string(), "--name", "vol", "-t"])
+        .arg(&map));
+    map
+}
+
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -112,14 +125,7 @@ fn ddless_reads_an_iscsi_source_in_every_mode() {
     // -m: only the flagged segments are read (one batch of commands per buffer).
     let again = mutate_segments(&mut rng, &mut data, 3);
     std::fs::write(&f, [&data[..], &read(&f)[data.len()..]].concat()).unwrap();
-    let ext: String = again.iter().map(|s| format!("{} {}\n", s * SEG, SEG)).collect();
-    std::fs::write(d.path().join("ext"), ext).unwrap();
-    let map = d.path().join("map");
-    ok(tool("ddmap")
-        .arg("--from-extents")
-        .arg(d.path().join("ext"))
-        .args(["--size", &data.len().to_string(), "--name", "vol", "-t"])
-        .arg(&map));
+    let map = ddmap_of(d.path(), &again, data.len());
     let r = json(copy(&url, &sums, p(&out)).arg("-m").arg(&map));
     let distinct: std::collections::BTreeSet<_> = again.iter().collect();
     assert_eq!(r["segments_read"], distinct.len() as u64);
@@ -196,14 +202,7 @@ fn ddless_m_on_a_lun_reads_groups_of_buffers_exactly() {
     let unflagged = 96 * SEG;
     data[unflagged] ^= 0x55;
     std::fs::write(&f, [&data[..], &read(&f)[data.len()..]].concat()).unwrap();
-    let ext: String = flagged.iter().map(|&s| format!("{} {}\n", s * SEG, SEG.min(data.len() - s * SEG))).collect();
-    std::fs::write(d.path().join("ext"), ext).unwrap();
-    let map = d.path().join("map");
-    ok(tool("ddmap")
-        .arg("--from-extents")
-        .arg(d.path().join("ext"))
-        .args(["--size", &data.len().to_string(), "--name", "vol", "-t"])
-        .arg(&map));
+    let map = ddmap_of(d.path(), &flagged, data.len());
     let r = json(copy(&url, &sums, p(&out)).args(["-m"]).arg(&map).args(["-w", "3", "--queue-depth", "16"]));
     assert_eq!(r["segments_read"], flagged.len() as u64, "{r}");
     assert_eq!(r["segments_changed"], flagged.len() as u64, "{r}");
