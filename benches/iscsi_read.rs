@@ -17,7 +17,12 @@
 //! Run: `cargo bench --bench iscsi_read` (needs tgtd, libiscsi-bin,
 //! qemu-utils; starts its own tgtd on a free loopback address and stops
 //! it by PID). LUN_MIB (default 2048), SECONDS per iscsi-perf step
-//! (default 8), BENCH_DIR (default /var/tmp).
+//! (default 8), REPS (default 3), NIGHTLY_RUNS (ddless -m runs per nightly
+//! sample, default 10), BENCH_DIR (default /var/tmp).
+//!
+//! Rows are repeated REPS times, each row next to its libiscsi peer; the
+//! table shows medians, the ratio of the medians, and the median (and
+//! range) of the ratios within each repetition.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -178,10 +183,13 @@ fn ours(addr: &str, qd: usize, digests: (bool, bool), size: u64) -> (u64, f64, f
     let url = IscsiUrl::parse_lun(&format!("iscsi://{addr}/{TARGET}/1")).unwrap();
     let v = std::sync::Arc::new(IscsiVolume::open(&url, &o).unwrap());
     assert!(v.size() >= size, "the LUN is smaller than {size} bytes");
-    // Two readers with 4 MiB buffers each, as ddless's workers read (-w 2):
-    // the session keeps up to `qd` commands of theirs in flight.
+    // Two readers with ddless's 8 MiB read buffer each, as ddless's workers
+    // read (-w 2): the session keeps up to `qd` commands of theirs in
+    // flight. (Until 2026-11-30 evening this said "as ddless" but used
+    // 4 MiB: two batches of 16 commands, which at qd 32 leave the queue
+    // half empty whenever one batch ends; ddless never reads that way.)
     let knob = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-    let (readers, chunk) = (knob("READERS", 2), knob("CHUNK_KIB", 4096) << 10);
+    let (readers, chunk) = (knob("READERS", 2), knob("CHUNK_KIB", santools::shared::segment::BUFFER_SIZE >> 10) << 10);
     let cpu0 = rusage(libc::RUSAGE_SELF);
     let t0 = Instant::now();
     let hs: Vec<_> = (0..readers)
@@ -222,10 +230,10 @@ fn sparse_picks(size: u64) -> Vec<u64> {
     picks
 }
 
-fn ours_sparse(t: &Tgtd, size: u64) -> (u64, f64, f64) {
+fn ours_sparse(addr: &str, size: u64) -> (u64, f64, f64) {
     let mut o = InitiatorOptions::new(INITIATOR);
     o.queue_depth = 32;
-    let url = IscsiUrl::parse_lun(&format!("iscsi://{}/{TARGET}/1", t.addr)).unwrap();
+    let url = IscsiUrl::parse_lun(&format!("iscsi://{addr}/{TARGET}/1")).unwrap();
     let v = std::sync::Arc::new(IscsiVolume::open(&url, &o).unwrap());
     let picks = sparse_picks(size);
     let cpu0 = rusage(libc::RUSAGE_SELF);
@@ -261,7 +269,12 @@ fn ddless_sample(mut c: Command, bytes: u64) -> Sample {
 }
 
 /// Runs a child for at most `secs`, then SIGINT; returns (output, wall, CPU).
+/// The wall time ends when wait4 returns (a blocking wait: polling would
+/// round a 0.1 s run up to the polling step); a watchdog thread sends the
+/// SIGINT.
 fn run_child(mut c: Command, secs: u64) -> (String, f64, f64) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     let t0 = Instant::now();
     #[allow(clippy::zombie_processes)]
     let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("peer tool");
@@ -272,26 +285,31 @@ fn run_child(mut c: Command, secs: u64) -> (String, f64, f64) {
         let _ = out.read_to_string(&mut s);
         s
     });
+    let reaped = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let reaped = Arc::clone(&reaped);
+        std::thread::spawn(move || {
+            while !reaped.load(Ordering::SeqCst) {
+                if t0.elapsed() > Duration::from_secs(secs) {
+                    // SAFETY: signalling our own child, not yet reaped.
+                    unsafe { libc::kill(pid, libc::SIGINT) };
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
     let mut status = 0;
-    // The child is reaped below with wait4 (for its rusage), not Child::wait.
+    // The child is reaped here with wait4 (for its rusage), not Child::wait.
     // SAFETY: zeroed rusage filled by wait4.
     let mut r: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: non-blocking wait for our own child.
-        let w = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut r) };
-        if w == pid {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(secs) {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(pid, libc::SIGINT) };
-            // SAFETY: blocking wait for it.
-            unsafe { libc::wait4(pid, &mut status, 0, &mut r) };
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // SAFETY: blocking wait for our own child.
+    while unsafe { libc::wait4(pid, &mut status, 0, &mut r) } < 0
+        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+    {}
     let wall = t0.elapsed().as_secs_f64();
+    reaped.store(true, Ordering::SeqCst);
+    let _ = watchdog.join();
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     (reader.join().unwrap(), wall, tv(r.ru_utime) + tv(r.ru_stime))
 }
@@ -312,7 +330,11 @@ fn main() {
         let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
         let (mut bytes, mut wall, mut cpu) = (0, 0.0, 0.0);
         for _ in 0..env("PASSES", 1) {
-            let (b, w, c) = ours(&addr, env("QD", 8) as usize, (false, false), env("LUN_MIB", 2048) << 20);
+            let (b, w, c) = if env("SPARSE", 0) == 1 {
+                ours_sparse(&addr, env("LUN_MIB", 2048) << 20)
+            } else {
+                ours(&addr, env("QD", 8) as usize, (false, false), env("LUN_MIB", 2048) << 20)
+            };
             (bytes, wall, cpu) = (bytes + b, wall + w, cpu + c);
         }
         let gb = bytes as f64 / 1e9;
@@ -327,6 +349,7 @@ fn main() {
     }
     let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
     let (mib, secs, reps) = (env("LUN_MIB", 2048), env("SECONDS", 8), env("REPS", 3));
+    let nightly_runs = env("NIGHTLY_RUNS", 10).max(1);
     let size = mib << 20;
     let dir = PathBuf::from(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into()));
     let dir = tempfile::tempdir_in(dir).unwrap();
@@ -411,7 +434,7 @@ fn main() {
         }
     }
     for _ in 0..reps {
-        sample(&mut rows, "santools, 1% of 16 KiB segments, qd 32", &tgtd, || Some(ours_sparse(&tgtd, size)));
+        sample(&mut rows, "santools, 1% of 16 KiB segments, qd 32", &tgtd, || Some(ours_sparse(&tgtd.addr, size)));
         let (msums, mtarget, map) = (dir.path().join("msums"), dir.path().join("target.img"), dir.path().join("map"));
         if !map.exists() {
             // Setup, not measured: a full copy, then a ddmap flagging the 1%.
@@ -446,19 +469,30 @@ fn main() {
         {
             let args: [&std::ffi::OsStr; 6] =
                 ["-s".as_ref(), url.as_ref(), "-m".as_ref(), empty.as_ref(), "-c".as_ref(), msums.as_ref()];
-            let mut c = ddless(dir.path(), 32, "2", &args);
-            c.arg("-t").arg(&mtarget).stdin(Stdio::null());
-            let (_, wall, _) = run_child(c, 600);
+            let mut wall = 0.0;
+            for _ in 0..nightly_runs {
+                let mut c = ddless(dir.path(), 32, "2", &args);
+                c.arg("-t").arg(&mtarget).stdin(Stdio::null());
+                wall += run_child(c, 600).1;
+            }
+            let wall = wall / nightly_runs as f64;
             println!("{:<48} {:>8.3} s", "ddless -m (empty map: the fixed cost)", wall);
             fixed.push(wall);
         }
         for workers in ["2", "8"] {
+            // One run reads ~20 MiB in about 0.1 s: a sample is several
+            // runs back to back (their bytes over their summed wall and CPU).
             sample(&mut rows, &format!("ddless -m (1% flagged) -w {workers}, qd 32"), &tgtd, || {
-                let args: [&std::ffi::OsStr; 6] =
-                    ["-s".as_ref(), url.as_ref(), "-m".as_ref(), map.as_ref(), "-c".as_ref(), msums.as_ref()];
-                let mut c = ddless(dir.path(), 32, workers, &args);
-                c.arg("-t").arg(&mtarget);
-                ddless_sample(c, flagged)
+                let (mut bytes, mut wall, mut cpu) = (0, 0.0, 0.0);
+                for _ in 0..nightly_runs {
+                    let args: [&std::ffi::OsStr; 6] =
+                        ["-s".as_ref(), url.as_ref(), "-m".as_ref(), map.as_ref(), "-c".as_ref(), msums.as_ref()];
+                    let mut c = ddless(dir.path(), 32, workers, &args);
+                    c.arg("-t").arg(&mtarget);
+                    let (b, w, u) = ddless_sample(c, flagged)?;
+                    (bytes, wall, cpu) = (bytes + b, wall + w, cpu + u);
+                }
+                Some((bytes, wall, cpu))
             });
         }
         sample(&mut rows, "libiscsi iscsi-perf -r, random 16 KiB, qd 32", &tgtd, || {
@@ -482,28 +516,46 @@ fn main() {
         });
     }
     println!();
-    println!("| Reader | MB/s | vs libiscsi | initiator CPU s/GB | tgtd CPU s/GB |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| Reader | MB/s | vs libiscsi | paired: median (min-max) | initiator CPU s/GB | tgtd CPU s/GB |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    // Each repetition measures a row and its peer one after the other: the
+    // ratio within a repetition is less exposed to the shared machine's
+    // drifting load than the ratio of the medians.
+    let paired = |ours: &str, peer: &str| -> String {
+        let (Some((_, a)), Some((_, b))) = (rows.iter().find(|(n, _)| n == ours), rows.iter().find(|(n, _)| n == peer))
+        else {
+            return String::new();
+        };
+        let mut r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x.0 / y.0).collect();
+        if r.is_empty() {
+            return String::new();
+        }
+        r.sort_by(f64::total_cmp);
+        format!("{:.2}x ({:.2}-{:.2})", r[r.len() / 2], r[0], r[r.len() - 1])
+    };
     let med: Vec<(String, Row)> = rows.iter().map(|(n, v)| (n.clone(), median(v))).collect();
     let rate = |prefix: &str| med.iter().find(|(n, _)| n.starts_with(prefix)).map(|(_, r)| r.mbs);
+    // The peer row a row is compared with.
+    let peer_of = |name: &str| -> Option<String> {
+        let full = |q: &str| format!("libiscsi iscsi-perf, qd {q}");
+        if let Some(q) = name.strip_prefix("santools, qd ") {
+            if q.contains("digest") {
+                return Some("libiscsi iscsi-perf, qd 32, header digest".into());
+            }
+            return Some(full(q.split(',').next().unwrap_or("")));
+        }
+        if let Some(q) = name.strip_prefix("ddless -s iscsi:// -c (checksum only), qd ") {
+            return Some(full(q));
+        }
+        (name.contains("1% of") || name.contains("1% flagged"))
+            .then(|| "libiscsi iscsi-perf -r, random 16 KiB, qd 32".to_string())
+    };
     for (name, r) in &med {
-        let peer = if let Some(q) = name.strip_prefix("santools, qd ") {
-            let digest = q.contains("digest");
-            let q = q.split(',').next().unwrap_or("");
-            let p = if digest {
-                rate("libiscsi iscsi-perf, qd 32, header")
-            } else {
-                rate(&format!("libiscsi iscsi-perf, qd {q}"))
-            };
-            p.map(|p| format!("{:.2}x", r.mbs / p)).unwrap_or_default()
-        } else if let Some(q) = name.strip_prefix("ddless -s iscsi:// -c (checksum only), qd ") {
-            rate(&format!("libiscsi iscsi-perf, qd {q}")).map(|p| format!("{:.2}x", r.mbs / p)).unwrap_or_default()
-        } else if name.contains("1% of") || name.contains("1% flagged") {
-            rate("libiscsi iscsi-perf -r").map(|p| format!("{:.2}x", r.mbs / p)).unwrap_or_default()
-        } else {
-            String::new()
+        let (peer, pair) = match peer_of(name) {
+            Some(p) => (rate(&p).map(|p| format!("{:.2}x", r.mbs / p)).unwrap_or_default(), paired(name, &p)),
+            None => (String::new(), String::new()),
         };
-        println!("| {name} | {:.0} | {peer} | {:.2} | {:.2} |", r.mbs, r.cpu_per_gb, r.tgtd_per_gb);
+        println!("| {name} | {:.0} | {peer} | {pair} | {:.2} | {:.2} |", r.mbs, r.cpu_per_gb, r.tgtd_per_gb);
     }
     // The nightly rows are whole processes reading only ~20 MiB: without
     // their fixed cost, the rate of the reading itself.
@@ -516,7 +568,7 @@ fn main() {
             if wall > f {
                 let net = flagged / 1e6 / (wall - f);
                 let peer = rate("libiscsi iscsi-perf -r").map(|p| format!("{:.2}x", net / p)).unwrap_or_default();
-                println!("| {name}, net of the fixed {:.0} ms | {net:.0} | {peer} | | |", f * 1e3);
+                println!("| {name}, net of the fixed {:.0} ms | {net:.0} | {peer} | | | |", f * 1e3);
             }
         }
     }

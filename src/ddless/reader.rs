@@ -407,7 +407,11 @@ pub(crate) fn run_readers(
     let mut release = Release::default();
 
     std::thread::scope(|scope| {
-        let (tx, rx) = sync_channel::<anyhow::Result<ChunkResult<'_>>>(workers * 2);
+        // A message is one buffer, or a whole group of a LUN's grouped
+        // reads: the worker goes on to its next group's reads at once
+        // instead of waiting for the consumer buffer by buffer (one
+        // hand-off per group, not per buffer).
+        let (tx, rx) = sync_channel::<anyhow::Result<Vec<ChunkResult<'_>>>>(workers * 2);
         for worker in 0..workers {
             let tx = tx.clone();
             let (next, stop, pool, sources, cursor) = (&next, &stop, &pool, &sources, &prefetch_cursor);
@@ -421,12 +425,11 @@ pub(crate) fn run_readers(
                         let Some(group) = super::sparse_lun::claim_group(group_cursor, job, map) else { break };
                         match super::sparse_lun::read_group(job, group, &mut limiter) {
                             Ok(chunks) => {
-                                for c in chunks {
-                                    if tx.send(Ok(c)).is_err() {
-                                        break 'groups;
-                                    }
-                                    done += 1;
+                                let n = chunks.len() as u64;
+                                if tx.send(Ok(chunks)).is_err() {
+                                    break 'groups;
                                 }
+                                done += n;
                             }
                             Err(e) => {
                                 let _ = tx.send(Err(e));
@@ -451,7 +454,7 @@ pub(crate) fn run_readers(
                             .and_then(|mut p| p.pop())
                             .unwrap_or_else(|| AlignedBuffer::new(BUFFER_SIZE as usize))
                     };
-                    let result = read_chunk(job, sources, index, take_buffer, &mut limiter);
+                    let result = read_chunk(job, sources, index, take_buffer, &mut limiter).map(|c| vec![c]);
                     let failed = result.is_err();
                     if tx.send(result).is_err() || failed {
                         break;
@@ -462,33 +465,39 @@ pub(crate) fn run_readers(
             });
         }
         drop(tx);
-        for result in rx.iter() {
-            let outcome = result.and_then(|chunk| {
-                consume(&chunk)?;
-                if let (Some(m), ChunkBytes::Mapped { .. }) = (sources.mapped, &chunk.bytes) {
-                    // Done with these pages: drop them from our mapping so the
-                    // process does not grow to the size of the source.
-                    release.consumed(m, &job.geometry, chunk.segments.start / SEGMENTS_PER_BUFFER);
-                }
-                stats.segments_read += chunk.read.iter().map(|r| r.len()).sum::<u64>();
-                stats.bytes_read += chunk.bytes_read;
-                stats.buffers_read += u64::from(!chunk.read.is_empty());
-                let recycled = match chunk.bytes {
-                    ChunkBytes::Buffer(b) => Some(b),
-                    ChunkBytes::Mapped { private, .. } => private,
-                    ChunkBytes::Packed { .. } => None,
-                };
-                if let Some(b) = recycled {
-                    if let Ok(mut p) = pool.lock() {
-                        p.push(b);
+        'consume: for message in rx.iter() {
+            let results: Vec<anyhow::Result<ChunkResult<'_>>> = match message {
+                Ok(chunks) => chunks.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            for result in results {
+                let outcome = result.and_then(|chunk| {
+                    consume(&chunk)?;
+                    if let (Some(m), ChunkBytes::Mapped { .. }) = (sources.mapped, &chunk.bytes) {
+                        // Done with these pages: drop them from our mapping so the
+                        // process does not grow to the size of the source.
+                        release.consumed(m, &job.geometry, chunk.segments.start / SEGMENTS_PER_BUFFER);
                     }
+                    stats.segments_read += chunk.read.iter().map(|r| r.len()).sum::<u64>();
+                    stats.bytes_read += chunk.bytes_read;
+                    stats.buffers_read += u64::from(!chunk.read.is_empty());
+                    let recycled = match chunk.bytes {
+                        ChunkBytes::Buffer(b) => Some(b),
+                        ChunkBytes::Mapped { private, .. } => private,
+                        ChunkBytes::Packed { .. } => None,
+                    };
+                    if let Some(b) = recycled {
+                        if let Ok(mut p) = pool.lock() {
+                            p.push(b);
+                        }
+                    }
+                    Ok(())
+                });
+                if let Err(e) = outcome {
+                    stop.store(true, Ordering::Relaxed);
+                    first_error = Some(e);
+                    break 'consume;
                 }
-                Ok(())
-            });
-            if let Err(e) = outcome {
-                stop.store(true, Ordering::Relaxed);
-                first_error = Some(e);
-                break;
             }
         }
         // Dropping the receiver unblocks any worker stuck in send.
