@@ -139,6 +139,11 @@ pub(crate) fn plan_runs(plan: ReadPlan<'_>, segments: SegmentRange, old: &[Check
     match plan {
         ReadPlan::All => vec![segments],
         ReadPlan::Map(map) => {
+            // The common case (every old record valid, the map covering the
+            // buffer) is just the map's runs: no walk segment by segment.
+            if segments.end <= map.segment_capacity() && !old.iter().any(|r| r.is_invalid()) {
+                return map.set_ranges(segments);
+            }
             let mut b = RangeBuilder::new();
             let flagged = map.set_ranges(segments);
             let mut flagged = flagged.iter().peekable();
@@ -523,6 +528,30 @@ mod tests {
         let runs = plan_runs(ReadPlan::Map(&map), SegmentRange::new(0, 8), &old);
         assert_eq!(runs, vec![SegmentRange::new(2, 4), SegmentRange::new(6, 7)]);
         assert_eq!(plan_runs(ReadPlan::All, SegmentRange::new(0, 8), &old), vec![SegmentRange::new(0, 8)]);
+    }
+
+    #[test]
+    fn map_plan_fast_path_equals_the_walk() {
+        // Every old record valid: the plan is exactly the map's runs, also
+        // for a buffer that starts inside a map word.
+        let mut map = ChangeMap::new(4096);
+        for s in [0u64, 1, 2, 31, 32, 33, 100, 511, 512, 700, 701, 1023] {
+            map.set(s);
+        }
+        let valid = ChecksumRecord { crc32: 7, murmur3: 7 };
+        for (start, end) in [(0u64, 512u64), (512, 1024), (5, 40), (31, 33), (600, 650)] {
+            let seg = SegmentRange::new(start, end);
+            let old = vec![valid; (end - start) as usize];
+            let want: Vec<SegmentRange> = {
+                let mut b = RangeBuilder::new();
+                for s in seg.iter().filter(|&s| map.is_set(s)) {
+                    b.push(s);
+                }
+                b.finish()
+            };
+            assert_eq!(plan_runs(ReadPlan::Map(&map), seg, &old), want, "{start}..{end}");
+            assert_eq!(plan_runs(ReadPlan::Map(&map), seg, &[]), want, "{start}..{end} without old records");
+        }
     }
 
     #[test]

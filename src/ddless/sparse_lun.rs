@@ -51,12 +51,23 @@ pub(crate) fn read_group<'v>(
 ) -> anyhow::Result<Vec<ChunkResult<'v>>> {
     let g = &job.geometry;
     let mut chunks = Vec::with_capacity((group.end - group.start) as usize);
+    // The old records of the whole group in one read (a group spans up to
+    // 32 buffers: 128 KiB of records), not one small read per buffer.
+    let group_first = g.buffer_segments(group.start).start;
+    let mut group_old = Vec::new();
+    if let (Some(cf), false) = (job.old_records, group.is_empty()) {
+        let end = g.buffer_segments(group.end - 1).end;
+        cf.read_records(group_first, &mut group_old, (end - group_first) as usize)
+            .context("reading the checksum file")?;
+    }
     for index in group {
         let segments = g.buffer_segments(index);
-        let mut old = Vec::new();
-        if let Some(cf) = job.old_records {
-            cf.read_records(segments.start, &mut old, segments.len() as usize).context("reading the checksum file")?;
-        }
+        let old = match job.old_records {
+            Some(_) => {
+                group_old[(segments.start - group_first) as usize..(segments.end - group_first) as usize].to_vec()
+            }
+            None => Vec::new(),
+        };
         let read = plan_runs(job.plan, segments, &old);
         // (volume offset, offset in the packed bytes, length) per run.
         let mut runs = Vec::with_capacity(read.len());
