@@ -261,6 +261,20 @@ fn ddless(dir: &Path, qd: usize, workers: &str, args: &[&std::ffi::OsStr]) -> Co
     c
 }
 
+/// `santools ddmap --from-extents` of `extents` ("OFFSET LENGTH" lines) into `out`.
+fn ddmap_from_extents(dir: &Path, extents: &str, size: u64, out: &Path) {
+    let ext = dir.join("extents");
+    std::fs::write(&ext, extents).unwrap();
+    let ok = Command::new(env!("CARGO_BIN_EXE_santools"))
+        .args(["ddmap", "--from-extents"])
+        .arg(&ext)
+        .args(["--size", &size.to_string(), "--name", "bench", "-t"])
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
 /// A run of ddless: (bytes it read, wall, CPU of the child).
 fn ddless_sample(mut c: Command, bytes: u64) -> Sample {
     c.stdin(Stdio::null());
@@ -433,63 +447,49 @@ fn main() {
             });
         }
     }
+    let picks = sparse_picks(size);
+    let flagged = picks.len() as u64 * 16384;
     for _ in 0..reps {
         sample(&mut rows, "santools, 1% of 16 KiB segments, qd 32", &tgtd, || Some(ours_sparse(&tgtd.addr, size)));
         let (msums, mtarget, map) = (dir.path().join("msums"), dir.path().join("target.img"), dir.path().join("map"));
+        let empty = dir.path().join("empty-map");
         if !map.exists() {
-            // Setup, not measured: a full copy, then a ddmap flagging the 1%.
-            let picks = sparse_picks(size);
+            // Setup, not measured: a full copy, then a ddmap flagging the 1%
+            // and one flagging nothing.
             let copy: [&std::ffi::OsStr; 6] =
                 ["-s".as_ref(), url.as_ref(), "-c".as_ref(), msums.as_ref(), "-t".as_ref(), mtarget.as_ref()];
             assert!(ddless(dir.path(), 32, "2", &copy).status().unwrap().success());
             let ext: String = picks.iter().map(|s| format!("{} 16384\n", s * 16384)).collect();
-            std::fs::write(dir.path().join("ext"), ext).unwrap();
-            let ok = Command::new(env!("CARGO_BIN_EXE_santools"))
-                .args(["ddmap", "--from-extents"])
-                .arg(dir.path().join("ext"))
-                .args(["--size", &size.to_string(), "--name", "bench", "-t"])
-                .arg(&map)
-                .status()
-                .unwrap();
-            assert!(ok.success());
+            ddmap_from_extents(dir.path(), &ext, size, &map);
+            ddmap_from_extents(dir.path(), "", size, &empty);
         }
-        let flagged = sparse_picks(size).len() as u64 * 16384;
-        let empty = dir.path().join("empty-map");
-        if !empty.exists() {
-            std::fs::write(dir.path().join("no-ext"), "").unwrap();
-            let ok = Command::new(env!("CARGO_BIN_EXE_santools"))
-                .args(["ddmap", "--from-extents"])
-                .arg(dir.path().join("no-ext"))
-                .args(["--size", &size.to_string(), "--name", "bench", "-t"])
-                .arg(&empty)
-                .status()
-                .unwrap();
-            assert!(ok.success());
+        let nightly = |map: &Path, workers: &str| {
+            let args: [&std::ffi::OsStr; 8] = [
+                "-s".as_ref(),
+                url.as_ref(),
+                "-m".as_ref(),
+                map.as_ref(),
+                "-c".as_ref(),
+                msums.as_ref(),
+                "-t".as_ref(),
+                mtarget.as_ref(),
+            ];
+            ddless(dir.path(), 32, workers, &args)
+        };
+        let mut wall = 0.0;
+        for _ in 0..nightly_runs {
+            wall += ddless_sample(nightly(&empty, "2"), 0).map_or(0.0, |s| s.1);
         }
-        {
-            let args: [&std::ffi::OsStr; 6] =
-                ["-s".as_ref(), url.as_ref(), "-m".as_ref(), empty.as_ref(), "-c".as_ref(), msums.as_ref()];
-            let mut wall = 0.0;
-            for _ in 0..nightly_runs {
-                let mut c = ddless(dir.path(), 32, "2", &args);
-                c.arg("-t").arg(&mtarget).stdin(Stdio::null());
-                wall += run_child(c, 600).1;
-            }
-            let wall = wall / nightly_runs as f64;
-            println!("{:<48} {:>8.3} s", "ddless -m (empty map: the fixed cost)", wall);
-            fixed.push(wall);
-        }
+        let wall = wall / nightly_runs as f64;
+        println!("{:<48} {:>8.3} s", "ddless -m (empty map: the fixed cost)", wall);
+        fixed.push(wall);
         for workers in ["2", "8"] {
             // One run reads ~20 MiB in about 0.1 s: a sample is several
             // runs back to back (their bytes over their summed wall and CPU).
             sample(&mut rows, &format!("ddless -m (1% flagged) -w {workers}, qd 32"), &tgtd, || {
                 let (mut bytes, mut wall, mut cpu) = (0, 0.0, 0.0);
                 for _ in 0..nightly_runs {
-                    let args: [&std::ffi::OsStr; 6] =
-                        ["-s".as_ref(), url.as_ref(), "-m".as_ref(), map.as_ref(), "-c".as_ref(), msums.as_ref()];
-                    let mut c = ddless(dir.path(), 32, workers, &args);
-                    c.arg("-t").arg(&mtarget);
-                    let (b, w, u) = ddless_sample(c, flagged)?;
+                    let (b, w, u) = ddless_sample(nightly(&map, workers), flagged)?;
                     (bytes, wall, cpu) = (bytes + b, wall + w, cpu + u);
                 }
                 Some((bytes, wall, cpu))
@@ -562,7 +562,7 @@ fn main() {
     if !fixed.is_empty() {
         fixed.sort_by(f64::total_cmp);
         let f = fixed[fixed.len() / 2];
-        let flagged = sparse_picks(size).len() as f64 * 16384.0;
+        let flagged = flagged as f64;
         for (name, r) in med.iter().filter(|(n, _)| n.starts_with("ddless -m")) {
             let wall = flagged / 1e6 / r.mbs;
             if wall > f {

@@ -139,13 +139,13 @@ pub(crate) fn plan_runs(plan: ReadPlan<'_>, segments: SegmentRange, old: &[Check
     match plan {
         ReadPlan::All => vec![segments],
         ReadPlan::Map(map) => {
+            let flagged = map.set_ranges(segments);
             // The common case (every old record valid, the map covering the
             // buffer) is just the map's runs: no walk segment by segment.
             if segments.end <= map.segment_capacity() && !old.iter().any(|r| r.is_invalid()) {
-                return map.set_ranges(segments);
+                return flagged;
             }
             let mut b = RangeBuilder::new();
-            let flagged = map.set_ranges(segments);
             let mut flagged = flagged.iter().peekable();
             for s in segments.iter() {
                 while flagged.peek().is_some_and(|r| r.end <= s) {
@@ -470,39 +470,33 @@ pub(crate) fn run_readers(
             });
         }
         drop(tx);
-        'consume: for message in rx.iter() {
-            let results: Vec<anyhow::Result<ChunkResult<'_>>> = match message {
-                Ok(chunks) => chunks.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e)],
+        let mut take = |chunk: ChunkResult<'_>| -> anyhow::Result<()> {
+            consume(&chunk)?;
+            if let (Some(m), ChunkBytes::Mapped { .. }) = (sources.mapped, &chunk.bytes) {
+                // Done with these pages: drop them from our mapping so the
+                // process does not grow to the size of the source.
+                release.consumed(m, &job.geometry, chunk.segments.start / SEGMENTS_PER_BUFFER);
+            }
+            stats.segments_read += chunk.read.iter().map(|r| r.len()).sum::<u64>();
+            stats.bytes_read += chunk.bytes_read;
+            stats.buffers_read += u64::from(!chunk.read.is_empty());
+            let recycled = match chunk.bytes {
+                ChunkBytes::Buffer(b) => Some(b),
+                ChunkBytes::Mapped { private, .. } => private,
+                ChunkBytes::Packed { .. } => None,
             };
-            for result in results {
-                let outcome = result.and_then(|chunk| {
-                    consume(&chunk)?;
-                    if let (Some(m), ChunkBytes::Mapped { .. }) = (sources.mapped, &chunk.bytes) {
-                        // Done with these pages: drop them from our mapping so the
-                        // process does not grow to the size of the source.
-                        release.consumed(m, &job.geometry, chunk.segments.start / SEGMENTS_PER_BUFFER);
-                    }
-                    stats.segments_read += chunk.read.iter().map(|r| r.len()).sum::<u64>();
-                    stats.bytes_read += chunk.bytes_read;
-                    stats.buffers_read += u64::from(!chunk.read.is_empty());
-                    let recycled = match chunk.bytes {
-                        ChunkBytes::Buffer(b) => Some(b),
-                        ChunkBytes::Mapped { private, .. } => private,
-                        ChunkBytes::Packed { .. } => None,
-                    };
-                    if let Some(b) = recycled {
-                        if let Ok(mut p) = pool.lock() {
-                            p.push(b);
-                        }
-                    }
-                    Ok(())
-                });
-                if let Err(e) = outcome {
-                    stop.store(true, Ordering::Relaxed);
-                    first_error = Some(e);
-                    break 'consume;
+            if let Some(b) = recycled {
+                if let Ok(mut p) = pool.lock() {
+                    p.push(b);
                 }
+            }
+            Ok(())
+        };
+        for message in rx.iter() {
+            if let Err(e) = message.and_then(|chunks| chunks.into_iter().try_for_each(&mut take)) {
+                stop.store(true, Ordering::Relaxed);
+                first_error = Some(e);
+                break;
             }
         }
         // Dropping the receiver unblocks any worker stuck in send.
