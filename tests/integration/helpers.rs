@@ -163,3 +163,44 @@ pub fn run_measuring_rss(cmd: &mut Command) -> (Output, u64) {
     let kib = text.lines().filter_map(|l| l.trim().parse::<u64>().ok()).next_back().unwrap_or(u64::MAX);
     (out, kib)
 }
+
+/// Whether a running tgtd holds control port `port`: tgtd keeps a POSIX
+/// (lockf) lock on /var/run/tgtd/socket.N.lock while it runs.
+pub fn tgtd_control_port_busy(port: u32) -> bool {
+    use std::os::fd::AsRawFd;
+    let p = format!("/var/run/tgtd/socket.{port}.lock");
+    let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(&p) else {
+        return false;
+    };
+    // SAFETY: a zeroed flock is a valid argument; F_GETLK only fills it in.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    // SAFETY: F_GETLK on an open descriptor with a valid flock pointer.
+    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) };
+    rc != 0 || fl.l_type != libc::F_UNLCK as i16
+}
+
+/// Removes the control socket and lock file of a tgtd we killed: tgtd
+/// removes them only on a clean exit, and SIGKILL (the only signal it obeys
+/// while it has targets) is not one, so every test run left two files per
+/// tgtd in /var/run/tgtd. The port's lock is taken first, so a tgtd someone
+/// else started on the port since keeps its files.
+pub fn remove_tgtd_control_files(port: u32) {
+    use std::os::fd::AsRawFd;
+    let lock = format!("/var/run/tgtd/socket.{port}.lock");
+    let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(&lock) else {
+        return;
+    };
+    // SAFETY: a zeroed flock is a valid argument.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    // SAFETY: F_SETLK on an open descriptor with a valid flock pointer; the
+    // lock goes with the descriptor.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &fl) } != 0 {
+        return; // a running tgtd owns the port now
+    }
+    let _ = std::fs::remove_file(format!("/var/run/tgtd/socket.{port}"));
+    let _ = std::fs::remove_file(&lock);
+}

@@ -52,8 +52,7 @@ impl Tgt {
             let slot = next_slot();
             let ip = format!("127.{}.{}.{}", 120 + slot % 100, (slot / 100) % 250 + 1, 1 + (slot / 25_000) % 200);
             let control = 20_000 + slot % 12_000;
-            let sock = format!("/var/run/tgtd/socket.{control}");
-            if Path::new(&sock).exists() {
+            if tgtd_control_port_busy(control) {
                 continue;
             }
             // The address is free if we can bind the iSCSI port on it.
@@ -96,6 +95,7 @@ impl Tgt {
         }
         let _ = child.kill();
         let _ = child.wait();
+        remove_tgtd_control_files(self.control);
         false
     }
 
@@ -196,6 +196,7 @@ impl Tgt {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            remove_tgtd_control_files(self.control);
         }
     }
 

@@ -65,12 +65,7 @@ fn free_control_port() -> u32 {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         // tgtd takes -C 0-32767.
         let port = 4_000 + (std::process::id() * 7 + n * 13) % 28_000;
-        let lock = format!("/var/run/tgtd/socket.{port}.lock");
-        let held = std::fs::File::open(&lock).is_ok_and(|f| {
-            use std::os::fd::AsRawFd;
-            // SAFETY: flock on a valid descriptor, released when f closes.
-            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
-        });
+        let held = tgtd_control_port_busy(port);
         if !held {
             return port;
         }
@@ -147,6 +142,7 @@ impl TgtNode {
             if !up {
                 let _ = child.kill();
                 let _ = child.wait();
+                remove_tgtd_control_files(control);
                 assert!(
                     attempt < 19,
                     "tgtd on {} did not start: {}",
@@ -220,6 +216,7 @@ impl TgtNode {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            remove_tgtd_control_files(self.control);
         }
     }
 }

@@ -18,23 +18,6 @@ const I2: &str = "iqn.2024-01.test:init2";
 const STRANGER: &str = "iqn.2024-01.test:stranger";
 const PREFIX: &str = "iqn.2024-01.test:santools";
 
-/// Whether tgtd holds the lock of control port `port` (tgtd keeps a POSIX
-/// lock on /var/run/tgtd/socket.N.lock while it runs).
-fn control_port_busy(port: u32) -> bool {
-    let p = format!("/var/run/tgtd/socket.{port}.lock");
-    let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(&p) else {
-        return false;
-    };
-    use std::os::fd::AsRawFd;
-    // SAFETY: a zeroed flock is a valid argument; F_GETLK only fills it in.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as i16;
-    fl.l_whence = libc::SEEK_SET as i16;
-    // SAFETY: F_GETLK on an open descriptor with a valid flock pointer.
-    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) };
-    rc != 0 || fl.l_type != libc::F_UNLCK as i16
-}
-
 fn address_free(ip: &str) -> bool {
     TcpListener::bind((ip, 3260)).is_ok()
 }
@@ -54,7 +37,7 @@ impl Tgtd {
             let seed = std::process::id() % 97 * 41 + n * 7;
             let port = 21000 + seed % 9000;
             let ip = format!("127.113.{}.{}", seed % 250 + 1, n % 250 + 1);
-            if control_port_busy(port) || !address_free(&ip) {
+            if tgtd_control_port_busy(port) || !address_free(&ip) {
                 continue;
             }
             let mut child = Command::new("tgtd")
@@ -82,6 +65,7 @@ impl Tgtd {
             }
             let _ = child.kill();
             let _ = child.wait();
+            remove_tgtd_control_files(port);
         }
         panic!("no free tgtd control port / portal address found");
     }
@@ -123,6 +107,7 @@ impl Drop for Tgtd {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            remove_tgtd_control_files(self.port);
         }
     }
 }
