@@ -18,7 +18,7 @@ use anyhow::Context;
 use super::rate::RateLimiter;
 use super::reader::{plan_runs, ChunkBytes, ChunkResult, ReadJob};
 use crate::shared::change_map::ChangeMap;
-use crate::shared::checksum_record::{checksum_segments, ChecksumRecord};
+use crate::shared::checksum_record::{checksum_each, ChecksumRecord};
 
 /// Flagged segments a group aims at (1 MiB of data, 64 commands).
 pub(crate) const GROUP_SEGMENTS: u64 = 64;
@@ -105,18 +105,30 @@ pub(crate) fn read_group<'v>(
         })?;
     }
     drop(reqs);
-    let mut scratch = Vec::new();
-    for c in chunks.iter_mut() {
-        if job.compute_checksums {
-            for k in 0..c.read.len() {
-                let run = c.read[k];
-                scratch.clear();
-                checksum_segments(c.data(run, g), &mut scratch);
-                let i = (run.start - c.segments.start) as usize;
-                c.new[i..i + scratch.len()].copy_from_slice(&scratch);
+    if job.compute_checksums {
+        // Every segment read in the group, hashed together: they are
+        // scattered, so run by run most would be hashed one at a time.
+        let seg = crate::shared::segment::SEGMENT_SIZE as usize;
+        let mut slots = Vec::new(); // (chunk, record index)
+        let mut slices: Vec<&[u8]> = Vec::new();
+        for (n, c) in chunks.iter().enumerate() {
+            for run in &c.read {
+                let first = (run.start - c.segments.start) as usize;
+                for (j, s) in c.data(*run, g).chunks(seg).enumerate() {
+                    slots.push((n, first + j));
+                    slices.push(s);
+                }
             }
         }
-        if let Some(l) = limiter.as_mut() {
+        let mut records = Vec::with_capacity(slices.len());
+        checksum_each(&slices, &mut records);
+        drop(slices);
+        for ((n, i), r) in slots.into_iter().zip(records) {
+            chunks[n].new[i] = r;
+        }
+    }
+    if let Some(l) = limiter.as_mut() {
+        for c in &chunks {
             l.throttle(c.bytes_read);
         }
     }
