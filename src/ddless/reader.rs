@@ -38,7 +38,7 @@ use super::volume::Volume;
 use crate::shared::aligned_buffer::AlignedBuffer;
 use crate::shared::change_map::ChangeMap;
 use crate::shared::checksum_file::ChecksumFile;
-use crate::shared::checksum_record::{checksum_segments, ChecksumRecord};
+use crate::shared::checksum_record::{checksum_each, checksum_segments, ChecksumRecord};
 use crate::shared::mapped_file::{prefetch, Access, MappedFile};
 use crate::shared::segment::{RangeBuilder, SegmentGeometry, SegmentRange, BUFFER_SIZE, SEGMENTS_PER_BUFFER};
 
@@ -251,12 +251,6 @@ fn read_chunk<'v>(
                         .read_at(&mut buf[at..], range.start, len)
                         .with_context(|| format!("reading source {} at byte {}", job.source.name, range.start))?;
                 }
-                if job.compute_checksums {
-                    scratch.clear();
-                    checksum_segments(&buf[at..at + len], &mut scratch);
-                    let first = (run.start - segments.start) as usize;
-                    new[first..first + scratch.len()].copy_from_slice(&scratch);
-                }
             }
             ChunkBytes::Mapped { map, private } => {
                 // Which segments of the run will be written: those without a
@@ -311,7 +305,36 @@ fn read_chunk<'v>(
             l.throttle(len as u64);
         }
     }
+    if let (ChunkBytes::Buffer(buf), true) = (&bytes, job.compute_checksums) {
+        let runs = read.iter().map(|run| {
+            let r = g.byte_range(*run);
+            ((run.start - segments.start) as usize, &buf[(r.start - base) as usize..(r.end - base) as usize])
+        });
+        for (first, k, rec) in hash_runs(runs) {
+            new[first + k] = rec;
+        }
+    }
     Ok(ChunkResult { segments, bytes, read, new, old, bytes_read })
+}
+
+/// Records of every segment of `runs` (a key and the run's bytes each),
+/// as (key, segment within the run, record). All runs are hashed together
+/// so that a ddmap's scattered single segments go eight at a time like
+/// consecutive ones; run by run they would be hashed one at a time, with
+/// a quarter of the speed.
+pub(crate) fn hash_runs<'a, K: Copy>(runs: impl IntoIterator<Item = (K, &'a [u8])>) -> Vec<(K, usize, ChecksumRecord)> {
+    let seg = crate::shared::segment::SEGMENT_SIZE as usize;
+    let mut slots = Vec::new();
+    let mut slices: Vec<&[u8]> = Vec::new();
+    for (key, bytes) in runs {
+        for (k, s) in bytes.chunks(seg).enumerate() {
+            slots.push((key, k));
+            slices.push(s);
+        }
+    }
+    let mut records = Vec::with_capacity(slices.len());
+    checksum_each(&slices, &mut records);
+    slots.into_iter().zip(records).map(|((key, k), r)| (key, k, r)).collect()
 }
 
 /// Announces the flagged runs of the buffers before `until` (exclusive)

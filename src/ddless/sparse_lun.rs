@@ -16,9 +16,9 @@ use std::sync::Mutex;
 use anyhow::Context;
 
 use super::rate::RateLimiter;
-use super::reader::{plan_runs, ChunkBytes, ChunkResult, ReadJob};
+use super::reader::{hash_runs, plan_runs, ChunkBytes, ChunkResult, ReadJob};
 use crate::shared::change_map::ChangeMap;
-use crate::shared::checksum_record::{checksum_each, ChecksumRecord};
+use crate::shared::checksum_record::ChecksumRecord;
 
 /// Flagged segments a group aims at (1 MiB of data, 64 commands).
 pub(crate) const GROUP_SEGMENTS: u64 = 64;
@@ -108,23 +108,11 @@ pub(crate) fn read_group<'v>(
     if job.compute_checksums {
         // Every segment read in the group, hashed together: they are
         // scattered, so run by run most would be hashed one at a time.
-        let seg = crate::shared::segment::SEGMENT_SIZE as usize;
-        let mut slots = Vec::new(); // (chunk, record index)
-        let mut slices: Vec<&[u8]> = Vec::new();
-        for (n, c) in chunks.iter().enumerate() {
-            for run in &c.read {
-                let first = (run.start - c.segments.start) as usize;
-                for (j, s) in c.data(*run, g).chunks(seg).enumerate() {
-                    slots.push((n, first + j));
-                    slices.push(s);
-                }
-            }
-        }
-        let mut records = Vec::with_capacity(slices.len());
-        checksum_each(&slices, &mut records);
-        drop(slices);
-        for ((n, i), r) in slots.into_iter().zip(records) {
-            chunks[n].new[i] = r;
+        let runs = chunks.iter().enumerate().flat_map(|(n, c)| {
+            c.read.iter().map(move |run| ((n, (run.start - c.segments.start) as usize), c.data(*run, g)))
+        });
+        for ((n, first), k, rec) in hash_runs(runs) {
+            chunks[n].new[first + k] = rec;
         }
     }
     if let Some(l) = limiter.as_mut() {
