@@ -38,7 +38,7 @@ use super::volume::Volume;
 use crate::shared::aligned_buffer::AlignedBuffer;
 use crate::shared::change_map::ChangeMap;
 use crate::shared::checksum_file::ChecksumFile;
-use crate::shared::checksum_record::{checksum_each, checksum_segments, ChecksumRecord};
+use crate::shared::checksum_record::{checksum_each, ChecksumRecord};
 use crate::shared::mapped_file::{prefetch, Access, MappedFile};
 use crate::shared::segment::{RangeBuilder, SegmentGeometry, SegmentRange, BUFFER_SIZE, SEGMENTS_PER_BUFFER};
 
@@ -182,16 +182,19 @@ struct PrivateCopy<'a> {
 impl PrivateCopy<'_> {
     fn run(&self, private: &mut AlignedBuffer, runs: &[SegmentRange], new: &mut [ChecksumRecord]) {
         let base = self.geometry.segment_offset(self.first);
-        let mut scratch = Vec::new();
-        for run in runs {
+        let bytes = |run: &SegmentRange| {
             let r = self.geometry.byte_range(*run);
-            let (from, to) = ((r.start - base) as usize, (r.end - base) as usize);
-            private[from..to].copy_from_slice(&self.map[from..to]);
-            if self.compute {
-                scratch.clear();
-                checksum_segments(&private[from..to], &mut scratch);
-                let i = (run.start - self.first) as usize;
-                new[i..i + scratch.len()].copy_from_slice(&scratch);
+            (r.start - base) as usize..(r.end - base) as usize
+        };
+        for run in runs {
+            let b = bytes(run);
+            private[b.clone()].copy_from_slice(&self.map[b]);
+        }
+        if self.compute {
+            // From the copy, which is what gets written.
+            let copied = runs.iter().map(|run| ((run.start - self.first) as usize, &private[bytes(run)]));
+            for (first, k, rec) in hash_runs(copied) {
+                new[first + k] = rec;
             }
         }
     }
@@ -221,7 +224,6 @@ fn read_chunk<'v>(
     };
     let mut new = vec![ChecksumRecord::INVALID; segments.len() as usize];
     let mut bytes_read = 0;
-    let mut scratch = Vec::new();
     // A LUN gets all of this buffer's runs at once: their commands are in
     // flight together instead of one run's after the other's.
     let batched = match &mut bytes {
@@ -252,57 +254,61 @@ fn read_chunk<'v>(
                         .with_context(|| format!("reading source {} at byte {}", job.source.name, range.start))?;
                 }
             }
-            ChunkBytes::Mapped { map, private } => {
-                // Which segments of the run will be written: those without a
-                // valid old record, and those whose mapped bytes no longer
-                // match it. Only the latter need hashing from the mapping.
-                let mut to_copy = RangeBuilder::new();
-                let old_valid = |s: u64| old.get((s - segments.start) as usize).is_some_and(|r| !r.is_invalid());
-                let mut s = run.start;
-                while s < run.end {
-                    let valid = job.compute_checksums && old_valid(s);
-                    let mut e = s + 1;
-                    while e < run.end && (job.compute_checksums && old_valid(e)) == valid {
-                        e += 1;
-                    }
-                    let sub = SegmentRange::new(s, e);
-                    if valid {
-                        let r = g.byte_range(sub);
-                        scratch.clear();
-                        checksum_segments(&map[(r.start - base) as usize..(r.end - base) as usize], &mut scratch);
-                        for (k, rec) in scratch.iter().enumerate() {
-                            let i = (s - segments.start) as usize + k;
-                            new[i] = *rec;
-                            if !old[i].vouches_for(rec) {
-                                to_copy.push(s + k as u64);
-                            }
-                        }
-                    } else if job.compute_checksums && !job.private_copies {
-                        let r = g.byte_range(sub);
-                        scratch.clear();
-                        checksum_segments(&map[(r.start - base) as usize..(r.end - base) as usize], &mut scratch);
-                        let i = (s - segments.start) as usize;
-                        new[i..i + scratch.len()].copy_from_slice(&scratch);
-                    } else {
-                        for seg in sub.iter() {
-                            to_copy.push(seg);
-                        }
-                    }
-                    s = e;
-                }
-                let runs = to_copy.finish();
-                if job.private_copies && !runs.is_empty() {
-                    let buf = private.get_or_insert_with(&buffer);
-                    PrivateCopy { geometry: g, first: segments.start, map, compute: job.compute_checksums }
-                        .run(buf, &runs, &mut new);
-                }
-            }
+            // Hashed and copied below, all runs together.
+            ChunkBytes::Mapped { .. } => {}
             // Never made here (grouped LUN reads build their own).
             ChunkBytes::Packed { .. } => {}
         }
         bytes_read += len as u64;
         if let Some(l) = limiter.as_mut() {
             l.throttle(len as u64);
+        }
+    }
+    if let ChunkBytes::Mapped { map, private } = &mut bytes {
+        // Which segments will be written: those without a valid old
+        // record, and those whose mapped bytes no longer match it. Only the
+        // latter need hashing from the mapping (and, without private
+        // copies, all of them: the records come from the mapping then).
+        let old_valid = |s: u64| old.get((s - segments.start) as usize).is_some_and(|r| !r.is_invalid());
+        let mut subs: Vec<(SegmentRange, bool)> = Vec::new(); // (segments, old records valid)
+        for run in &read {
+            let mut s = run.start;
+            while s < run.end {
+                let valid = job.compute_checksums && old_valid(s);
+                let mut e = s + 1;
+                while e < run.end && (job.compute_checksums && old_valid(e)) == valid {
+                    e += 1;
+                }
+                subs.push((SegmentRange::new(s, e), valid));
+                s = e;
+            }
+        }
+        let from_map = |valid: bool| valid || (job.compute_checksums && !job.private_copies);
+        let hashed = hash_runs(subs.iter().filter(|(_, valid)| from_map(*valid)).map(|(sub, _)| {
+            let r = g.byte_range(*sub);
+            (sub.start, &map[(r.start - base) as usize..(r.end - base) as usize])
+        }));
+        let mut hashed = hashed.into_iter();
+        let mut to_copy = RangeBuilder::new();
+        for (sub, valid) in &subs {
+            if !from_map(*valid) {
+                to_copy.push_range(*sub);
+                continue;
+            }
+            for (start, k, rec) in hashed.by_ref().take(sub.len() as usize) {
+                let seg = start + k as u64;
+                let i = (seg - segments.start) as usize;
+                new[i] = rec;
+                if *valid && !old[i].vouches_for(&rec) {
+                    to_copy.push(seg);
+                }
+            }
+        }
+        let runs = to_copy.finish();
+        if job.private_copies && !runs.is_empty() {
+            let buf = private.get_or_insert_with(&buffer);
+            PrivateCopy { geometry: g, first: segments.start, map, compute: job.compute_checksums }
+                .run(buf, &runs, &mut new);
         }
     }
     if let (ChunkBytes::Buffer(buf), true) = (&bytes, job.compute_checksums) {
