@@ -18,7 +18,9 @@
 //! qemu-utils; starts its own tgtd on a free loopback address and stops
 //! it by PID). LUN_MIB (default 2048), SECONDS per iscsi-perf step
 //! (default 8), REPS (default 3), NIGHTLY_RUNS (ddless -m runs per nightly
-//! sample, default 10), BENCH_DIR (default /var/tmp).
+//! sample, default 10), BENCH_DIR (default /var/tmp), REQUEST_KIB (bytes
+//! per READ for every reader, default 256), TGTD_MALLOC=tuned (tgtd with
+//! fixed malloc thresholds), ONLY=nightly or ONLY=sequential.
 //!
 //! Rows are repeated REPS times, each row next to its libiscsi peer; the
 //! table shows medians, the ratio of the medians, and the median (and
@@ -34,7 +36,10 @@ use santools::initiator::{DigestPref, InitiatorOptions, IscsiUrl, IscsiVolume};
 
 const TARGET: &str = "iqn.2024-01.bench:lun";
 const INITIATOR: &str = "iqn.2024-01.bench:initiator";
-const REQUEST: usize = 256 << 10;
+/// Bytes per READ for every reader (REQUEST_KIB, default 256 KiB).
+fn request() -> usize {
+    std::env::var("REQUEST_KIB").ok().and_then(|v| v.parse::<usize>().ok()).map_or(256 << 10, |k| k << 10)
+}
 
 struct Tgtd {
     child: Child,
@@ -46,6 +51,9 @@ impl Drop for Tgtd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // SIGKILL leaves tgtd's control socket and lock file behind.
+        let _ = std::fs::remove_file(format!("/var/run/tgtd/socket.{}", self.ctl));
+        let _ = std::fs::remove_file(format!("/var/run/tgtd/socket.{}.lock", self.ctl));
     }
 }
 
@@ -67,6 +75,18 @@ impl Tgtd {
     }
 }
 
+/// `TGTD_MALLOC=tuned`: tgtd with fixed glibc malloc thresholds. With the
+/// defaults, tgtd's buffer per command (posix_memalign of the transfer
+/// length) is mmapped, or taken from a heap that is trimmed and regrown,
+/// until tgtd has freed a chunk several times larger: its CPU per GB then
+/// depends on the largest command it has served since it started
+/// (docs/performance.md, "The target's allocator").
+const TUNED_MALLOC: [&str; 2] = ["MALLOC_MMAP_THRESHOLD_=33554432", "MALLOC_TRIM_THRESHOLD_=268435456"];
+
+fn tgtd_malloc_tuned() -> bool {
+    std::env::var("TGTD_MALLOC").is_ok_and(|v| v == "tuned")
+}
+
 fn start_tgtd(lun: &Path) -> Tgtd {
     for slot in 0..200u32 {
         let n = (std::process::id() + slot * 37) % 9000;
@@ -79,7 +99,11 @@ fn start_tgtd(lun: &Path) -> Tgtd {
             continue;
         }
         let addr = format!("{ip}:3260");
-        let mut child = Command::new("tgtd")
+        let mut cmd = Command::new("tgtd");
+        if tgtd_malloc_tuned() {
+            cmd.envs(TUNED_MALLOC.iter().filter_map(|kv| kv.split_once('=')));
+        }
+        let mut child = cmd
             .args(["-f", "-C", &ctl, "--iscsi", &format!("portal={addr}")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -172,8 +196,7 @@ fn perf(url: &str, args: &[&str], secs: u64, block: usize) -> Sample {
 fn ours(addr: &str, qd: usize, digests: (bool, bool), size: u64) -> (u64, f64, f64) {
     let mut o = InitiatorOptions::new(INITIATOR);
     o.queue_depth = qd;
-    o.max_transfer =
-        std::env::var("REQUEST_KIB").ok().and_then(|v| v.parse::<u32>().ok()).map_or(REQUEST as u32, |k| k << 10);
+    o.max_transfer = request() as u32;
     // Digest rows say exactly what they want: tgt picks its own configured
     // CRC32C over an offer of "None,CRC32C" (seen in the 2026-11-30 run).
     if digests.0 || digests.1 {
@@ -253,7 +276,7 @@ fn ours_sparse(addr: &str, size: u64) -> (u64, f64, f64) {
 fn ddless(dir: &Path, qd: usize, workers: &str, args: &[&std::ffi::OsStr]) -> Command {
     let cfg = dir.join("santools.toml");
     if !cfg.exists() {
-        std::fs::write(&cfg, format!("[initiator]\nname = \"{INITIATOR}\"\nmax_transfer_kib = {}\n", REQUEST >> 10))
+        std::fs::write(&cfg, format!("[initiator]\nname = \"{INITIATOR}\"\nmax_transfer_kib = {}\n", request() >> 10))
             .unwrap();
     }
     let mut c = Command::new(env!("CARGO_BIN_EXE_santools"));
@@ -384,9 +407,13 @@ fn main() {
         f.set_len(size).unwrap();
     }
     let tgtd = start_tgtd(&lun);
-    println!("# {mib} MiB LUN on tgtd at {} (loopback), {} KiB requests, median of {reps}", tgtd.addr, REQUEST >> 10);
+    println!("# {mib} MiB LUN on tgtd at {} (loopback), {} KiB requests, median of {reps}", tgtd.addr, request() >> 10);
+    println!(
+        "# tgtd's allocator: {}",
+        if tgtd_malloc_tuned() { TUNED_MALLOC.join(" ") } else { "glibc defaults".into() }
+    );
     let url = format!("iscsi://{}/{TARGET}/1", tgtd.addr);
-    let blocks = (REQUEST / 512).to_string();
+    let blocks = (request() / 512).to_string();
     let mut rows = Vec::new();
     let qemu = Command::new("qemu-img").args(["convert", "-O", "raw", &url, "/dev/null"]).output();
     let qemu_ok = match &qemu {
@@ -405,6 +432,8 @@ fn main() {
     };
     // `ONLY=nightly`: just the nightly case (its rows and its peer).
     let only_nightly = std::env::var("ONLY").is_ok_and(|v| v == "nightly");
+    // `ONLY=sequential`: the sequential rows only (no nightly case, no digests).
+    let only_sequential = std::env::var("ONLY").is_ok_and(|v| v == "sequential");
     // Wall seconds of `ddless -m` with an empty map: what a run costs
     // before it reads anything (start, login, checksum file, logout).
     let mut fixed: Vec<f64> = Vec::new();
@@ -426,7 +455,7 @@ fn main() {
             });
             let q = qd.to_string();
             sample(&mut rows, &format!("libiscsi iscsi-perf, qd {qd}"), &tgtd, || {
-                perf(&url, &["-m", &q, "-b", &blocks], secs, REQUEST)
+                perf(&url, &["-m", &q, "-b", &blocks], secs, request())
             });
         }
         if qemu_ok {
@@ -450,6 +479,9 @@ fn main() {
     let picks = sparse_picks(size);
     let flagged = picks.len() as u64 * 16384;
     for _ in 0..reps {
+        if only_sequential {
+            break;
+        }
         sample(&mut rows, "santools, 1% of 16 KiB segments, qd 32", &tgtd, || Some(ours_sparse(&tgtd.addr, size)));
         let (msums, mtarget, map) = (dir.path().join("msums"), dir.path().join("target.img"), dir.path().join("map"));
         let empty = dir.path().join("empty-map");
@@ -500,11 +532,11 @@ fn main() {
         });
     }
     // Digests: the target configured for CRC32C; tgtd computes them in software.
-    for key in ["HeaderDigest", "DataDigest"].into_iter().filter(|_| !only_nightly) {
+    for key in ["HeaderDigest", "DataDigest"].into_iter().filter(|_| !only_nightly && !only_sequential) {
         tgtd.tgtadm(&["--op", "update", "--mode", "target", "--tid", "1", "--name", key, "--value", "CRC32C,None"]);
     }
     for _ in 0..reps {
-        if only_nightly {
+        if only_nightly || only_sequential {
             break;
         }
         sample(&mut rows, "santools, qd 32, header digest", &tgtd, || Some(ours(&tgtd.addr, 32, (true, false), size)));
@@ -512,7 +544,7 @@ fn main() {
             Some(ours(&tgtd.addr, 32, (true, true), size))
         });
         sample(&mut rows, "libiscsi iscsi-perf, qd 32, header digest", &tgtd, || {
-            perf(&format!("{url}?header_digest=crc32c"), &["-m", "32", "-b", &blocks], secs, REQUEST)
+            perf(&format!("{url}?header_digest=crc32c"), &["-m", "32", "-b", &blocks], secs, request())
         });
     }
     println!();
