@@ -5,10 +5,11 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::helpers::*;
 use crate::hostile_target::{HostileTarget, Misbehaviour};
+use crate::initiator_lab::*;
 
 const ME: &str = "iqn.2024-01.test:hostile-initiator";
 
@@ -113,5 +114,57 @@ fn a_command_window_that_never_opens_is_given_up_on() {
     nothing_created(d.path());
 }
 
-
-
+/// Two ddless runs writing one LUN, the second through another spelling
+/// of the node's address (`[::ffff:IP]`): the per-host LUN lock must still
+/// keep it out, or both checksum files would vouch for different data.
+#[test]
+fn the_lun_lock_holds_however_the_node_address_is_spelled() {
+    if !tgt_present() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let tgt = Tgt::start(d.path(), "");
+    let disk = backing_file(d.path(), "disk.img", 16 << 20, 1);
+    tgt.target(1, "iqn.2024-01.test:locked", &[ME]);
+    tgt.lun(1, 1, &disk, 512);
+    let src1 = d.path().join("src1");
+    let src2 = d.path().join("src2");
+    let mut rng = Rng(7);
+    write(&src1, &rng.bytes(16 << 20));
+    write(&src2, &rng.bytes(16 << 20));
+    let url1 = tgt.lun_url("iqn.2024-01.test:locked", 1);
+    let port = tgt.addr().rsplit(':').next().unwrap().to_string();
+    let url2 = format!("iscsi://[::ffff:{}]:{port}/iqn.2024-01.test:locked/1", tgt.ip);
+    // The first run is slow (1 MB/s): its lock is held for seconds.
+    let mut first = tool("ddless")
+        .args(["--initiator-name", ME, "-q", "-r", "1", "-w", "1", "-s"])
+        .arg(&src1)
+        .args(["-t", &url1, "-c"])
+        .arg(d.path().join("sums1"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.path().join("first.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let first_err = || std::fs::read_to_string(d.path().join("first.err")).unwrap_or_default();
+    // The checksum file is created once the LUN lock is held.
+    let t0 = Instant::now();
+    while !d.path().join("sums1").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the first run never started");
+        assert!(first.try_wait().unwrap().is_none(), "the first run ended early: {}", first_err());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = run_within(
+        tool("ddless")
+            .args(["--initiator-name", ME, "-s"])
+            .arg(&src2)
+            .args(["-t", &url2, "-c"])
+            .arg(d.path().join("sums2")),
+        Duration::from_secs(60),
+    );
+    let still_running = first.try_wait().unwrap().is_none();
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(still_running, "the first run ended before the second tried: no overlap to test (machine too slow?)");
+    refused(&o, &["is in use by another ddless run"]);
+    assert!(!d.path().join("sums2").exists(), "the refused run created its checksum file");
+}
