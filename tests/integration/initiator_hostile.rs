@@ -114,6 +114,34 @@ fn a_command_window_that_never_opens_is_given_up_on() {
     nothing_created(d.path());
 }
 
+#[test]
+fn impossible_capacities_are_refused_and_nothing_is_created() {
+    for (last_lba, block_size) in [(u64::MAX, 512), (u64::MAX - 1, 512), (1 << 54, 512), (1 << 52, 4096)] {
+        let d = tempfile::tempdir().unwrap();
+        let t = HostileTarget::start(Misbehaviour::Capacity { last_lba, block_size });
+        let o = run_within(&mut ddless_from(&t, d.path(), None), Duration::from_secs(60));
+        refused(&o, &["impossible capacity", "more than 2^63 bytes"]);
+        nothing_created(d.path());
+    }
+}
+
+#[test]
+fn an_initiator_name_file_that_is_a_device_is_refused_not_read_forever() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("santools.toml");
+    std::fs::write(&cfg, "[initiator]\nname_file = \"/dev/zero\"\n").unwrap();
+    let o = run_within(
+        tool("ddless")
+            .arg("--config")
+            .arg(&cfg)
+            .args(["-s", "iscsi://127.0.0.1:1/iqn.2024-01.x:t/1", "-c"])
+            .arg(d.path().join("sums")),
+        Duration::from_secs(30),
+    );
+    refused(&o, &["initiator name file /dev/zero is not a regular file"]);
+    nothing_created(d.path());
+}
+
 /// Two ddless runs writing one LUN, the second through another spelling
 /// of the node's address (`[::ffff:IP]`): the per-host LUN lock must still
 /// keep it out, or both checksum files would vouch for different data.
