@@ -167,6 +167,7 @@ impl Session {
                     seq: self.shared.next_seq.fetch_add(1, Ordering::Relaxed),
                     itt: 0,
                     received: 0,
+                    solicited: 0,
                     retries: 0,
                     sync_covers: 0,
                 }));
@@ -268,6 +269,12 @@ const RX_BUF: usize = 64 << 10;
 /// system calls; the copy is cheap).
 const DIRECT_MIN: usize = 16 << 10;
 
+/// Memory the send queue may hold (our answers to the target's pings,
+/// Data-Out headers for its R2Ts) before we stop reading from the target:
+/// a target that floods us with requests and never reads our answers is
+/// slowed down to the pace it reads, instead of growing our memory.
+const TX_BACKLOG_MAX: usize = 8 << 20;
+
 struct Live {
     stream: std::net::TcpStream,
     label: String,
@@ -278,6 +285,8 @@ struct Live {
     end: usize,
     state: RxState,
     tx: VecDeque<OutPdu>,
+    /// Sum of the queued PDUs' footprints.
+    tx_bytes: usize,
     last_rx: Instant,
     /// Our NOP-Out ping awaiting its answer: (ITT, when sent).
     ping: Option<(u32, Instant)>,
@@ -386,6 +395,7 @@ impl Engine {
             end: 0,
             state: RxState::Header,
             tx: VecDeque::new(),
+            tx_bytes: 0,
             last_rx: Instant::now(),
             ping: None,
             drained: false,
@@ -475,7 +485,9 @@ impl Engine {
     fn poll_once(&mut self) -> Res<()> {
         let timeout = self.next_timer();
         let live = self.live.as_ref().expect("connected");
-        let mut events = libc::POLLIN;
+        // Past the backlog bound, read nothing until the target has taken
+        // some of what we owe it.
+        let mut events = if live.tx_bytes > TX_BACKLOG_MAX { 0 } else { libc::POLLIN };
         if !live.tx.is_empty() {
             events |= libc::POLLOUT;
         }
@@ -592,7 +604,9 @@ impl Engine {
         if self.opts.log_pdus {
             tracing::debug!("pdu {} <- {}", live.label, describe(&Pdu::new(*bhs, Vec::new())));
         }
-        live.tx.push_back(OutPdu { head, payload, trailer, trailer_len, written: 0, itt });
+        let o = OutPdu { head, payload, trailer, trailer_len, written: 0, itt };
+        live.tx_bytes += o.footprint();
+        live.tx.push_back(o);
     }
 
     fn queue_pdu(&mut self, pdu: &Pdu, itt: u32) {
@@ -686,7 +700,8 @@ impl Engine {
                         let left = front.total() - front.written;
                         if n >= left {
                             n -= left;
-                            live.tx.pop_front();
+                            let done = live.tx.pop_front().expect("front exists");
+                            live.tx_bytes = live.tx_bytes.saturating_sub(done.footprint());
                         } else {
                             front.written += n;
                             n = 0;
@@ -716,6 +731,8 @@ impl Engine {
             o.itt = RESERVED_TAG;
             true
         });
+        // retain_mut walks the whole queue anyway.
+        live.tx_bytes = live.tx.iter().map(OutPdu::footprint).sum();
     }
 
     // ----- receiving -----
@@ -802,6 +819,11 @@ impl Engine {
         self.live.as_mut().expect("connected").drained = false;
         loop {
             let live = self.live.as_mut().expect("connected");
+            if live.tx_bytes > TX_BACKLOG_MAX {
+                // Answers are piling up (a flood of pings or R2Ts): send
+                // before reading more (poll_once waits for POLLOUT).
+                return Ok(());
+            }
             let avail = live.end - live.start;
             match std::mem::replace(&mut live.state, RxState::Header) {
                 RxState::Header => {
@@ -1057,7 +1079,7 @@ impl Engine {
     fn on_r2t(&mut self, r: &R2t) -> Res<()> {
         let max_xmit = self.params.max_xmit_data_segment as usize;
         let exp_statsn = self.exp_statsn;
-        let task = self.active.get(&r.itt).ok_or_else(|| format!("R2T for unknown task 0x{:08x}", r.itt))?;
+        let task = self.active.get_mut(&r.itt).ok_or_else(|| format!("R2T for unknown task 0x{:08x}", r.itt))?;
         if !task.is_write() {
             return Err(format!("R2T for task 0x{:08x}, which writes nothing", r.itt));
         }
@@ -1066,6 +1088,15 @@ impl Engine {
             Some(end) if end <= task.len() => {}
             _ => return Err(format!("R2T for bytes {off}+{len} of a {}-byte write", task.len())),
         }
+        task.solicited += len;
+        if task.solicited > task.len() {
+            return Err(format!(
+                "R2Ts asked for {} bytes of a {}-byte write (each byte is asked for once)",
+                task.solicited,
+                task.len()
+            ));
+        }
+        let task = &*task;
         self.last_progress = Instant::now();
         let mut pdus = Vec::new();
         let mut at = off;
@@ -1326,6 +1357,7 @@ impl Engine {
                 seq: 0,
                 itt: 0,
                 received: 0,
+                solicited: 0,
                 retries: 0,
                 sync_covers: 0,
             }));

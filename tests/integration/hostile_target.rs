@@ -24,6 +24,12 @@ pub enum Misbehaviour {
     /// MaxCmdSN stays below the next CmdSN in every PDU (the window
     /// never opens); pings are answered.
     WindowNeverOpens,
+    /// READ(16) is answered with NOP-In pings carrying 256 KiB each, as
+    /// fast as the initiator takes them, forever.
+    PingFlood,
+    /// WRITE(16) is answered with an R2T for the whole write, again and
+    /// again after each Data-Out sequence, forever.
+    R2tRepeat,
     /// READ CAPACITY(16) reports this last LBA and block size.
     Capacity { last_lba: u64, block_size: u32 },
 }
@@ -297,6 +303,24 @@ fn serve(mut s: TcpStream, how: Misbehaviour, stop: &AtomicBool) -> std::io::Res
                     }
                     0x1a => data_in(vec![3, 0, 0, 0], statsn).send(&mut s)?,
                     0x88 if how == Misbehaviour::ReadsNeverComplete => continue,
+                    0x88 if how == Misbehaviour::PingFlood => {
+                        for ttt in 1.. {
+                            let o = Out::new(0x20, 0x80, 0xffff_ffff).word(20, ttt);
+                            sn(o, statsn).data(vec![0x50; 256 << 10]).send(&mut s)?;
+                        }
+                    }
+                    0x8a if how == Misbehaviour::R2tRepeat => {
+                        for ttt in 1u32.. {
+                            sn(Out::new(0x31, 0x80, itt).word(20, ttt), statsn).word(44, edtl as u32).send(&mut s)?;
+                            // Take the Data-Out sequence, then ask again.
+                            loop {
+                                let d = recv(&mut s, stop)?;
+                                if d.opcode() == 0x05 && d.bhs[1] & 0x80 != 0 && d.u32_at(20) == ttt {
+                                    break;
+                                }
+                            }
+                        }
+                    }
                     0x88 => {
                         // Zeros, in 8 KiB Data-In PDUs, status in the last.
                         let mut off = 0;

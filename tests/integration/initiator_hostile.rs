@@ -104,6 +104,54 @@ fn a_target_that_answers_pings_but_never_completes_a_read_is_given_up_on() {
     }
 }
 
+/// Virtual memory cap for a run against a flooding target: a regression
+/// fails the run (allocation failure) instead of exhausting the machine.
+fn with_memory_cap(c: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        c.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 2 << 30, rlim_max: 2 << 30 };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+#[test]
+fn a_target_flooding_pings_is_read_at_the_pace_it_takes_answers() {
+    let d = tempfile::tempdir().unwrap();
+    let t = HostileTarget::start(Misbehaviour::PingFlood);
+    let cfg = short_timeouts(d.path());
+    // The target never reads our answers: we stop reading once 8 MiB of
+    // them are queued, and the silence ends the run. Before, each 256 KiB
+    // ping's answer was queued without bound (9.7 GB in 40 s).
+    let o = run_within(with_memory_cap(&mut ddless_from(&t, d.path(), Some(&cfg))), Duration::from_secs(90));
+    refused(&o, &["max_reconnects"]);
+}
+
+#[test]
+fn a_target_asking_for_the_same_write_data_forever_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let t = HostileTarget::start(Misbehaviour::R2tRepeat);
+    let cfg = short_timeouts(d.path());
+    let src = d.path().join("src");
+    write(&src, &vec![7u8; 1 << 20]);
+    let o = run_within(
+        tool("ddless")
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--initiator-name", ME, "-s"])
+            .arg(&src)
+            .args(["-t", &t.lun_url(), "-c"])
+            .arg(d.path().join("sums")),
+        Duration::from_secs(90),
+    );
+    refused(&o, &["R2Ts asked for", "each byte is asked for once"]);
+}
+
 #[test]
 fn a_command_window_that_never_opens_is_given_up_on() {
     let d = tempfile::tempdir().unwrap();
