@@ -244,3 +244,29 @@ fn the_lun_lock_holds_however_the_node_address_is_spelled() {
     refused(&o, &["is in use by another ddless run"]);
     assert!(!d.path().join("sums2").exists(), "the refused run created its checksum file");
 }
+
+/// `iscsi-ls URL/IQN/LUN` for a LUN the target does not have: exit 1 and
+/// the reason, not an empty listing with exit 0.
+#[test]
+fn iscsi_ls_of_a_missing_lun_says_so() {
+    if !tgt_present() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let tgt = Tgt::start(d.path(), "");
+    let disk = backing_file(d.path(), "disk.img", 1 << 20, 3);
+    tgt.target(1, "iqn.2024-01.test:listed", &[ME]);
+    tgt.lun(1, 1, &disk, 512);
+    let o = run_within(
+        tool("iscsi-ls").args(["-i", ME, &tgt.lun_url("iqn.2024-01.test:listed", 5)]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(o.status.code(), Some(1), "stdout: {}\nstderr: {}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("no LUN 5"), "{}", stdout(&o));
+    let o = run_within(
+        tool("iscsi-ls").args(["-i", ME, &tgt.lun_url("iqn.2024-01.test:listed", 1)]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(o.status.code(), Some(0), "stdout: {}\nstderr: {}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("LUN 1: DIRECT_ACCESS, 1048576 bytes"), "{}", stdout(&o));
+}
