@@ -269,6 +269,11 @@ const RX_BUF: usize = 64 << 10;
 /// system calls; the copy is cheap).
 const DIRECT_MIN: usize = 16 << 10;
 
+/// A command may take this many I/O timeouts (2 minutes by default) without
+/// any progress while the target answers pings: more than a slow
+/// SYNCHRONIZE CACHE needs (Linux sd allows a flush 60 s), less than forever.
+const STALL_FACTOR: u32 = 4;
+
 /// Memory the send queue may hold (our answers to the target's pings,
 /// Data-Out headers for its R2Ts) before we stop reading from the target:
 /// a target that floods us with requests and never reads our answers is
@@ -333,7 +338,8 @@ struct Engine {
     last_cause: Option<String>,
     /// When a command last moved: issued, Data-In or R2T for it, status.
     /// A target that answers pings but completes nothing, or keeps its
-    /// command window closed, is a dead connection after the I/O timeout.
+    /// command window closed, is a dead connection after
+    /// STALL_FACTOR I/O timeouts.
     last_progress: Instant,
 }
 
@@ -521,7 +527,8 @@ impl Engine {
 
     fn next_timer(&self) -> Duration {
         let now = Instant::now();
-        let mut t = Duration::from_secs(1);
+        // Often enough that a ping goes out at a third of the I/O timeout.
+        let mut t = Duration::from_secs(1).min(self.opts.io_timeout / 6);
         for (when, _) in &self.delayed {
             t = t.min(when.saturating_duration_since(now));
         }
@@ -538,7 +545,7 @@ impl Engine {
             self.last_progress = Instant::now();
         }
         let stalled = self.last_progress.elapsed();
-        if busy && stalled >= io_timeout {
+        if busy && stalled >= io_timeout * STALL_FACTOR {
             return Err(if self.active.is_empty() {
                 format!(
                     "the target kept its command window closed for {} s (MaxCmdSN {}, next CmdSN {})",
