@@ -955,7 +955,10 @@ impl Engine {
         if let Some(live) = self.live.as_mut() {
             live.large_payloads = fr.data_len >= DIRECT_MIN;
         }
-        self.last_progress = Instant::now();
+        if fr.data_len > 0 {
+            // Empty Data-In PDUs are no progress: a target could send them forever.
+            self.last_progress = Instant::now();
+        }
         Ok(Sink::Task(d.itt, p, off))
     }
 

@@ -30,6 +30,10 @@ pub enum Misbehaviour {
     /// WRITE(16) is answered with an R2T for the whole write, again and
     /// again after each Data-Out sequence, forever.
     R2tRepeat,
+    /// READ(16) is answered with empty Data-In PDUs (no status), forever.
+    EmptyDataInForever,
+    /// WRITE(16) is answered with R2Ts for 0 bytes, forever.
+    EmptyR2tForever,
     /// READ CAPACITY(16) reports this last LBA and block size.
     Capacity { last_lba: u64, block_size: u32 },
 }
@@ -307,6 +311,16 @@ fn serve(mut s: TcpStream, how: Misbehaviour, stop: &AtomicBool) -> std::io::Res
                         for ttt in 1.. {
                             let o = Out::new(0x20, 0x80, 0xffff_ffff).word(20, ttt);
                             sn(o, statsn).data(vec![0x50; 256 << 10]).send(&mut s)?;
+                        }
+                    }
+                    0x88 if how == Misbehaviour::EmptyDataInForever => loop {
+                        sn(Out::new(0x25, 0, itt).word(20, 0xffff_ffff), 0).send(&mut s)?;
+                        std::thread::sleep(Duration::from_millis(1));
+                    },
+                    0x8a if how == Misbehaviour::EmptyR2tForever => {
+                        for ttt in 1u32.. {
+                            sn(Out::new(0x31, 0x80, itt).word(20, ttt), statsn).send(&mut s)?;
+                            std::thread::sleep(Duration::from_millis(1));
                         }
                     }
                     0x8a if how == Misbehaviour::R2tRepeat => {

@@ -156,6 +156,35 @@ fn a_target_asking_for_the_same_write_data_forever_is_refused() {
 }
 
 #[test]
+fn endless_empty_data_in_is_no_progress() {
+    let d = tempfile::tempdir().unwrap();
+    let t = HostileTarget::start(Misbehaviour::EmptyDataInForever);
+    let cfg = short_timeouts(d.path());
+    let o = run_within(&mut ddless_from(&t, d.path(), Some(&cfg)), Duration::from_secs(90));
+    refused(&o, &["no command made progress for 8 s", "max_reconnects"]);
+}
+
+#[test]
+fn an_r2t_for_zero_bytes_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let t = HostileTarget::start(Misbehaviour::EmptyR2tForever);
+    let cfg = short_timeouts(d.path());
+    let src = d.path().join("src");
+    write(&src, &vec![7u8; 1 << 20]);
+    let o = run_within(
+        tool("ddless")
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--initiator-name", ME, "-s"])
+            .arg(&src)
+            .args(["-t", &t.lun_url(), "-c"])
+            .arg(d.path().join("sums")),
+        Duration::from_secs(90),
+    );
+    refused(&o, &["invalid Desired Data Transfer Length: zero"]);
+}
+
+#[test]
 fn a_command_window_that_never_opens_is_given_up_on() {
     let d = tempfile::tempdir().unwrap();
     let t = HostileTarget::start(Misbehaviour::WindowNeverOpens);
