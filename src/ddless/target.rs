@@ -344,10 +344,13 @@ impl TargetStore for LunTarget {
 /// A lock this host's ddless runs take on a LUN they write, so two of them
 /// (with different checksum files) never write one LUN at once. Kept in
 /// /run/lock (else the temporary directory), named after a hash of the
-/// LUN's identity and the node portal the session reached (after any
-/// redirect): two tgtd daemons with default device identifiers and one
-/// target name are two LUNs, one LUN through its portal and its node's own
-/// address is one. Opened without following symlinks. Runs on other hosts
+/// LUN's identity and the node address the session reached (after any
+/// redirect; resolved, IPv4-mapped IPv6 as IPv4: never the URL's
+/// spelling, or `localhost` and `127.0.0.1` would be two locks): two tgtd
+/// daemons with default device identifiers and one target name are two
+/// LUNs, one LUN through its portal and its node's own address is one.
+/// A node listening on several addresses (tgtd on 0.0.0.0) is still
+/// reached as several. Opened without following symlinks. Runs on other hosts
 /// are not seen: that is what target ACLs are for.
 pub(crate) struct LunLock {
     _file: File,
@@ -389,7 +392,7 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
 }
 
 pub(crate) fn lock_lun(v: &IscsiVolume) -> anyhow::Result<Option<LunLock>> {
-    let path = lun_lock_path(&format!("{}@{}", v.info().identity(), v.session_info().portal));
+    let path = lun_lock_path(&format!("{}@{}", v.info().identity(), v.session_info().peer));
     let file = match open_lock_file(&path) {
         Ok(f) => f,
         Err(e) => {

@@ -18,6 +18,8 @@ use crate::iscsi::RESERVED_TAG;
 
 /// Largest SendTargets answer we assemble.
 const MAX_ANSWER: usize = 16 << 20;
+/// Text Response PDUs one answer may span: 16 MiB in 4 KiB pieces.
+const MAX_PIECES: usize = MAX_ANSWER / 4096;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DiscoveredTarget {
@@ -56,6 +58,7 @@ pub fn send_targets(
     keys.push("SendTargets", query);
     let mut req = TextRequest::new(itt, FIRST_CMDSN, exp_statsn, keys.to_bytes());
     let mut asm = TextAssembler::new(MAX_ANSWER);
+    let mut pieces = 0usize;
     let secs = opts.io_timeout.as_secs();
     let answer = loop {
         let deadline = Instant::now() + opts.io_timeout;
@@ -71,6 +74,16 @@ pub fn send_targets(
             .map_err(|e| InitiatorError::Protocol { peer: conn.label.clone(), detail: e.to_string() })?;
         exp_statsn = rsp.statsn.wrapping_add(1);
         let proto = |d: String| InitiatorError::Protocol { peer: conn.label.clone(), detail: d };
+        if !rsp.fin || rsp.cont {
+            // A target cannot keep us asking for the rest forever.
+            pieces += 1;
+            if rsp.data.is_empty() {
+                return Err(proto("a non-final SendTargets answer without any text".into()));
+            }
+            if pieces > MAX_PIECES {
+                return Err(proto(format!("the SendTargets answer went on for more than {MAX_PIECES} PDUs")));
+            }
+        }
         let whole = asm.push(&rsp.data, !rsp.fin || rsp.cont).map_err(|e| proto(e.to_string()))?;
         if rsp.fin {
             let text = whole.unwrap_or_default();

@@ -25,6 +25,9 @@ pub(crate) const FIRST_CMDSN: u32 = 1;
 /// Login exchanges per stage at most (a target cannot keep us talking).
 const MAX_ROUNDS: usize = 32;
 const MAX_LOGIN_TEXT: usize = 64 << 10;
+/// Login Response PDUs one answer may span (C bit): 64 KiB of text in
+/// 512-byte pieces at most.
+const MAX_CONTINUATIONS: usize = MAX_LOGIN_TEXT / 512;
 
 /// A connection in the full feature phase.
 pub(crate) struct Established {
@@ -132,6 +135,7 @@ impl Exchange<'_> {
             ..LoginRequest::opening(self.isid, 0, csg, nsg, keys.to_bytes())
         };
         let mut asm = TextAssembler::new(MAX_LOGIN_TEXT);
+        let mut pieces = 0usize;
         loop {
             let deadline = Instant::now() + self.opts.login_timeout;
             self.conn.send(&req.to_pdu(), deadline)?;
@@ -157,6 +161,19 @@ impl Exchange<'_> {
             self.exp_statsn = rsp.statsn.wrapping_add(1);
             if rsp.version_active != 0 {
                 return Err(self.protocol(format!("unsupported version {}", rsp.version_active)));
+            }
+            if rsp.cont {
+                // Each piece must carry text, and there is a bound: a target
+                // cannot keep us asking for the rest forever.
+                pieces += 1;
+                if rsp.data.is_empty() {
+                    return Err(self.protocol("a login response continued (C bit) without any text"));
+                }
+                if pieces > MAX_CONTINUATIONS {
+                    return Err(self.protocol(format!(
+                        "a login response continued (C bit) over more than {MAX_CONTINUATIONS} PDUs"
+                    )));
+                }
             }
             if let Some(text) = asm.push(&rsp.data, rsp.cont).map_err(|e| self.protocol(e.to_string()))? {
                 let keys = TextParams::parse(&text).map_err(|e| self.protocol(format!("login keys: {e}")))?;

@@ -125,6 +125,10 @@ pub fn list(url: &IscsiUrl, opts: &InitiatorOptions, with_luns: bool) -> Result<
             }
             if let (Some(want), false) = (url.lun, r.luns.is_empty()) {
                 r.luns.retain(|l| l.lun == want);
+                if r.luns.is_empty() {
+                    // Asked for one LUN: its absence is the answer, not an empty list.
+                    r.error = Some(format!("the target reports no LUN {want} to this initiator"));
+                }
             }
         }
         out.push(r);

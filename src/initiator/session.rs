@@ -49,8 +49,14 @@ use crate::scsi::{encode_lun, Status};
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SessionInfo {
     pub target: String,
-    /// The portal the session is connected to now (after redirects).
+    /// The portal the session is connected to now (after redirects), as
+    /// the URL or the redirect spelled it.
     pub portal: String,
+    /// The address the connection reached, resolved and canonical
+    /// (`127.0.0.1:3260` however it was spelled: a name, an IPv4-mapped
+    /// IPv6 address): what tells two spellings of one node apart from two
+    /// nodes.
+    pub peer: String,
     pub params: SessionParams,
     /// The target's session handle (changes with each reconnect).
     pub tsih: u16,
@@ -106,6 +112,7 @@ impl Session {
         let info = SessionInfo {
             target: target.to_string(),
             portal: est.conn.label.clone(),
+            peer: canonical_peer(&est.conn.stream),
             params: est.params,
             tsih: est.tsih,
             reconnects: 0,
@@ -160,6 +167,7 @@ impl Session {
                     seq: self.shared.next_seq.fetch_add(1, Ordering::Relaxed),
                     itt: 0,
                     received: 0,
+                    solicited: 0,
                     retries: 0,
                     sync_covers: 0,
                 }));
@@ -209,6 +217,18 @@ impl Drop for Session {
 
 // ---------------------------------------------------------------------------
 
+/// The connected peer's address with IPv4-mapped IPv6 addresses as IPv4.
+fn canonical_peer(stream: &std::net::TcpStream) -> String {
+    match stream.peer_addr() {
+        Ok(a) => canonical_addr(a).to_string(),
+        Err(_) => String::from("unknown"),
+    }
+}
+
+fn canonical_addr(a: std::net::SocketAddr) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
 fn sn_gt(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
@@ -249,6 +269,17 @@ const RX_BUF: usize = 64 << 10;
 /// system calls; the copy is cheap).
 const DIRECT_MIN: usize = 16 << 10;
 
+/// A command may take this many I/O timeouts (2 minutes by default) without
+/// any progress while the target answers pings: more than a slow
+/// SYNCHRONIZE CACHE needs (Linux sd allows a flush 60 s), less than forever.
+const STALL_FACTOR: u32 = 4;
+
+/// Memory the send queue may hold (our answers to the target's pings,
+/// Data-Out headers for its R2Ts) before we stop reading from the target:
+/// a target that floods us with requests and never reads our answers is
+/// slowed down to the pace it reads, instead of growing our memory.
+const TX_BACKLOG_MAX: usize = 8 << 20;
+
 struct Live {
     stream: std::net::TcpStream,
     label: String,
@@ -259,6 +290,8 @@ struct Live {
     end: usize,
     state: RxState,
     tx: VecDeque<OutPdu>,
+    /// Sum of the queued PDUs' footprints.
+    tx_bytes: usize,
     last_rx: Instant,
     /// Our NOP-Out ping awaiting its answer: (ITT, when sent).
     ping: Option<(u32, Instant)>,
@@ -303,6 +336,11 @@ struct Engine {
     /// Latest completed write not kept in the journal.
     unjournaled: Option<u64>,
     last_cause: Option<String>,
+    /// When a command last moved: issued, Data-In or R2T for it, status.
+    /// A target that answers pings but completes nothing, or keeps its
+    /// command window closed, is a dead connection after
+    /// STALL_FACTOR I/O timeouts.
+    last_progress: Instant,
 }
 
 type Res<T> = Result<T, String>;
@@ -333,6 +371,7 @@ impl Engine {
             journal_bytes: 0,
             unjournaled: None,
             last_cause: None,
+            last_progress: Instant::now(),
         }
     }
 
@@ -340,12 +379,14 @@ impl Engine {
         let Established { conn, params, cmdsn, exp_statsn, max_cmdsn, tsih, .. } = est;
         conn.stream.set_nonblocking(true).map_err(|e| e.to_string())?;
         self.params = params;
+        self.last_progress = Instant::now();
         self.cmdsn = cmdsn;
         self.exp_statsn = exp_statsn;
         self.max_cmdsn = max_cmdsn;
         {
             let mut info = self.shared.info.lock().unwrap_or_else(|p| p.into_inner());
             info.portal = conn.label.clone();
+            info.peer = canonical_peer(&conn.stream);
             info.params = params;
             info.tsih = tsih;
             info.reconnects = self.reconnects;
@@ -360,6 +401,7 @@ impl Engine {
             end: 0,
             state: RxState::Header,
             tx: VecDeque::new(),
+            tx_bytes: 0,
             last_rx: Instant::now(),
             ping: None,
             drained: false,
@@ -449,7 +491,9 @@ impl Engine {
     fn poll_once(&mut self) -> Res<()> {
         let timeout = self.next_timer();
         let live = self.live.as_ref().expect("connected");
-        let mut events = libc::POLLIN;
+        // Past the backlog bound, read nothing until the target has taken
+        // some of what we owe it.
+        let mut events = if live.tx_bytes > TX_BACKLOG_MAX { 0 } else { libc::POLLIN };
         if !live.tx.is_empty() {
             events |= libc::POLLOUT;
         }
@@ -483,7 +527,8 @@ impl Engine {
 
     fn next_timer(&self) -> Duration {
         let now = Instant::now();
-        let mut t = Duration::from_secs(1);
+        // Often enough that a ping goes out at a third of the I/O timeout.
+        let mut t = Duration::from_secs(1).min(self.opts.io_timeout / 6);
         for (when, _) in &self.delayed {
             t = t.min(when.saturating_duration_since(now));
         }
@@ -492,13 +537,37 @@ impl Engine {
 
     fn timers(&mut self) -> Res<()> {
         let io_timeout = self.opts.io_timeout;
-        let busy = !self.active.is_empty();
+        let window_closed = !self.pending.is_empty() && sn_gt(self.cmdsn, self.max_cmdsn);
+        // Commands waiting on the target: in flight, or held back by its
+        // closed command window (retries waiting on our own timer are not).
+        let busy = !self.active.is_empty() || window_closed;
+        if !busy {
+            self.last_progress = Instant::now();
+        }
+        let stalled = self.last_progress.elapsed();
+        if busy && stalled >= io_timeout * STALL_FACTOR {
+            return Err(if self.active.is_empty() {
+                format!(
+                    "the target kept its command window closed for {} s (MaxCmdSN {}, next CmdSN {})",
+                    stalled.as_secs(),
+                    self.max_cmdsn,
+                    self.cmdsn
+                )
+            } else {
+                format!(
+                    "no command made progress for {} s ({} in flight): the target answers but completes nothing",
+                    stalled.as_secs(),
+                    self.active.len()
+                )
+            });
+        }
         let ping_due = {
             let live = self.live.as_mut().expect("connected");
             let silent = live.last_rx.elapsed();
             if busy && silent >= io_timeout {
                 return Err(format!("no answer from the target for {} s", silent.as_secs()));
             }
+            // The answer to a ping also carries a fresh MaxCmdSN.
             busy && live.ping.is_none() && silent >= io_timeout / 3
         };
         if ping_due {
@@ -542,7 +611,9 @@ impl Engine {
         if self.opts.log_pdus {
             tracing::debug!("pdu {} <- {}", live.label, describe(&Pdu::new(*bhs, Vec::new())));
         }
-        live.tx.push_back(OutPdu { head, payload, trailer, trailer_len, written: 0, itt });
+        let o = OutPdu { head, payload, trailer, trailer_len, written: 0, itt };
+        live.tx_bytes += o.footprint();
+        live.tx.push_back(o);
     }
 
     fn queue_pdu(&mut self, pdu: &Pdu, itt: u32) {
@@ -575,6 +646,7 @@ impl Engine {
                 data: Vec::new(),
             };
             self.cmdsn = self.cmdsn.wrapping_add(1);
+            self.last_progress = Instant::now();
             if t.is_write() {
                 let p = self.params;
                 let max_xmit = p.max_xmit_data_segment as usize;
@@ -635,7 +707,8 @@ impl Engine {
                         let left = front.total() - front.written;
                         if n >= left {
                             n -= left;
-                            live.tx.pop_front();
+                            let done = live.tx.pop_front().expect("front exists");
+                            live.tx_bytes = live.tx_bytes.saturating_sub(done.footprint());
                         } else {
                             front.written += n;
                             n = 0;
@@ -665,6 +738,8 @@ impl Engine {
             o.itt = RESERVED_TAG;
             true
         });
+        // retain_mut walks the whole queue anyway.
+        live.tx_bytes = live.tx.iter().map(OutPdu::footprint).sum();
     }
 
     // ----- receiving -----
@@ -751,6 +826,11 @@ impl Engine {
         self.live.as_mut().expect("connected").drained = false;
         loop {
             let live = self.live.as_mut().expect("connected");
+            if live.tx_bytes > TX_BACKLOG_MAX {
+                // Answers are piling up (a flood of pings or R2Ts): send
+                // before reading more (poll_once waits for POLLOUT).
+                return Ok(());
+            }
             let avail = live.end - live.start;
             match std::mem::replace(&mut live.state, RxState::Header) {
                 RxState::Header => {
@@ -874,6 +954,10 @@ impl Engine {
         }
         if let Some(live) = self.live.as_mut() {
             live.large_payloads = fr.data_len >= DIRECT_MIN;
+        }
+        if fr.data_len > 0 {
+            // Empty Data-In PDUs are no progress: a target could send them forever.
+            self.last_progress = Instant::now();
         }
         Ok(Sink::Task(d.itt, p, off))
     }
@@ -1005,7 +1089,7 @@ impl Engine {
     fn on_r2t(&mut self, r: &R2t) -> Res<()> {
         let max_xmit = self.params.max_xmit_data_segment as usize;
         let exp_statsn = self.exp_statsn;
-        let task = self.active.get(&r.itt).ok_or_else(|| format!("R2T for unknown task 0x{:08x}", r.itt))?;
+        let task = self.active.get_mut(&r.itt).ok_or_else(|| format!("R2T for unknown task 0x{:08x}", r.itt))?;
         if !task.is_write() {
             return Err(format!("R2T for task 0x{:08x}, which writes nothing", r.itt));
         }
@@ -1014,6 +1098,16 @@ impl Engine {
             Some(end) if end <= task.len() => {}
             _ => return Err(format!("R2T for bytes {off}+{len} of a {}-byte write", task.len())),
         }
+        task.solicited += len;
+        if task.solicited > task.len() {
+            return Err(format!(
+                "R2Ts asked for {} bytes of a {}-byte write (each byte is asked for once)",
+                task.solicited,
+                task.len()
+            ));
+        }
+        let task = &*task;
+        self.last_progress = Instant::now();
         let mut pdus = Vec::new();
         let mut at = off;
         let mut datasn = 0;
@@ -1066,6 +1160,7 @@ impl Engine {
     fn finish_task(&mut self, itt: u32, response: u8, status: u8, sense: Vec<u8>, residual: Residual) -> Res<()> {
         let mut t = self.active.remove(&itt).ok_or_else(|| format!("status for unknown task 0x{itt:08x}"))?;
         self.release_tx(itt);
+        self.last_progress = Instant::now();
         let command = cdb::name(&t.cdb);
         if response != 0 {
             let lun = t.lun;
@@ -1272,6 +1367,7 @@ impl Engine {
                 seq: 0,
                 itt: 0,
                 received: 0,
+                solicited: 0,
                 retries: 0,
                 sync_covers: 0,
             }));

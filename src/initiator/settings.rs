@@ -66,13 +66,25 @@ fn opt_err(s: impl Into<String>) -> InitiatorError {
 
 /// The InitiatorName in an open-iscsi style file (comments with '#').
 pub fn read_name_file(path: &Path) -> Result<String, InitiatorError> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| opt_err(format!("reading initiator name file {}: {e}", path.display())))?;
-    if meta.len() > 64 << 10 {
+    use std::io::Read;
+    const MAX: u64 = 64 << 10;
+    let failed = |e: std::io::Error| {
+        opt_err(format!(
+            "reading initiator name file {}: {e} (or give --initiator-name IQN, or set [initiator] name in the \
+             configuration)",
+            path.display()
+        ))
+    };
+    let meta = std::fs::metadata(path).map_err(failed)?;
+    // A device or FIFO (name_file = "/dev/zero") would be read forever.
+    if !meta.is_file() {
+        return Err(opt_err(format!("initiator name file {} is not a regular file", path.display())));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path).map_err(failed)?.take(MAX + 1).read_to_string(&mut text).map_err(failed)?;
+    if text.len() as u64 > MAX {
         return Err(opt_err(format!("initiator name file {} is larger than 64 KiB", path.display())));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| opt_err(format!("reading initiator name file {}: {e}", path.display())))?;
     for line in text.lines() {
         let line = line.trim();
         if let Some(v) = line.strip_prefix("InitiatorName=") {

@@ -98,6 +98,9 @@ pub(crate) struct Task {
     pub itt: u32,
     /// Data-In bytes received so far.
     pub received: usize,
+    /// Bytes the target's R2Ts asked for so far: at error recovery level
+    /// 0 each byte is asked for once, so more is a target looping on us.
+    pub solicited: usize,
     pub retries: u32,
     /// Writes completed (GOOD) when a SYNCHRONIZE CACHE was issued.
     pub sync_covers: u64,
@@ -149,6 +152,7 @@ impl Task {
     pub fn reset(&mut self) {
         self.itt = 0;
         self.received = 0;
+        self.solicited = 0;
     }
 
     pub fn finish(self, r: TaskResult) {
@@ -200,5 +204,15 @@ impl OutPdu {
 
     pub fn parts(&self) -> [&[u8]; 3] {
         [&self.head, self.payload.bytes(), &self.trailer[..self.trailer_len]]
+    }
+
+    /// Memory this PDU holds while queued: itself, its header, and a
+    /// payload it owns (a caller's buffer it only points into is not ours).
+    pub fn footprint(&self) -> usize {
+        let owned = match &self.payload {
+            Payload::Owned(v) => v.len(),
+            _ => 0,
+        };
+        std::mem::size_of::<OutPdu>() + self.head.len() + owned
     }
 }

@@ -50,6 +50,10 @@ pub struct IscsiUrl {
     pub header_digest: Option<DigestPref>,
 }
 
+/// Longer URLs are refused (a host name is at most 253 bytes, a target
+/// name 223; errors repeat the URL).
+pub const MAX_URL_LEN: usize = 2048;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
     #[error("not an iscsi:// URL (expected iscsi://[USER[%PASSWORD]@]HOST[:PORT]/TARGET-IQN/LUN)")]
@@ -58,6 +62,10 @@ pub enum UrlError {
     NoHost,
     #[error("invalid host {0:?}: expected a host name, an IPv4 address, or an IPv6 address in brackets")]
     BadHost(String),
+    #[error("invalid host {0:?}: an IPv6 address goes in brackets (iscsi://[{0}]:PORT/...)")]
+    UnbracketedIpv6(String),
+    #[error("a URL of {0} bytes: at most {MAX_URL_LEN} expected")]
+    TooLong(usize),
     #[error("invalid port {0:?}: expected a number from 1 to 65535")]
     BadPort(String),
     #[error("invalid target name {0:?}: expected an iqn., eui. or naa. name")]
@@ -111,7 +119,7 @@ fn parse_portal(s: &str) -> Result<Portal, UrlError> {
         match s.split_once(':') {
             Some((h, p)) => {
                 if p.contains(':') {
-                    return Err(UrlError::BadHost(format!("{s} (an IPv6 address goes in brackets)")));
+                    return Err(UrlError::UnbracketedIpv6(s.to_string()));
                 }
                 (h.to_string(), Some(p))
             }
@@ -154,6 +162,9 @@ impl IscsiUrl {
     pub fn parse(s: &str) -> Result<IscsiUrl, UrlError> {
         if !Self::is_iscsi_url(s) {
             return Err(UrlError::Scheme);
+        }
+        if s.len() > MAX_URL_LEN {
+            return Err(UrlError::TooLong(s.len()));
         }
         let rest = &s[8..];
         let (rest, query) = match rest.split_once('?') {
@@ -256,13 +267,32 @@ pub fn redact_unparsed(s: &str) -> String {
         (Some(p), Some(at)) if p < at => format!("{}%***{}", &s[..p], &s[at..]),
         _ => s.to_string(),
     };
-    match s.find("target_password=") {
+    let s = match s.find("target_password=") {
         Some(i) => {
             let from = i + "target_password=".len();
             let end = s[from..].find('&').map_or(s.len(), |e| from + e);
             format!("{}***{}", &s[..from], &s[end..])
         }
         None => s,
+    };
+    // An absurdly long argument is shown by its start only (after the
+    // redaction: a cut must never separate a password from its '@').
+    match s.char_indices().nth(160) {
+        Some((cut, _)) => s[..cut].to_string(),
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn long_arguments_are_cut() {
+        let long = format!("iscsi://{}/x", "h".repeat(100_000));
+        assert_eq!(super::redact_unparsed(&long).len(), 160);
+        assert_eq!(super::redact_unparsed("iscsi://u%pw@h/x"), "iscsi://u%***@h/x");
+        let pw = "p".repeat(500);
+        let cut = super::redact_unparsed(&format!("iscsi://u%{pw}@h/x?target_password={pw}"));
+        assert!(!cut.contains("pp"), "{cut}");
     }
 }
 
@@ -351,11 +381,9 @@ mod tests {
             ("iscsi://h/iqn.2024-01.test:a/1/x", UrlError::ExtraPath("x".into())),
             ("iscsi://h/iqn.2024-01.test:a/1?foo=1", UrlError::UnknownArg("foo".into())),
             ("iscsi://h/iqn.2024-01.test:a/1?header_digest=md5", UrlError::BadDigest("md5".into())),
-            (
-                "iscsi://fe80::1/iqn.2024-01.test:a/1",
-                UrlError::BadHost("fe80::1 (an IPv6 address goes in brackets)".into()),
-            ),
+            ("iscsi://fe80::1/iqn.2024-01.test:a/1", UrlError::UnbracketedIpv6("fe80::1".into())),
             ("iscsi://[nonsense]/iqn.2024-01.test:a/1", UrlError::BadHost("nonsense".into())),
+            (&*format!("iscsi://{}/iqn.2024-01.test:a/1", "h".repeat(3000)), UrlError::TooLong(3029)),
             ("iscsi://bad host/iqn.2024-01.test:a/1", UrlError::BadHost("bad host".into())),
             ("iscsi://h;rm -rf/iqn.2024-01.test:a/1", UrlError::BadHost("h;rm -rf".into())),
         ];

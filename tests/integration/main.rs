@@ -4,6 +4,7 @@
 mod archive_lab;
 mod fake_node;
 mod helpers;
+mod hostile_target;
 mod initiator_lab;
 mod iscsi_captures;
 mod iscsi_lab;
@@ -26,6 +27,7 @@ mod ddless_loopdev;
 mod ddless_property;
 mod ddmap_cli;
 mod initiator;
+mod initiator_hostile;
 mod lun_snapshot;
 mod lvm_tools;
 mod multicall;
