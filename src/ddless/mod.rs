@@ -18,6 +18,7 @@ mod checksum_only;
 pub mod cli;
 mod commit;
 mod copy;
+mod lun_lock;
 mod options;
 mod params;
 mod rate;

@@ -626,7 +626,10 @@ impl Engine {
             let Some(mut t) = self.pending.pop_front() else { break };
             let itt = self.alloc_itt();
             t.itt = itt;
+            // A fresh issue: no data received, no R2T seen (whatever path
+            // requeued the task).
             t.received = 0;
+            t.solicited = 0;
             if t.cdb[0] == cdb::SYNCHRONIZE_CACHE_10 {
                 t.sync_covers = self.completed_writes;
             }
