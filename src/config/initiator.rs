@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::config::InvalidValue;
-use crate::iscsi::name::is_valid_name;
+use crate::iscsi::name::name_problem;
 
 #[derive(Debug, Default, Deserialize, Clone)]
 #[serde(deny_unknown_fields, default)]
@@ -73,8 +73,8 @@ pub(crate) fn valid_digest(v: &str) -> bool {
 impl InitiatorConfig {
     pub(crate) fn validate(&self) -> Result<(), InvalidValue> {
         if let Some(n) = &self.name {
-            if !is_valid_name(n) {
-                return Err(InvalidValue::new("initiator.name", "expected an iSCSI name (iqn., eui. or naa.)"));
+            if let Some(why) = name_problem(n) {
+                return Err(InvalidValue::new("initiator.name", format!("expected an iSCSI name: {why}")));
             }
         }
         if let Some(p) = &self.name_file {
@@ -90,10 +90,10 @@ impl InitiatorConfig {
         };
         general.validate("initiator.")?;
         for (name, c) in &self.targets {
-            if !is_valid_name(name) {
+            if let Some(why) = name_problem(name) {
                 return Err(InvalidValue::new(
                     format!("initiator.targets.\"{name}\""),
-                    "expected an iSCSI target name",
+                    format!("expected an iSCSI target name: {why}"),
                 ));
             }
             c.validate(&format!("initiator.targets.\"{name}\"."))?;

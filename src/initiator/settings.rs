@@ -20,7 +20,7 @@ use super::options::{Auth, ChapCredentials, DigestPref, InitiatorOptions};
 use super::secret::Secret;
 use super::url::{parse_digest_pref, IscsiUrl};
 use crate::config::initiator::InitiatorConfig;
-use crate::iscsi::name::is_valid_name;
+use crate::iscsi::name::name_problem;
 
 /// open-iscsi's initiator name file.
 pub const DEFAULT_NAME_FILE: &str = "/etc/iscsi/initiatorname.iscsi";
@@ -89,9 +89,9 @@ pub fn read_name_file(path: &Path) -> Result<String, InitiatorError> {
         let line = line.trim();
         if let Some(v) = line.strip_prefix("InitiatorName=") {
             let v = v.trim();
-            if !is_valid_name(v) {
+            if let Some(why) = name_problem(v) {
                 return Err(opt_err(format!(
-                    "initiator name file {}: InitiatorName={v:?} is not an iSCSI name",
+                    "initiator name file {}: InitiatorName={v:?} is not an iSCSI name ({why})",
                     path.display()
                 )));
             }
@@ -104,8 +104,8 @@ pub fn read_name_file(path: &Path) -> Result<String, InitiatorError> {
 /// The initiator name: the flag, else `[initiator] name`, else the name file.
 pub fn initiator_name(flag: Option<&str>, cfg: &InitiatorConfig) -> Result<String, InitiatorError> {
     if let Some(n) = flag {
-        if !is_valid_name(n) {
-            return Err(opt_err(format!("--initiator-name {n:?} is not an iSCSI name (iqn., eui. or naa.)")));
+        if let Some(why) = name_problem(n) {
+            return Err(opt_err(format!("--initiator-name {n:?} is not an iSCSI name ({why})")));
         }
         return Ok(n.to_string());
     }

@@ -61,6 +61,16 @@ fn ddless_from(t: &HostileTarget, dir: &Path, config: Option<&Path>) -> Command 
     c
 }
 
+/// ddless copying a 1 MiB file of its own to the hostile target's LUN.
+fn ddless_to(t: &HostileTarget, dir: &Path, config: &Path) -> Command {
+    let src = dir.join("src");
+    write(&src, &vec![7u8; 1 << 20]);
+    let mut c = tool("ddless");
+    c.arg("--config").arg(config).args(["--initiator-name", ME, "-s"]).arg(&src);
+    c.args(["-t", &t.lun_url(), "-c"]).arg(dir.join("sums"));
+    c
+}
+
 fn nothing_created(dir: &Path) {
     for n in ["sums", "copy", "sums.stats"] {
         assert!(!dir.join(n).exists(), "a refused run created {n}");
@@ -140,18 +150,7 @@ fn a_target_asking_for_the_same_write_data_forever_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let t = HostileTarget::start(Misbehaviour::R2tRepeat);
     let cfg = short_timeouts(d.path());
-    let src = d.path().join("src");
-    write(&src, &vec![7u8; 1 << 20]);
-    let o = run_within(
-        tool("ddless")
-            .arg("--config")
-            .arg(&cfg)
-            .args(["--initiator-name", ME, "-s"])
-            .arg(&src)
-            .args(["-t", &t.lun_url(), "-c"])
-            .arg(d.path().join("sums")),
-        Duration::from_secs(90),
-    );
+    let o = run_within(&mut ddless_to(&t, d.path(), &cfg), Duration::from_secs(90));
     refused(&o, &["R2Ts asked for", "each byte is asked for once"]);
 }
 
@@ -169,18 +168,7 @@ fn an_r2t_for_zero_bytes_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let t = HostileTarget::start(Misbehaviour::EmptyR2tForever);
     let cfg = short_timeouts(d.path());
-    let src = d.path().join("src");
-    write(&src, &vec![7u8; 1 << 20]);
-    let o = run_within(
-        tool("ddless")
-            .arg("--config")
-            .arg(&cfg)
-            .args(["--initiator-name", ME, "-s"])
-            .arg(&src)
-            .args(["-t", &t.lun_url(), "-c"])
-            .arg(d.path().join("sums")),
-        Duration::from_secs(90),
-    );
+    let o = run_within(&mut ddless_to(&t, d.path(), &cfg), Duration::from_secs(90));
     refused(&o, &["invalid Desired Data Transfer Length: zero"]);
 }
 
