@@ -115,18 +115,13 @@ pub fn read_capacity(session: &Session, lun: u16) -> Result<Capacity, InitiatorE
     }
     // Sizes and offsets are i64 in files (off_t): a LUN larger than that is
     // a broken or hostile answer, not a disk (2^63 bytes is 8 EiB).
-    if capacity_bytes(&c).is_none() {
+    if c.checked_bytes().is_none() {
         return Err(short(format!(
             "LUN {lun} reports an impossible capacity of {} blocks of {} bytes (more than 2^63 bytes)",
             c.blocks, c.block_size
         )));
     }
     Ok(c)
-}
-
-/// The capacity in bytes when it fits an i64 (a file offset).
-fn capacity_bytes(c: &Capacity) -> Option<u64> {
-    c.blocks.checked_mul(u64::from(c.block_size)).filter(|b| *b <= i64::MAX as u64)
 }
 
 /// REPORT LUNS, asking again with room for the whole list if needed.
@@ -139,25 +134,5 @@ pub fn report_luns(session: &Session) -> Result<Vec<u16>, InitiatorError> {
             return Ok(luns);
         }
         alloc = want.min(1 << 20);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn capacities_past_an_i64_are_refused() {
-        let c = |blocks, block_size| Capacity { blocks, block_size, lbppbe: 0 };
-        assert_eq!(capacity_bytes(&c(2048, 512)), Some(1 << 20));
-        // Exactly 2^63 bytes: one past i64::MAX.
-        assert_eq!(capacity_bytes(&c(1 << 54, 512)), None);
-        assert_eq!(capacity_bytes(&c((i64::MAX as u64) / 512, 512)), Some((i64::MAX as u64) / 512 * 512));
-        assert_eq!(capacity_bytes(&c((i64::MAX as u64) / 512 + 1, 512)), None);
-        // READ CAPACITY(16) with last LBA 2^64-1: the block count saturates.
-        let mut saturated = Capacity::parse_16(&[0xff; 12]).unwrap();
-        saturated.block_size = 512;
-        assert_eq!(capacity_bytes(&saturated), None);
-        assert_eq!(capacity_bytes(&c(u64::MAX, 4096)), None);
     }
 }

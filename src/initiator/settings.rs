@@ -67,6 +67,7 @@ fn opt_err(s: impl Into<String>) -> InitiatorError {
 /// The InitiatorName in an open-iscsi style file (comments with '#').
 pub fn read_name_file(path: &Path) -> Result<String, InitiatorError> {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     const MAX: u64 = 64 << 10;
     let failed = |e: std::io::Error| {
         opt_err(format!(
@@ -75,13 +76,15 @@ pub fn read_name_file(path: &Path) -> Result<String, InitiatorError> {
             path.display()
         ))
     };
-    let meta = std::fs::metadata(path).map_err(failed)?;
-    // A device or FIFO (name_file = "/dev/zero") would be read forever.
-    if !meta.is_file() {
+    // Opened once, without blocking (a FIFO would wait for a writer), and
+    // checked through the handle: a device or FIFO (name_file =
+    // "/dev/zero") would be read forever.
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(failed)?;
+    if !file.metadata().map_err(failed)?.is_file() {
         return Err(opt_err(format!("initiator name file {} is not a regular file", path.display())));
     }
     let mut text = String::new();
-    std::fs::File::open(path).map_err(failed)?.take(MAX + 1).read_to_string(&mut text).map_err(failed)?;
+    file.take(MAX + 1).read_to_string(&mut text).map_err(failed)?;
     if text.len() as u64 > MAX {
         return Err(opt_err(format!("initiator name file {} is larger than 64 KiB", path.display())));
     }

@@ -90,6 +90,12 @@ impl Capacity {
         self.blocks.saturating_mul(u64::from(self.block_size))
     }
 
+    /// The capacity in bytes when it fits an i64 (sizes and offsets of
+    /// files are off_t): more is a broken or hostile answer, not a disk.
+    pub fn checked_bytes(&self) -> Option<u64> {
+        self.blocks.checked_mul(u64::from(self.block_size)).filter(|b| *b <= i64::MAX as u64)
+    }
+
     /// READ CAPACITY (10): None when the LUN is too big for it (the
     /// last LBA reads 0xffffffff: ask READ CAPACITY (16)).
     pub fn parse_10(b: &[u8]) -> Result<Option<Capacity>, ShortData> {
@@ -247,6 +253,21 @@ pub fn parse_report_luns(b: &[u8]) -> Result<(Vec<u16>, usize), ShortData> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn capacities_past_an_i64_are_refused() {
+        let c = |blocks, block_size| Capacity { blocks, block_size, lbppbe: 0 };
+        assert_eq!(c(2048, 512).checked_bytes(), Some(1 << 20));
+        // Exactly 2^63 bytes: one past i64::MAX.
+        assert_eq!(c(1 << 54, 512).checked_bytes(), None);
+        assert_eq!(c((i64::MAX as u64) / 512, 512).checked_bytes(), Some((i64::MAX as u64) / 512 * 512));
+        assert_eq!(c((i64::MAX as u64) / 512 + 1, 512).checked_bytes(), None);
+        // READ CAPACITY(16) with last LBA 2^64-1: the block count saturates.
+        let mut saturated = Capacity::parse_16(&[0xff; 12]).unwrap();
+        saturated.block_size = 512;
+        assert_eq!(saturated.checked_bytes(), None);
+        assert_eq!(c(u64::MAX, 4096).checked_bytes(), None);
+    }
     use super::*;
 
     #[test]

@@ -181,12 +181,11 @@ impl Out {
 }
 
 fn keys(text: &[(&str, &str)]) -> Vec<u8> {
-    let mut v = Vec::new();
-    for (k, val) in text {
-        v.extend_from_slice(format!("{k}={val}").as_bytes());
-        v.push(0);
+    let mut p = santools::iscsi::text::TextParams::new();
+    for (k, v) in text {
+        p.push(k, *v);
     }
-    v
+    p.to_bytes()
 }
 
 /// The keys of a login request, answered with plain values.
