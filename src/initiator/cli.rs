@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
-use super::ls::{list, LsReport};
+use super::ls::{list, LsReport, DEFAULT_MAX_TARGETS};
 use super::settings::{config_exposure_warning, resolve, SessionArgs, UrlSource};
 use super::url::{redact_unparsed, IscsiUrl};
 use crate::cli::common_args::CommonArgs;
@@ -43,6 +43,10 @@ pub struct LsArgs {
     /// Targets only: do not log in to list LUNs
     #[arg(short = 't', long = "targets-only")]
     targets_only: bool,
+    /// Log in to at most N targets to list their LUNs (the rest are named, not examined)
+    #[arg(long = "max-targets", value_name = "N", default_value_t = DEFAULT_MAX_TARGETS,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_targets: u32,
     /// Print JSON
     #[arg(long = "json")]
     json: bool,
@@ -114,7 +118,7 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
         resolve(&url, UrlSource::CommandLine, a.initiator_name.as_deref(), &a.session, &config.initiator, &|k| {
             std::env::var(k).ok()
         })?;
-    let report = list(&url, &opts, !a.targets_only)?;
+    let report = list(&url, &opts, !a.targets_only, a.max_targets as usize)?;
     if a.json {
         print_json(&report)?;
     } else {

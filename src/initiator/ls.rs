@@ -11,6 +11,14 @@ use super::session::Session;
 use super::url::{IscsiUrl, Portal};
 use crate::scsi::data::device_type_name;
 
+/// Targets whose LUNs one listing examines by default. Each costs a login
+/// (a connection per announced address until one answers), and a portal
+/// may announce any number: a 16 MiB SendTargets answer holds ~300,000.
+pub const DEFAULT_MAX_TARGETS: u32 = 1024;
+/// Announced addresses tried per target before the portal's own: a
+/// target may announce any number, each a connection to wait for.
+const MAX_ADDRESSES_TRIED: usize = 4;
+
 #[derive(Clone, Debug, Serialize)]
 pub struct LunReport {
     pub lun: u16,
@@ -80,14 +88,29 @@ fn luns_of(session: &Session) -> Result<Vec<LunReport>, InitiatorError> {
     Ok(out)
 }
 
-/// Logs in to `t` at its announced addresses, then at `fallback`.
-fn open_target(t: &DiscoveredTarget, fallback: &Portal, opts: &InitiatorOptions) -> Result<Session, InitiatorError> {
-    let mut portals: Vec<Portal> = t.addresses.iter().map(|a| Portal { host: a.host.clone(), port: a.port }).collect();
+/// Where to log in to `t`: its first announced addresses, then `fallback`
+/// (the portal asked), each once.
+fn portals_to_try(t: &DiscoveredTarget, fallback: &Portal) -> Vec<Portal> {
+    let mut portals: Vec<Portal> = Vec::new();
+    for a in &t.addresses {
+        let p = Portal { host: a.host.clone(), port: a.port };
+        if !portals.contains(&p) {
+            portals.push(p);
+        }
+        if portals.len() == MAX_ADDRESSES_TRIED {
+            break;
+        }
+    }
     if !portals.contains(fallback) {
         portals.push(fallback.clone());
     }
+    portals
+}
+
+/// Logs in to `t` at its announced addresses, then at `fallback`.
+fn open_target(t: &DiscoveredTarget, fallback: &Portal, opts: &InitiatorOptions) -> Result<Session, InitiatorError> {
     let mut last = None;
-    for p in &portals {
+    for p in &portals_to_try(t, fallback) {
         match Session::open(p, &t.name, opts) {
             Ok(s) => return Ok(s),
             // A refusal is the target's answer; an unreachable address is not.
@@ -99,8 +122,14 @@ fn open_target(t: &DiscoveredTarget, fallback: &Portal, opts: &InitiatorOptions)
 }
 
 /// Lists what `url` shows: every target of the portal, or the one the URL
-/// names; with `with_luns`, each target's LUNs.
-pub fn list(url: &IscsiUrl, opts: &InitiatorOptions, with_luns: bool) -> Result<LsReport, InitiatorError> {
+/// names; with `with_luns`, the LUNs of the first `max_targets` targets
+/// (the others are reported as not examined).
+pub fn list(
+    url: &IscsiUrl,
+    opts: &InitiatorOptions,
+    with_luns: bool,
+    max_targets: usize,
+) -> Result<LsReport, InitiatorError> {
     opts.validate().map_err(InitiatorError::Options)?;
     let query = url.target.as_deref().unwrap_or("All");
     let mut targets = send_targets(&url.portal, opts, query)?;
@@ -111,14 +140,20 @@ pub fn list(url: &IscsiUrl, opts: &InitiatorOptions, with_luns: bool) -> Result<
         }
     }
     let mut out = Vec::new();
-    for t in &targets {
+    let announced = targets.len();
+    for (i, t) in targets.iter().enumerate() {
         let mut r = TargetReport {
             name: t.name.clone(),
             addresses: t.addresses.iter().map(|a| a.to_string()).collect(),
             luns: Vec::new(),
             error: None,
         };
-        if with_luns {
+        if with_luns && i >= max_targets {
+            r.error = Some(format!(
+                "not examined: the portal announced {announced} targets and the LUNs of the first {max_targets} \
+                 were listed (--max-targets)"
+            ));
+        } else if with_luns {
             match open_target(t, &url.portal, opts).and_then(|s| luns_of(&s)) {
                 Ok(l) => r.luns = l,
                 Err(e) => r.error = Some(e.to_string()),
@@ -134,4 +169,35 @@ pub fn list(url: &IscsiUrl, opts: &InitiatorOptions, with_luns: bool) -> Result<
         out.push(r);
     }
     Ok(LsReport { portal: url.portal.to_string(), initiator: opts.initiator_name.clone(), targets: out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iscsi::target_address::TargetAddress;
+
+    fn target(addresses: &[&str]) -> DiscoveredTarget {
+        DiscoveredTarget {
+            name: "iqn.2024-01.test:t".into(),
+            addresses: addresses.iter().map(|a| TargetAddress::parse(a).unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn addresses_tried_are_bounded_unique_and_end_with_the_portal() {
+        let portal = Portal { host: "10.0.0.1".into(), port: 3260 };
+        let cases: &[(&[&str], &[&str])] = &[
+            (&[], &["10.0.0.1:3260"]),
+            (&["10.0.0.1:3260,1"], &["10.0.0.1:3260"]),
+            (&["10.0.0.2:3260,1", "10.0.0.2:3260,2"], &["10.0.0.2:3260", "10.0.0.1:3260"]),
+            (
+                &["10.0.0.2:1,1", "10.0.0.3:1,1", "10.0.0.4:1,1", "10.0.0.5:1,1", "10.0.0.6:1,1"],
+                &["10.0.0.2:1", "10.0.0.3:1", "10.0.0.4:1", "10.0.0.5:1", "10.0.0.1:3260"],
+            ),
+        ];
+        for (announced, want) in cases {
+            let got: Vec<String> = portals_to_try(&target(announced), &portal).iter().map(|p| p.to_string()).collect();
+            assert_eq!(&got, want, "announced {announced:?}");
+        }
+    }
 }

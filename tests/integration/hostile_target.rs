@@ -36,6 +36,9 @@ pub enum Misbehaviour {
     EmptyR2tForever,
     /// READ CAPACITY(16) reports this last LBA and block size.
     Capacity { last_lba: u64, block_size: u32 },
+    /// SendTargets announces `count` targets, each with `addresses`
+    /// addresses where nothing listens (this address, port 3261).
+    ManyTargets { count: usize, addresses: usize },
 }
 
 pub struct HostileTarget {
@@ -263,6 +266,17 @@ fn serve(mut s: TcpStream, how: Misbehaviour, stop: &AtomicBool) -> std::io::Res
                 if how == Misbehaviour::DiscoveryContinuesForever {
                     ttt += 1;
                     sn(Out::new(0x24, 0, itt).word(20, ttt), statsn).send(&mut s)?;
+                } else if let Misbehaviour::ManyTargets { count, addresses } = how {
+                    let ip = s.local_addr()?.ip();
+                    let dead = format!("{ip}:3261,1");
+                    let mut p = santools::iscsi::text::TextParams::new();
+                    for i in 0..count {
+                        p.push("TargetName", format!("{TARGET}{i}"));
+                        for _ in 0..addresses {
+                            p.push("TargetAddress", dead.as_str());
+                        }
+                    }
+                    sn(Out::new(0x24, 0x80, itt).word(20, 0xffff_ffff), statsn).data(p.to_bytes()).send(&mut s)?;
                 } else {
                     let d = keys(&[("TargetName", TARGET)]);
                     sn(Out::new(0x24, 0x80, itt).word(20, 0xffff_ffff), statsn).data(d).send(&mut s)?;

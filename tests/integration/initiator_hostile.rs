@@ -295,3 +295,26 @@ fn iscsi_ls_of_a_missing_lun_says_so() {
     assert_eq!(o.status.code(), Some(0), "stdout: {}\nstderr: {}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("LUN 1: DIRECT_ACCESS, 1048576 bytes"), "{}", stdout(&o));
 }
+
+#[test]
+fn iscsi_ls_examines_a_bounded_number_of_announced_targets_and_addresses() {
+    // A portal announcing 40 targets with 30 dead addresses each: iscsi-ls
+    // logs in to the first --max-targets only, tries a few addresses of
+    // each, and names the rest as not examined.
+    let t = HostileTarget::start(Misbehaviour::ManyTargets { count: 40, addresses: 30 });
+    let started = Instant::now();
+    let o = run_within(
+        tool("iscsi-ls").args(["-i", ME, "--max-targets", "3", "--json", &t.portal_url()]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(o.status.code(), Some(1), "stdout: {}\nstderr: {}", stdout(&o), stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON report");
+    let targets = report["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 40, "every announced target is named");
+    let skipped = targets.iter().filter(|t| t["error"].as_str().is_some_and(|e| e.contains("not examined"))).count();
+    assert_eq!(skipped, 37, "{report:#}");
+    // One discovery session, then one login per examined target (at the
+    // portal's own address, after the dead announced ones were refused).
+    assert_eq!(t.connections.load(std::sync::atomic::Ordering::Relaxed), 1 + 3);
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
