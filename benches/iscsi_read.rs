@@ -20,7 +20,9 @@
 //! (default 8), REPS (default 3), NIGHTLY_RUNS (ddless -m runs per nightly
 //! sample, default 10), BENCH_DIR (default /var/tmp), REQUEST_KIB (bytes
 //! per READ for every reader, default 256), TGTD_MALLOC=tuned (tgtd with
-//! fixed malloc thresholds), ONLY=nightly or ONLY=sequential.
+//! fixed malloc thresholds), ONLY=nightly or ONLY=sequential, SPLIT_CPUS=1
+//! (tgtd on CPU 0, this bench and every initiator on CPU 1: the nearest
+//! this one machine comes to a target on its own host).
 //!
 //! Rows are repeated REPS times, each row next to its libiscsi peer; the
 //! table shows medians, the ratio of the medians, and the median (and
@@ -87,6 +89,23 @@ fn tgtd_malloc_tuned() -> bool {
     std::env::var("TGTD_MALLOC").is_ok_and(|v| v == "tuned")
 }
 
+/// `SPLIT_CPUS=1`: the target and the initiators on separate CPUs.
+fn split_cpus() -> bool {
+    std::env::var("SPLIT_CPUS").is_ok_and(|v| v == "1")
+}
+
+/// Moves this process, and so every thread and child it starts later, to `cpu`.
+fn pin_self_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
+    // sched_setaffinity only read and write that set.
+    let ok = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    assert!(ok, "sched_setaffinity to CPU {cpu}: {}", std::io::Error::last_os_error());
+}
+
 fn start_tgtd(lun: &Path) -> Tgtd {
     for slot in 0..200u32 {
         let n = (std::process::id() + slot * 37) % 9000;
@@ -99,7 +118,15 @@ fn start_tgtd(lun: &Path) -> Tgtd {
             continue;
         }
         let addr = format!("{ip}:3260");
-        let mut cmd = Command::new("tgtd");
+        // `taskset` execs tgtd, so the child is tgtd and its I/O threads
+        // inherit the CPU.
+        let mut cmd = if split_cpus() {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "0", "tgtd"]);
+            c
+        } else {
+            Command::new("tgtd")
+        };
         if tgtd_malloc_tuned() {
             cmd.envs(TUNED_MALLOC.iter().filter_map(|kv| kv.split_once('=')));
         }
@@ -407,6 +434,10 @@ fn main() {
         f.set_len(size).unwrap();
     }
     let tgtd = start_tgtd(&lun);
+    if split_cpus() {
+        pin_self_to(1);
+        println!("# SPLIT_CPUS=1: tgtd on CPU 0, the initiators on CPU 1");
+    }
     println!("# {mib} MiB LUN on tgtd at {} (loopback), {} KiB requests, median of {reps}", tgtd.addr, request() >> 10);
     println!(
         "# tgtd's allocator: {}",
