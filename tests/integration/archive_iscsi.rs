@@ -198,6 +198,68 @@ fn restore_onto_an_iscsi_lun(b: Backend) {
     check("again");
 }
 
+/// Finding (new-user pass): a mutual CHAP `target_password=` in a source
+/// URL of the configuration was written whole to backup's log (mode 0644),
+/// its --json report and stderr; a password holding '@' showed its tail,
+/// one holding '/' its head ("invalid host \"bob%pa\""). No tgtd needed:
+/// every run fails before or at the connection (port 1 on loopback).
+#[test]
+fn config_url_passwords_never_reach_the_log_the_report_or_stderr() {
+    let Some(pool) = PoolLab::new(Backend::Dir) else { return };
+    let dead = "127.0.0.1:1";
+    let volumes = format!(
+        "[[archive.volumes]]\nname = \"lv_mutual\"\npool = \"{{pool}}\"\n\
+         source = \"iscsi://{dead}/{T1}/1?target_user=tgt&target_password=MUTUALxSECRET\"\n\n\
+         [[archive.volumes]]\nname = \"lv_at\"\npool = \"{{pool}}\"\n\
+         source = \"iscsi://bob%p@ssATxSECRET@{dead}/{T1}/1\"\n{}",
+        initiator_toml()
+    );
+    let a = Archive::new(pool, &volumes);
+    let o = run(a.tool("backup").args(["-v", "-a", "--json"]));
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    let mut shown = format!("{}{}", stdout(&o), stderr(&o));
+    for dir in ["log", "state"] {
+        for e in walk(&a.path(dir)) {
+            shown.push_str(&String::from_utf8_lossy(&std::fs::read(&e).unwrap_or_default()));
+        }
+    }
+    assert!(shown.contains("target_password=***"), "{shown}");
+    assert!(!shown.contains("SECRET"), "a password was shown:\n{shown}");
+
+    // A target password holding '&': its tail reads as an unknown URL
+    // argument, a configuration error that must not name it.
+    a.write_config(&format!(
+        "[[archive.volumes]]\nname = \"lv_amp\"\npool = \"{{pool}}\"\n\
+         source = \"iscsi://bob%tw0xSECRET@{dead}/{T1}/1?target_user=t&target_password=a&AMPxSECRET\"\n{}",
+        initiator_toml()
+    ));
+    let e = fails_with(a.tool("backup").arg("-a"), &["archive.volumes[0].source.url"]);
+    assert!(!e.contains("SECRET"), "{e}");
+    // A password holding '/' cuts the URL's authority: the refusal must
+    // not show the part before the '/'.
+    a.write_config(&format!(
+        "[[archive.volumes]]\nname = \"lv_cut\"\npool = \"{{pool}}\"\n\
+         source = \"iscsi://bob%pa/ssCUTxSECRET@{dead}/{T1}/1\"\n{}",
+        initiator_toml()
+    ));
+    let e = fails_with(&mut a.tool("check-config"), &["archive.volumes[0].source.url", "may not hold '/'"]);
+    assert!(!e.contains("bob%pa") && !e.contains("SECRET"), "{e}");
+}
+
+/// Every regular file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 macro_rules! on_backends {
     ($($name:ident),* $(,)?) => {
         mod on_dir { $( #[test] fn $name() { super::$name(super::Backend::Dir) } )* }
