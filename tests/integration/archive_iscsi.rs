@@ -282,6 +282,11 @@ fn config_url_passwords_never_reach_the_log_the_report_or_stderr() {
     let a = Archive::new(pool, &volumes);
     let o = run(a.tool("backup").args(["-v", "-a", "--json"]));
     assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    // The file holds passwords (in URLs, not [initiator]) and is mode
+    // 0644: the documented warning must come (it only looked at [initiator]).
+    std::fs::set_permissions(&a.config, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let warned = run(a.tool("backup").arg("-a"));
+    assert!(stderr(&warned).contains("readable by other users (mode 0644)"), "{}", stderr(&warned));
     let mut shown = format!("{}{}", stdout(&o), stderr(&o));
     for dir in ["log", "state"] {
         for e in walk(&a.path(dir)) {
