@@ -302,7 +302,7 @@ impl Config {
     /// section fails (check-config, and tools that use every section).
     pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         match Config::read(explicit)? {
-            Some((text, path)) => Config::parse(&text, &path),
+            Some((text, path)) => Config::parse(&text, &path).map(|c| c.with_file_warnings(&path)),
             None => Ok(Config::default()),
         }
     }
@@ -311,10 +311,47 @@ impl Config {
     /// elsewhere become `warnings` (see [`Config::parse_for`]).
     pub fn load_for(explicit: Option<&Path>, uses: &[Section]) -> Result<Config, ConfigError> {
         match Config::read(explicit)? {
-            Some((text, path)) => Config::parse_for(&text, &path, uses),
+            Some((text, path)) => Config::parse_for(&text, &path, uses).map(|c| c.with_file_warnings(&path)),
             None => Ok(Config::default()),
         }
     }
+
+    /// Adds a warning when others may change the file: whoever can write it
+    /// chooses the initiator name, the LUNs backed up and restored (and
+    /// where to), the commands a command source runs, as this user.
+    fn with_file_warnings(mut self, path: &Path) -> Config {
+        if let Some(w) = writable_by_others(path) {
+            self.warnings.insert(0, w);
+        }
+        self
+    }
+}
+
+/// A warning when `path` (or the directory holding it) may be written by
+/// a user other than its owner.
+pub fn writable_by_others(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let what = [
+        (format!("configuration {}", path.display()), path),
+        (format!("directory {} (holding configuration {})", dir.display(), path.display()), dir.as_path()),
+    ];
+    for (what, p) in what {
+        let m = std::fs::metadata(p).ok()?;
+        // A sticky directory (/tmp) lets nobody replace another's file.
+        let sticky = m.is_dir() && m.mode() & 0o1000 != 0;
+        if m.mode() & 0o022 != 0 && !sticky {
+            return Some(format!(
+                "{what} is writable by other users (mode {:04o}): whoever can change it chooses what is backed up \
+                 and restored where, and the commands run for it; chmod go-w it",
+                m.mode() & 0o7777
+            ));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -371,6 +408,31 @@ mod tests {
         // Other lines are still quoted as toml shows them.
         let e = parse("[ddless]\nworkers = \"two\"\n").unwrap_err().to_string();
         assert!(e.contains("workers = \"two\""), "{e}");
+    }
+
+    /// Finding (new-user pass): a configuration others could write (its
+    /// URLs choose where data goes, a command source's prepare runs as
+    /// root) was loaded without a word.
+    #[test]
+    fn a_configuration_others_may_write_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let p = d.path().join("santools.toml");
+        std::fs::write(&p, "[ddless]\nworkers = 2\n").unwrap();
+        for (mode, warned) in [(0o644, false), (0o600, false), (0o664, true), (0o666, true)] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            for c in [Config::load(Some(&p)).unwrap(), Config::load_for(Some(&p), &[Section::Ddless]).unwrap()] {
+                let w = c.warnings.iter().any(|w| w.contains("writable by other users"));
+                assert_eq!(w, warned, "mode {mode:o}: {:?}", c.warnings);
+            }
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("(holding configuration")), "{:?}", c.warnings);
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(Config::load(Some(&p)).unwrap().warnings.is_empty(), "a sticky directory is fine");
     }
 
     #[test]

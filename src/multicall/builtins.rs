@@ -224,7 +224,12 @@ pub(super) fn check_config(args: Vec<OsString>) -> u8 {
         Err(code) => return code,
     };
     match Config::load(Some(Path::new(&parsed.config))) {
-        Ok(_) => print_or_broken_pipe(&format!("{}: configuration is valid\n", parsed.config.display())),
+        Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("santools check-config: warning: {w}");
+            }
+            print_or_broken_pipe(&format!("{}: configuration is valid\n", parsed.config.display()))
+        }
         Err(e) => exit::report_error("santools check-config", &e.into()),
     }
 }

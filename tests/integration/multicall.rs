@@ -107,6 +107,12 @@ fn check_config_validates_and_names_keys() {
     let cfg = d.path().join("santools.toml");
     std::fs::write(&cfg, "[ddless]\nworkers = 2\n[ddmap]\nproc_dir = \"/proc/net/iet/ddmap\"\n").unwrap();
     assert!(ok(Command::new(bin()).arg("check-config").arg("--config").arg(&cfg)).contains("configuration is valid"));
+    // Valid, but others may change it: said (finding of the new-user pass).
+    std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let o = run(Command::new(bin()).arg("check-config").arg("--config").arg(&cfg));
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("is writable by other users (mode 0666)"), "{}", stderr(&o));
+    std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     std::fs::write(&cfg, "[ddless]\nread_rate_mb_s = 0\n").unwrap();
     let o = run(Command::new(bin()).arg("check-config").arg("--config").arg(&cfg));
     assert_eq!(o.status.code(), Some(2));
