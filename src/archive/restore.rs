@@ -402,8 +402,21 @@ pub fn restore(
             tuning: CommitTuning::default(),
         },
         progress,
-    )
-    .with_context(|| format!("copying {snap_ref} onto {shown}"))?;
+    );
+    let copied = match copied {
+        Ok(c) => c,
+        Err(e) => {
+            // Another run writes the LUN: ddless refused before writing
+            // anything, so this run's fresh claim goes too; left behind it
+            // would refuse every restore of another snapshot onto the LUN
+            // ("holds an unfinished restore of ...") after a run that said
+            // "nothing was changed".
+            if !resumed && e.downcast_ref::<crate::ddless::LunBusy>().is_some() {
+                let _ = fs::remove_file(&marker_path);
+            }
+            return Err(e.context(format!("copying {snap_ref} onto {shown}")));
+        }
+    };
     failpoint::hit("restore.after-copy");
 
     // Read the target back and check it against the snapshot's history.

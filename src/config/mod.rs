@@ -129,6 +129,51 @@ fn section_at(text: &str, offset: usize, before_header: bool) -> Option<String> 
     current
 }
 
+/// The line of `text` at byte `offset` if it may hold a secret (a key
+/// like a password's or CHAP's, or an `iscsi://` URL that may carry one),
+/// with its value (after the first '=', quotes trimmed).
+fn secret_line(text: &str, offset: usize) -> Option<(&str, &str)> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = text.get(start..end)?;
+    let lower = line.to_ascii_lowercase();
+    // By the key, typos included (`chap_pasword`), or a URL's password.
+    let key = lower.split_once('=').map_or(lower.as_str(), |(k, _)| k);
+    let secret = ["pas", "pwd", "secret", "chap", "token"].iter().any(|w| key.contains(w))
+        || (lower.contains("iscsi://") && (lower.contains('%') || lower.contains("target_password")));
+    if !secret {
+        return None;
+    }
+    let value = line.split_once('=').map_or("", |(_, v)| v).trim().trim_matches(|c| c == '"' || c == '\'');
+    Some((line, value))
+}
+
+/// `message` with `value` (and any longer part of it) shown as `***`.
+fn hide_value(message: &str, value: &str) -> String {
+    if value.is_empty() {
+        return message.to_string();
+    }
+    message.replace(value, "***")
+}
+
+/// A TOML error for the user: toml's own message, except that a line
+/// holding a secret (`chap_password = "...`, a URL with a password) is not
+/// quoted, nor its value repeated (`invalid type: integer `...``): the
+/// message goes to stderr, cron mail and logs that others may read.
+fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
+    let full = e.to_string().trim_end().to_string();
+    let Some(start) = e.span().map(|sp| sp.start) else { return full };
+    let Some((_, value)) = secret_line(text, start) else { return full };
+    let start = start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let col = start - text[..start].rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!(
+        "TOML parse error at line {line_no}, column {col} (the line holds a secret and is not shown)\n{}",
+        hide_value(e.message().trim_end(), value)
+    )
+}
+
 /// The top-level name of a `[a.b]` or `[[a.b]]` header line.
 fn header_name(line: &str) -> Option<String> {
     let t = line.trim_start();
@@ -157,10 +202,8 @@ fn without_section(text: &str, name: &str) -> String {
 impl Config {
     /// Parses and validates configuration text; `path` is only for messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: toml_error_message(text, &e) })?;
         config.validate().map_err(|v| ConfigError::Invalid {
             path: path.to_path_buf(),
             key: v.key,
@@ -200,7 +243,10 @@ impl Config {
                     // starts (an unclosed array): blame the table before.
                     let syntax = text.parse::<toml::Table>().is_err();
                     let section = e.span().and_then(|s| section_at(&text, s.start, syntax));
-                    let message = e.message().trim_end().to_string();
+                    let message = match e.span().and_then(|sp| secret_line(&text, sp.start)) {
+                        Some((_, value)) => hide_value(e.message().trim_end(), value),
+                        None => e.message().trim_end().to_string(),
+                    };
                     match section {
                         Some(name) if !used(&name) => (name, message),
                         _ => return Config::parse(&text, path),
@@ -256,7 +302,7 @@ impl Config {
     /// section fails (check-config, and tools that use every section).
     pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         match Config::read(explicit)? {
-            Some((text, path)) => Config::parse(&text, &path),
+            Some((text, path)) => Config::parse(&text, &path).map(|c| c.with_file_warnings(&path)),
             None => Ok(Config::default()),
         }
     }
@@ -265,10 +311,47 @@ impl Config {
     /// elsewhere become `warnings` (see [`Config::parse_for`]).
     pub fn load_for(explicit: Option<&Path>, uses: &[Section]) -> Result<Config, ConfigError> {
         match Config::read(explicit)? {
-            Some((text, path)) => Config::parse_for(&text, &path, uses),
+            Some((text, path)) => Config::parse_for(&text, &path, uses).map(|c| c.with_file_warnings(&path)),
             None => Ok(Config::default()),
         }
     }
+
+    /// Adds a warning when others may change the file: whoever can write it
+    /// chooses the initiator name, the LUNs backed up and restored (and
+    /// where to), the commands a command source runs, as this user.
+    fn with_file_warnings(mut self, path: &Path) -> Config {
+        if let Some(w) = writable_by_others(path) {
+            self.warnings.insert(0, w);
+        }
+        self
+    }
+}
+
+/// A warning when `path` (or the directory holding it) may be written by
+/// a user other than its owner.
+pub fn writable_by_others(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let what = [
+        (format!("configuration {}", path.display()), path),
+        (format!("directory {} (holding configuration {})", dir.display(), path.display()), dir.as_path()),
+    ];
+    for (what, p) in what {
+        let m = std::fs::metadata(p).ok()?;
+        // A sticky directory (/tmp) lets nobody replace another's file.
+        let sticky = m.is_dir() && m.mode() & 0o1000 != 0;
+        if m.mode() & 0o022 != 0 && !sticky {
+            return Some(format!(
+                "{what} is writable by other users (mode {:04o}): whoever can change it chooses what is backed up \
+                 and restored where, and the commands run for it; chmod go-w it",
+                m.mode() & 0o7777
+            ));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -292,6 +375,64 @@ mod tests {
         assert!(e.contains("workerz"), "{e}");
         let e = parse("[nosuchsection]\n").unwrap_err().to_string();
         assert!(e.contains("nosuchsection"), "{e}");
+    }
+
+    /// Finding (new-user pass): a TOML error quoted the offending line,
+    /// so a typo next to a secret printed the secret (`chap_password =
+    /// "s3cret` unterminated, or an integer password repeated in "invalid
+    /// type: integer `...`"). The key is still named; the value is not.
+    #[test]
+    fn parse_errors_never_quote_a_secret() {
+        let cases = [
+            ("[initiator]\nchap_password = \"Sup3rSecretValue\n", "line 2"),
+            ("[initiator]\nchap_password = 12345678901234567\n", "12345678901234567"),
+            ("[initiator]\ntarget_chap_password = 'Sup3rSecretValue\n", "line 2"),
+            ("[initiator.targets.\"iqn.2024-01.t:a\"]\nchap_pasword = \"Sup3rSecretValue\"\n", "chap_pasword"),
+            ("[initiator]\npasswd = \"Sup3rSecretValue\"\n", "passwd"),
+            (
+                "[[archive.volumes]]\nname = \"v\"\nsource = \"iscsi://u%Sup3rSecretValue@h/iqn.2024-01.t:a/1\nx\n",
+                "line 3",
+            ),
+        ];
+        for (text, shown) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(!e.contains("Sup3rSecretValue") && !e.contains("12345678901234567"), "{text:?}: {e}");
+            if shown != "12345678901234567" {
+                assert!(e.contains(shown), "{text:?}: {e}");
+            }
+            // And as a warning of a tool that does not use the section.
+            let c = Config::parse_for(text, Path::new("/x.toml"), &[Section::Ddmap]);
+            let shown = format!("{:?}", c.map(|c| c.warnings).map_err(|e| e.to_string()));
+            assert!(!shown.contains("Sup3rSecretValue") && !shown.contains("12345678901234567"), "{text:?}: {shown}");
+        }
+        // Other lines are still quoted as toml shows them.
+        let e = parse("[ddless]\nworkers = \"two\"\n").unwrap_err().to_string();
+        assert!(e.contains("workers = \"two\""), "{e}");
+    }
+
+    /// Finding (new-user pass): a configuration others could write (its
+    /// URLs choose where data goes, a command source's prepare runs as
+    /// root) was loaded without a word.
+    #[test]
+    fn a_configuration_others_may_write_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let p = d.path().join("santools.toml");
+        std::fs::write(&p, "[ddless]\nworkers = 2\n").unwrap();
+        for (mode, warned) in [(0o644, false), (0o600, false), (0o664, true), (0o666, true)] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            for c in [Config::load(Some(&p)).unwrap(), Config::load_for(Some(&p), &[Section::Ddless]).unwrap()] {
+                let w = c.warnings.iter().any(|w| w.contains("writable by other users"));
+                assert_eq!(w, warned, "mode {mode:o}: {:?}", c.warnings);
+            }
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("(holding configuration")), "{:?}", c.warnings);
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(Config::load(Some(&p)).unwrap().warnings.is_empty(), "a sticky directory is fine");
     }
 
     #[test]

@@ -181,18 +181,24 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
     };
 
     // Phase 2: lock, create, bring records and target to the source's size.
+    // The LUN's lock comes first: a run refused because another one writes
+    // the LUN must not leave a `.lock` beside its checksum file (its lock
+    // file lives in the private LUN lock directory).
+    let _lun_lock = match &prepared {
+        PreparedTarget::Lun(v) => lock_lun(v)?,
+        PreparedTarget::Local(..) => None,
+    };
     let _lock = checksum_path.map(checksum_access::lock).transpose()?;
-    let (target, target_size_before, target_created, _lun_lock) = match prepared {
+    let (target, target_size_before, target_created) = match prepared {
         PreparedTarget::Local(check, existing) => {
             let before = check.existing.map(|(_, size)| size);
             let created = check.existing.is_none();
-            (CopyTarget::Local(Target::open(&check, existing)?), before, created, None)
+            (CopyTarget::Local(Target::open(&check, existing)?), before, created)
         }
         PreparedTarget::Lun(v) => {
-            let lock = lock_lun(&v)?;
             tracing::info!("opened target iSCSI LUN {}", v.info().url);
             let before = Some(v.size());
-            (CopyTarget::Lun(LunTarget::new(v)), before, false, lock)
+            (CopyTarget::Lun(LunTarget::new(v)), before, false)
         }
     };
     let target_size = target.size().with_context(|| format!("size of target {}", opts.target.display()))?;

@@ -31,6 +31,16 @@ pub(crate) struct LunLock {
     _file: File,
 }
 
+/// Another ddless run of this user writes the LUN: the run was refused
+/// before it created or wrote anything (callers that claimed the LUN for
+/// it, like a restore, can take their claim back).
+#[derive(Debug, thiserror::Error)]
+#[error("target {url} is in use by another ddless run on this host (lock {} is held); nothing was changed", lock.display())]
+pub struct LunBusy {
+    pub url: String,
+    pub lock: PathBuf,
+}
+
 fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
@@ -122,11 +132,7 @@ pub(crate) fn lock_lun(v: &IscsiVolume) -> anyhow::Result<Option<LunLock>> {
         }
     };
     lock_exclusive(&file, &path).map_err(|e| match e {
-        LockError::Busy { .. } => anyhow::anyhow!(
-            "target {} is in use by another ddless run on this host (lock {} is held); nothing was changed",
-            v.info().url,
-            path.display()
-        ),
+        LockError::Busy { .. } => anyhow::Error::new(LunBusy { url: v.info().url.to_string(), lock: path.clone() }),
         other => other.into(),
     })?;
     Ok(Some(LunLock { _file: file }))

@@ -35,6 +35,7 @@ mod zones;
 pub use check::{check_checksum_file, ChecksumCheckReport};
 pub use checksum_only::compute_checksums;
 pub use copy::copy;
+pub use lun_lock::LunBusy;
 pub use options::{
     ChecksumMode, ChecksumOptions, CommitTuning, CopyOptions, OptionsError, ReadOptions, ReadTestOptions,
     VerifyOptions, ZoneOptions, MAX_WORKERS,

@@ -110,6 +110,9 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     logging::init("iscsi-ls", verbosity);
     let url = IscsiUrl::parse(&a.url).with_context(|| format!("URL {:?}", redact_unparsed(&a.url)))?;
     let config = Config::load(a.common.config.as_deref())?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     let path: PathBuf = a.common.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
     if let Some(w) = config_exposure_warning(Path::new(&path), &config.initiator) {
         tracing::warn!("{w}");

@@ -24,6 +24,27 @@ pub(crate) struct Conn {
     pub limits: DecodeLimits,
     pub send_digests: Digests,
     pub log_pdus: bool,
+    /// No PDU has arrived yet: the first must be a Login Response.
+    pub first: bool,
+}
+
+/// Why the first bytes a peer sent cannot open an iSCSI answer, or None.
+/// A Login Response (or a Reject) is the only PDU a target sends first; a
+/// web server, an ssh daemon or a wrong port answers text instead, and
+/// "data segment of 3223089 bytes exceeds the negotiated maximum" (the
+/// length field of "HTTP/1.1") told the user nothing.
+pub(crate) fn not_iscsi(head: &[u8; BHS_LEN]) -> Option<String> {
+    // Exactly (reserved bits clear): 0x23 Login Response, 0x3f Reject.
+    if head[0] == 0x23 || head[0] == 0x3f {
+        return None;
+    }
+    let line: Vec<u8> = head.iter().copied().take_while(|&b| b != b'\r' && b != b'\n').take(60).collect();
+    let said = if line.len() >= 4 && line.iter().all(|b| (0x20..0x7f).contains(b)) {
+        format!("it answered {:?}", String::from_utf8_lossy(&line))
+    } else {
+        format!("its first byte is 0x{:02x}, not a Login Response", head[0])
+    };
+    Some(format!("the peer does not speak iSCSI ({said}): is this the right host and port?"))
 }
 
 /// A one-line rendering of a PDU for debug logs.
@@ -74,6 +95,7 @@ impl Conn {
                         limits: DecodeLimits::default(),
                         send_digests: Digests::default(),
                         log_pdus,
+                        first: true,
                     });
                 }
                 Err(e) => last = e.to_string(),
@@ -119,6 +141,11 @@ impl Conn {
     pub fn recv(&mut self, deadline: Instant) -> Result<Pdu, RecvError> {
         let mut head = [0u8; BHS_LEN];
         self.read_exact_by(&mut head, deadline)?;
+        if std::mem::replace(&mut self.first, false) {
+            if let Some(why) = not_iscsi(&head) {
+                return Err(RecvError::Failed(why));
+            }
+        }
         let total = frame_len(&Bhs(head), &self.limits).map_err(|e| RecvError::Failed(e.to_string()))?;
         let mut buf = vec![0u8; total];
         buf[..BHS_LEN].copy_from_slice(&head);
@@ -144,5 +171,29 @@ impl Conn {
             },
             RecvError::Failed(d) => self.transport_error(format!("waiting for {what}: {d}")),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(bytes: &[u8]) -> [u8; BHS_LEN] {
+        let mut h = [0u8; BHS_LEN];
+        h[..bytes.len()].copy_from_slice(bytes);
+        h
+    }
+
+    #[test]
+    fn a_peer_that_answers_text_is_said_not_to_speak_iscsi() {
+        let http = head(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        let e = not_iscsi(&http).unwrap();
+        assert!(e.contains("does not speak iSCSI") && e.contains("\"HTTP/1.1 400 Bad Request\""), "{e}");
+        let e = not_iscsi(&head(&[0x55, 0x01, 0x02])).unwrap();
+        assert!(e.contains("first byte is 0x55"), "{e}");
+        // Text whose first byte masks to a Login Response opcode ('c' = 0x63).
+        assert!(not_iscsi(&head(b"cannot serve you")).is_some());
+        assert_eq!(not_iscsi(&head(&[0x23])), None, "Login Response");
+        assert_eq!(not_iscsi(&head(&[0x3f])), None, "Reject");
     }
 }

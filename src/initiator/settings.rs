@@ -251,7 +251,13 @@ pub fn resolve(
 
 /// A warning when the configuration file holds secrets and others may read it.
 pub fn config_exposure_warning(path: &Path, cfg: &InitiatorConfig) -> Option<String> {
-    if !cfg.has_secrets() {
+    exposure_warning(path, cfg.has_secrets())
+}
+
+/// [`config_exposure_warning`] for a file whose secrets the caller found
+/// (the archive's source URLs may carry passwords too).
+pub fn exposure_warning(path: &Path, holds_secrets: bool) -> Option<String> {
+    if !holds_secrets {
         return None;
     }
     let mode = std::fs::metadata(path).ok()?.permissions().mode();

@@ -80,6 +80,17 @@ pub enum UrlError {
     ExtraPath(String),
     #[error("invalid user name: {0}")]
     BadUser(String),
+    #[error(
+        "a '%' before the host but no '@' after it: a password (USER%PASSWORD@HOST) may not hold '/' or '?' \
+         (libiscsi's syntax); give it in the environment or the configuration's chap_password instead"
+    )]
+    CutPassword,
+    #[error(
+        "an unknown URL argument after target_password (not shown: a target_password may not hold '&', \
+         and this may be the rest of it); give it in LIBISCSI_CHAP_TARGET_PASSWORD or the configuration's \
+         target_chap_password instead"
+    )]
+    CutTargetPassword,
     #[error("unknown URL argument {0:?} (known: header_digest, target_user, target_password)")]
     UnknownArg(String),
     #[error("invalid header_digest {0:?}: expected none, crc32c, none-crc32c or crc32c-none")]
@@ -180,6 +191,11 @@ impl IscsiUrl {
             Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
             None => (None, authority),
         };
+        // USER%PASS/WORD@HOST: the '/' (or '?') ended the authority inside
+        // the password; saying "invalid host" would show part of it.
+        if userinfo.is_none() && !hostport.starts_with('[') && hostport.contains('%') {
+            return Err(UrlError::CutPassword);
+        }
         let (user, password) = match userinfo {
             None => (None, None),
             Some(ui) => {
@@ -221,8 +237,10 @@ impl IscsiUrl {
             target_password: None,
             header_digest: None,
         };
+        let mut after_password = false;
         for arg in query.unwrap_or("").split('&').filter(|a| !a.is_empty()) {
             let (k, v) = arg.split_once('=').unwrap_or((arg, ""));
+            let follows_password = std::mem::replace(&mut after_password, k == "target_password");
             match k {
                 "header_digest" => url.header_digest = Some(parse_digest_pref(v).ok_or(UrlError::BadDigest(v.into()))?),
                 "target_user" => {
@@ -232,6 +250,7 @@ impl IscsiUrl {
                     url.target_user = Some(v.to_string());
                 }
                 "target_password" => url.target_password = Some(Secret::new(v)),
+                _ if follows_password => return Err(UrlError::CutTargetPassword),
                 _ => return Err(UrlError::UnknownArg(k.to_string())),
             }
         }
@@ -260,23 +279,39 @@ impl IscsiUrl {
     }
 }
 
-/// `s` with anything between "%" and "@" hidden (and any
-/// `target_password=` value), for messages about a URL that did not parse.
-pub fn redact_unparsed(s: &str) -> String {
+/// Arguments a URL may carry after `target_password=`: its value runs to
+/// the next of them (or the end), so a password holding `&` is hidden whole.
+const URL_ARGS: [&str; 3] = ["&header_digest=", "&target_user=", "&target_password="];
+
+/// `s` with every secret hidden: anything between the first "%" and the
+/// last "@" (a password may hold '@', '/', '?'), and each
+/// `target_password=` value. For URLs shown in messages, logs and reports,
+/// whether or not they parse; hides too much rather than too little.
+pub fn redact_secrets(s: &str) -> String {
     let s = match (s.find('%'), s.rfind('@')) {
         (Some(p), Some(at)) if p < at => format!("{}%***{}", &s[..p], &s[at..]),
         _ => s.to_string(),
     };
-    let s = match s.find("target_password=") {
-        Some(i) => {
-            let from = i + "target_password=".len();
-            let end = s[from..].find('&').map_or(s.len(), |e| from + e);
-            format!("{}***{}", &s[..from], &s[end..])
-        }
-        None => s,
-    };
-    // An absurdly long argument is shown by its start only (after the
-    // redaction: a cut must never separate a password from its '@').
+    const KEY: &str = "target_password=";
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s.as_str();
+    while let Some(i) = rest.find(KEY) {
+        let from = i + KEY.len();
+        out.push_str(&rest[..from]);
+        out.push_str("***");
+        let tail = &rest[from..];
+        let end = URL_ARGS.iter().filter_map(|k| tail.find(k)).min().unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// [`redact_secrets`], for messages about a URL that did not parse: an
+/// absurdly long argument is shown by its start only.
+pub fn redact_unparsed(s: &str) -> String {
+    let s = redact_secrets(s);
+    // Cut after the redaction: a cut must never separate a password from its '@'.
     match s.char_indices().nth(160) {
         Some((cut, _)) => s[..cut].to_string(),
         None => s,
@@ -293,6 +328,40 @@ mod redact_tests {
         let pw = "p".repeat(500);
         let cut = super::redact_unparsed(&format!("iscsi://u%{pw}@h/x?target_password={pw}"));
         assert!(!cut.contains("pp"), "{cut}");
+    }
+
+    /// Finding: a URL from the configuration with a mutual CHAP
+    /// `target_password=` was shown whole in backup's log, report and
+    /// errors; a password holding '@', '/' or '&' showed its tail.
+    #[test]
+    fn every_password_is_hidden_whatever_it_holds() {
+        use super::redact_secrets as r;
+        let h = "iscsi://10.0.0.1/iqn.2024-01.t:a/1";
+        assert_eq!(
+            r(&format!("{h}?target_user=t&target_password=S3cret")),
+            format!("{h}?target_user=t&target_password=***")
+        );
+        assert_eq!(
+            r(&format!("{h}?target_password=S3&cr=et&target_user=t&header_digest=none")),
+            format!("{h}?target_password=***&target_user=t&header_digest=none")
+        );
+        assert_eq!(
+            r(&format!("{h}?target_password=A&target_password=B")),
+            format!("{h}?target_password=***&target_password=***")
+        );
+        assert_eq!(r("iscsi://bob%p@ss@10.0.0.1/iqn.2024-01.t:a/1"), "iscsi://bob%***@10.0.0.1/iqn.2024-01.t:a/1");
+        assert_eq!(r("iscsi://bob%pa/ss@10.0.0.1/iqn.2024-01.t:a/1"), "iscsi://bob%***@10.0.0.1/iqn.2024-01.t:a/1");
+        assert_eq!(r("iscsi://bob@10.0.0.1/iqn.2024-01.t:a/1"), "iscsi://bob@10.0.0.1/iqn.2024-01.t:a/1");
+        assert_eq!(r(h), h);
+        for secret in ["p@ssSECRET", "pa/ssSECRET", "pa?ssSECRET", "pa&ssSECRET", "pa%ssSECRET"] {
+            for u in [
+                format!("iscsi://bob%{secret}@10.0.0.1/iqn.2024-01.t:a/1"),
+                format!("{h}?target_user=t&target_password={secret}"),
+                format!("{h}?target_password={secret}&header_digest=none"),
+            ] {
+                assert!(!r(&u).contains("SECRET"), "{u} -> {}", r(&u));
+            }
+        }
     }
 }
 
@@ -395,5 +464,17 @@ mod tests {
         // A refused password never appears in the message.
         let e = IscsiUrl::parse("iscsi://a b%topsecret@h/iqn.2024-01.test:a/1").unwrap_err().to_string();
         assert!(!e.contains("topsecret"), "{e}");
+        // Nor any part of one holding '/' or '?' (it was "invalid host \"bob%top\"").
+        for u in ["iscsi://bob%top/secret@h/iqn.2024-01.test:a/1", "iscsi://bob%top?secret@h/iqn.2024-01.test:a/1"] {
+            let e = IscsiUrl::parse(u).unwrap_err();
+            assert_eq!(e, UrlError::CutPassword, "{u}");
+            assert!(!e.to_string().contains("top"), "{e}");
+        }
+        // Nor the tail of a target_password holding '&'.
+        let e = IscsiUrl::parse("iscsi://h/iqn.2024-01.test:a/1?target_password=top&secret").unwrap_err();
+        assert_eq!(e, UrlError::CutTargetPassword);
+        assert!(!e.to_string().contains("secret"), "{e}");
+        let e = IscsiUrl::parse("iscsi://h/iqn.2024-01.test:a/1?target_password=x&header_digest=none&foo").unwrap_err();
+        assert_eq!(e, UrlError::UnknownArg("foo".into()));
     }
 }

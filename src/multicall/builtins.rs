@@ -166,6 +166,19 @@ fn do_install_links(args: &InstallLinksArgs) -> anyhow::Result<()> {
         std::os::unix::fs::symlink(&exe, &link).with_context(|| format!("creating link {}", link.display()))?;
         tracing::info!("linked {} -> {}", link.display(), exe.display());
     }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for name in tools().iter().flat_map(|t| t.names()) {
+        for other in same_name_elsewhere(name, &args.dir, &exe, &path) {
+            let whose = if name == "iscsi-ls" { " (libiscsi-bin's iscsi-ls is a different tool)" } else { "" };
+            eprintln!(
+                "santools install-links: warning: {} is another program named {name}{whose}; whichever of {} and \
+                 {} comes first in PATH runs; `santools {name}` always runs this one",
+                other.display(),
+                args.dir.display(),
+                other.parent().unwrap_or(Path::new("/")).display()
+            );
+        }
+    }
     if let Some(dir) = &args.man_dir {
         super::docs::write_man_pages(dir)?;
     }
@@ -173,6 +186,27 @@ fn do_install_links(args: &InstallLinksArgs) -> anyhow::Result<()> {
         super::docs::write_completions(dir, &args.shells)?;
     }
     Ok(())
+}
+
+/// Executables named `name` in the directories of `path` other than `dir`
+/// that are not this binary: a link in `dir` shadows them, or they it
+/// (libiscsi-bin installs /usr/bin/iscsi-ls, a different tool).
+fn same_name_elsewhere(name: &str, dir: &Path, exe: &Path, path: &std::ffi::OsStr) -> Vec<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let mut found = Vec::new();
+    for d in std::env::split_paths(path).filter(|d| d.is_absolute()) {
+        if d.canonicalize().unwrap_or_else(|_| d.clone()) == dir {
+            continue;
+        }
+        let candidate = d.join(name);
+        let executable =
+            std::fs::metadata(&candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if executable && candidate.canonicalize().ok().as_deref() != Some(exe) && !found.contains(&candidate) {
+            found.push(candidate);
+        }
+    }
+    found
 }
 
 /// Validate a santools configuration file and report the result
@@ -190,7 +224,12 @@ pub(super) fn check_config(args: Vec<OsString>) -> u8 {
         Err(code) => return code,
     };
     match Config::load(Some(Path::new(&parsed.config))) {
-        Ok(_) => print_or_broken_pipe(&format!("{}: configuration is valid\n", parsed.config.display())),
+        Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("santools check-config: warning: {w}");
+            }
+            print_or_broken_pipe(&format!("{}: configuration is valid\n", parsed.config.display()))
+        }
         Err(e) => exit::report_error("santools check-config", &e.into()),
     }
 }

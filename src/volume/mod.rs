@@ -139,6 +139,17 @@ impl VolumeSpec {
                 let options = resolve(&url, origin, name_flag, args, cfg, &|k| std::env::var(k).ok())?;
                 VolumeSpec::iscsi(url, options)
             }
+            // `iscsi:/host/...` or `iscsi:host/...` is a mistyped URL, not a
+            // path to look for ("No such file or directory" said nothing);
+            // a file of that name is still reached as `./iscsi:...`.
+            Some(s) if s.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("iscsi:")) => {
+                Err(InitiatorError::Options(format!(
+                    "{:?} is not an iscsi:// URL (expected iscsi://HOST[:PORT]/TARGET-IQN/LUN; a file of that name: \
+                     ./{})",
+                    crate::initiator::url::redact_unparsed(s),
+                    crate::initiator::url::redact_unparsed(s)
+                )))
+            }
             _ => Ok(VolumeSpec::Path(PathBuf::from(arg))),
         }
     }
@@ -206,6 +217,17 @@ mod tests {
         let args = SessionArgs::default();
         let p = VolumeSpec::resolve(OsStr::new("./iscsi:/x"), UrlSource::CommandLine, None, &args, &cfg()).unwrap();
         assert_eq!(p.as_path(), Some(Path::new("./iscsi:/x")));
+        // A mistyped URL is said to be one, not looked for as a file.
+        for typo in ["iscsi:/h/iqn.2024-01.test:t/1", "ISCSI:h/iqn.2024-01.test:t/1", "iscsi:"] {
+            let e = VolumeSpec::resolve(OsStr::new(typo), UrlSource::CommandLine, None, &args, &cfg())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("is not an iscsi:// URL"), "{typo}: {e}");
+        }
+        let e = VolumeSpec::resolve(OsStr::new("iscsi:/u%hunter2@h/x/1"), UrlSource::CommandLine, None, &args, &cfg())
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("hunter2"), "{e}");
         let u = VolumeSpec::resolve(
             OsStr::new("iscsi://127.0.0.1/iqn.2024-01.test:t/1"),
             UrlSource::CommandLine,

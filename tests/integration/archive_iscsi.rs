@@ -198,6 +198,138 @@ fn restore_onto_an_iscsi_lun(b: Backend) {
     check("again");
 }
 
+/// Finding (new-user pass): a restore onto a LUN that another ddless run
+/// was writing was refused ("in use ...; nothing was changed") but left
+/// its claim in state_dir/restore, so a later restore of any other
+/// snapshot onto the LUN was refused too ("holds an unfinished restore").
+#[test]
+fn a_restore_refused_because_another_run_writes_the_lun_leaves_no_claim() {
+    if !tgt_present() {
+        return;
+    }
+    let Some(pool) = PoolLab::new(Backend::Dir) else { return };
+    let d = tempfile::tempdir().unwrap();
+    let size = 2 << 20;
+    let src = backing_file(d.path(), "source.img", size, 321);
+    let volumes = format!(
+        "[[archive.volumes]]\nname = \"{VOL}\"\npool = \"{{pool}}\"\nsource = {{ kind = \"file\", path = {src:?} }}\n{}",
+        initiator_toml()
+    );
+    let a = Archive::new(pool, &volumes);
+    ok(a.tool("backup").args(["-q", "-a"]));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    write(&src, &Rng(322).bytes(size));
+    ok(a.tool("backup").args(["-q", "-a"]));
+    let snaps = a.pool.snapshots(&format!("iscsi_{VOL}_bk"));
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    let snap = |i: usize| format!("{}/iscsi_{VOL}_bk@{}", a.pool.name, snaps[i]);
+
+    let tgt = Tgt::start(d.path(), "");
+    tgt.target(1, T1, &[ME]);
+    let lun = backing_file(d.path(), "lun.img", 8 << 20, 323);
+    tgt.lun(1, 1, &lun, 512);
+    let url = tgt.lun_url(T1, 1);
+    // Another run writes the LUN, slowly (1 MB/s): it holds the LUN's lock.
+    let other = backing_file(d.path(), "other.img", 8 << 20, 324);
+    let mut writer = tool("ddless")
+        .args(["--initiator-name", ME, "-q", "-r", "1", "-w", "1", "-s"])
+        .arg(&other)
+        .args(["-t", &url, "-c"])
+        .arg(d.path().join("other.ddless"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !d.path().join("other.ddless").exists() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(60), "the writer never started");
+        assert!(writer.try_wait().unwrap().is_none(), "the writer ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = run(a.tool("restore").args(["-s", &snap(0), "-t", &url, "--overwrite-device"]));
+    let busy = writer.try_wait().unwrap().is_none();
+    let _ = writer.kill();
+    let _ = writer.wait();
+    assert!(busy, "the writer ended before the restore tried: no overlap to test");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("in use by another ddless run"), "{}", stderr(&o));
+    let state = a.path("state").join("restore");
+    let left: Vec<_> =
+        std::fs::read_dir(&state).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "the refused restore left {left:?}");
+    // The LUN is free now: a restore of the other snapshot is not refused.
+    let o = run(a.tool("restore").args(["-s", &snap(1), "-t", &url, "--overwrite-device"]));
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(read(&lun)[..size] == read(&src)[..], "the LUN does not hold the second snapshot");
+}
+
+/// Finding (new-user pass): a mutual CHAP `target_password=` in a source
+/// URL of the configuration was written whole to backup's log (mode 0644),
+/// its --json report and stderr; a password holding '@' showed its tail,
+/// one holding '/' its head ("invalid host \"bob%pa\""). No tgtd needed:
+/// every run fails before or at the connection (port 1 on loopback).
+#[test]
+fn config_url_passwords_never_reach_the_log_the_report_or_stderr() {
+    let Some(pool) = PoolLab::new(Backend::Dir) else { return };
+    let dead = "127.0.0.1:1";
+    let volumes = format!(
+        "[[archive.volumes]]\nname = \"lv_mutual\"\npool = \"{{pool}}\"\n\
+         source = \"iscsi://{dead}/{T1}/1?target_user=tgt&target_password=MUTUALxSECRET\"\n\n\
+         [[archive.volumes]]\nname = \"lv_at\"\npool = \"{{pool}}\"\n\
+         source = \"iscsi://bob%p@ssATxSECRET@{dead}/{T1}/1\"\n{}",
+        initiator_toml()
+    );
+    let a = Archive::new(pool, &volumes);
+    let o = run(a.tool("backup").args(["-v", "-a", "--json"]));
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    // The file holds passwords (in URLs, not [initiator]) and is mode
+    // 0644: the documented warning must come (it only looked at [initiator]).
+    std::fs::set_permissions(&a.config, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let warned = run(a.tool("backup").arg("-a"));
+    assert!(stderr(&warned).contains("readable by other users (mode 0644)"), "{}", stderr(&warned));
+    let mut shown = format!("{}{}", stdout(&o), stderr(&o));
+    for dir in ["log", "state"] {
+        for e in walk(&a.path(dir)) {
+            shown.push_str(&String::from_utf8_lossy(&std::fs::read(&e).unwrap_or_default()));
+        }
+    }
+    assert!(shown.contains("target_password=***"), "{shown}");
+    assert!(!shown.contains("SECRET"), "a password was shown:\n{shown}");
+
+    // A target password holding '&': its tail reads as an unknown URL
+    // argument, a configuration error that must not name it.
+    a.write_config(&format!(
+        "[[archive.volumes]]\nname = \"lv_amp\"\npool = \"{{pool}}\"\n\
+         source = \"iscsi://bob%tw0xSECRET@{dead}/{T1}/1?target_user=t&target_password=a&AMPxSECRET\"\n{}",
+        initiator_toml()
+    ));
+    let e = fails_with(a.tool("backup").arg("-a"), &["archive.volumes[0].source.url"]);
+    assert!(!e.contains("SECRET"), "{e}");
+    // A password holding '/' cuts the URL's authority: the refusal must
+    // not show the part before the '/'.
+    a.write_config(&format!(
+        "[[archive.volumes]]\nname = \"lv_cut\"\npool = \"{{pool}}\"\n\
+         source = \"iscsi://bob%pa/ssCUTxSECRET@{dead}/{T1}/1\"\n{}",
+        initiator_toml()
+    ));
+    let e = fails_with(&mut a.tool("check-config"), &["archive.volumes[0].source.url", "may not hold '/'"]);
+    assert!(!e.contains("bob%pa") && !e.contains("SECRET"), "{e}");
+}
+
+/// Every regular file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 macro_rules! on_backends {
     ($($name:ident),* $(,)?) => {
         mod on_dir { $( #[test] fn $name() { super::$name(super::Backend::Dir) } )* }

@@ -267,7 +267,11 @@ fn the_lun_lock_holds_however_the_node_address_is_spelled() {
     let _ = first.wait();
     assert!(still_running, "the first run ended before the second tried: no overlap to test (machine too slow?)");
     refused(&o, &["is in use by another ddless run"]);
-    assert!(!d.path().join("sums2").exists(), "the refused run created its checksum file");
+    // Nothing of the refused run's checksum file: not the file, its stats,
+    // nor the `.lock` beside it (the LUN's lock is taken before that one).
+    for debris in ["sums2", "sums2.stats", "sums2.lock"] {
+        assert!(!d.path().join(debris).exists(), "the refused run created {debris}");
+    }
 }
 
 /// `iscsi-ls URL/IQN/LUN` for a LUN the target does not have: exit 1 and

@@ -28,6 +28,7 @@ mod ddless_property;
 mod ddmap_cli;
 mod initiator;
 mod initiator_hostile;
+mod initiator_newuser;
 mod lun_snapshot;
 mod lvm_tools;
 mod multicall;

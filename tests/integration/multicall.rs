@@ -73,12 +73,46 @@ fn install_links_and_argv0_dispatch() {
     assert!(stderr(&o).contains("not a directory"));
 }
 
+/// Finding (new-user pass): libiscsi-bin installs /usr/bin/iscsi-ls, a
+/// different tool (`iscsi-ls -s URL`) that the docs use as the reference;
+/// install-links put santools' iscsi-ls in front of it (or behind it)
+/// without a word. It still links, and says which other program shares
+/// the name; a program in the link directory itself or this binary is not
+/// reported.
+#[test]
+fn install_links_warns_about_another_program_of_the_same_name_in_path() {
+    let d = tempfile::tempdir().unwrap();
+    let (links, other) = (d.path().join("sbin"), d.path().join("usr-bin"));
+    std::fs::create_dir(&links).unwrap();
+    std::fs::create_dir(&other).unwrap();
+    let fake = other.join("iscsi-ls");
+    std::fs::write(&fake, "#!/bin/sh\necho libiscsi\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = std::env::join_paths([&links, &other]).unwrap();
+    let o = run(Command::new(bin()).arg("install-links").arg(&links).env("PATH", &path));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("warning") && err.contains(&*fake.to_string_lossy()), "{err}");
+    assert_eq!(err.matches("warning").count(), 1, "only iscsi-ls has a namesake: {err}");
+    assert!(ok(Command::new(links.join("iscsi-ls")).arg("--help")).contains("Usage: iscsi-ls"));
+    // Without the namesake: silent.
+    std::fs::remove_file(&fake).unwrap();
+    let o = run(Command::new(bin()).arg("install-links").arg(&links).env("PATH", &path));
+    assert_eq!((o.status.code(), stderr(&o).as_str()), (Some(0), ""));
+}
+
 #[test]
 fn check_config_validates_and_names_keys() {
     let d = tempfile::tempdir().unwrap();
     let cfg = d.path().join("santools.toml");
     std::fs::write(&cfg, "[ddless]\nworkers = 2\n[ddmap]\nproc_dir = \"/proc/net/iet/ddmap\"\n").unwrap();
     assert!(ok(Command::new(bin()).arg("check-config").arg("--config").arg(&cfg)).contains("configuration is valid"));
+    // Valid, but others may change it: said (finding of the new-user pass).
+    std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let o = run(Command::new(bin()).arg("check-config").arg("--config").arg(&cfg));
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("is writable by other users (mode 0666)"), "{}", stderr(&o));
+    std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     std::fs::write(&cfg, "[ddless]\nread_rate_mb_s = 0\n").unwrap();
     let o = run(Command::new(bin()).arg("check-config").arg("--config").arg(&cfg));
     assert_eq!(o.status.code(), Some(2));

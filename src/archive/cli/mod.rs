@@ -67,7 +67,15 @@ fn load_config_with(
         uses.push(Section::Initiator);
         c = Config::load_for(config, &uses)?;
         let path = config.map(Path::to_path_buf).unwrap_or_else(|| crate::config::DEFAULT_CONFIG_PATH.into());
-        if let Some(w) = crate::initiator::settings::config_exposure_warning(&path, &c.initiator) {
+        // A source URL may carry a password (`USER%PASSWORD@`, `target_password=`).
+        let url_secrets = c.archive.as_ref().is_some_and(|a| {
+            a.volumes.iter().filter_map(|v| v.source.url.as_deref()).any(|u| {
+                crate::initiator::IscsiUrl::parse(u)
+                    .map_or_else(|_| crate::initiator::url::redact_secrets(u) != u, |p| p.has_password())
+            })
+        });
+        let secrets = c.initiator.has_secrets() || url_secrets;
+        if let Some(w) = crate::initiator::settings::exposure_warning(&path, secrets) {
             tracing::warn!("{w}");
         }
     }

@@ -64,16 +64,10 @@ impl std::fmt::Display for Location {
     }
 }
 
-/// An `iscsi://user%password@host/...` URL with the password hidden.
+/// An `iscsi://user%password@host/...?target_password=...` URL with every
+/// password hidden (also one holding '@', '/' or '&').
 pub fn redact_url(url: &str) -> String {
-    let Some(rest) = url.strip_prefix("iscsi://") else { return url.to_string() };
-    match rest.split_once('@') {
-        Some((cred, tail)) if !cred.contains('/') => {
-            let user = cred.split('%').next().unwrap_or("");
-            format!("iscsi://{user}%***@{tail}")
-        }
-        _ => url.to_string(),
-    }
+    crate::initiator::url::redact_secrets(url)
 }
 
 #[derive(Deserialize)]
