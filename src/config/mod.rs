@@ -11,6 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::shared::text_file::MAX_CONFIG_BYTES;
+
 use serde::Deserialize;
 
 pub mod archive;
@@ -290,7 +292,7 @@ impl Config {
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
         };
-        match std::fs::read_to_string(&path) {
+        match crate::shared::text_file::read_text(&path, MAX_CONFIG_BYTES) {
             Ok(text) => Ok(Some((text, path))),
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(ConfigError::Read { path, source }),
@@ -360,6 +362,22 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/santools/santools.toml"))
+    }
+
+    #[test]
+    fn endless_or_huge_files_are_refused_within_a_bound() {
+        let e = Config::load(Some(Path::new("/dev/zero"))).unwrap_err().to_string();
+        assert!(e.contains("/dev/zero") && e.contains("longer than 4 MiB"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        let big = d.path().join("big.toml");
+        std::fs::write(&big, "# comment\n".repeat((MAX_CONFIG_BYTES / 10 + 1) as usize)).unwrap();
+        assert!(Config::load(Some(&big)).unwrap_err().to_string().contains("longer than 4 MiB"));
+        let bin = d.path().join("bin.toml");
+        std::fs::write(&bin, [0xffu8, 0xfe, 0]).unwrap();
+        assert!(Config::load(Some(&bin)).unwrap_err().to_string().contains("not UTF-8"));
+        let ok = d.path().join("ok.toml");
+        std::fs::write(&ok, "# comment\n".repeat(1000)).unwrap();
+        assert!(Config::load(Some(&ok)).is_ok());
     }
 
     #[test]

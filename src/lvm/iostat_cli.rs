@@ -14,6 +14,7 @@ use crate::cli::exit;
 use crate::cli::logging;
 use crate::lvm::iostat::{self, Rate};
 use crate::multicall::Tool;
+use crate::shared::text_file::{read_text, MAX_TEXT_BYTES};
 
 pub const TOOL: Tool = Tool {
     name: "iostat-top",
@@ -65,7 +66,8 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
         anyhow::bail!("--interval must be between 0 and 86400 seconds");
     }
     let read = || -> anyhow::Result<_> {
-        let t = std::fs::read_to_string(&a.diskstats).with_context(|| format!("reading {}", a.diskstats.display()))?;
+        let t =
+            read_text(&a.diskstats, MAX_TEXT_BYTES).with_context(|| format!("reading {}", a.diskstats.display()))?;
         Ok(iostat::parse(&t)?)
     };
     let tty = std::io::stdout().is_terminal() && !a.json;

@@ -23,4 +23,5 @@ pub mod murmur3;
 pub mod object_stamp;
 pub mod reflink;
 pub mod segment;
+pub mod text_file;
 pub mod units;

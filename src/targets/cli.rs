@@ -18,6 +18,7 @@ use crate::config::targets::TargetsConfig;
 use crate::config::{Config, Section, DEFAULT_CONFIG_PATH};
 use crate::multicall::Tool;
 use crate::shared::command::Command;
+use crate::shared::text_file::{read_text, MAX_CONFIG_BYTES, MAX_TEXT_BYTES};
 use crate::targets::apply::{self, ApplyOptions, Outcome};
 use crate::targets::gen;
 use crate::targets::import;
@@ -189,7 +190,7 @@ pub fn load(config: Option<&Path>, inventory_file: Option<&Path>) -> anyhow::Res
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
     };
-    let text = match std::fs::read_to_string(&cfg_path) {
+    let text = match read_text(&cfg_path, MAX_CONFIG_BYTES) {
         Ok(t) => Some(t),
         Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading configuration {}", cfg_path.display())),
@@ -324,10 +325,10 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
 }
 
 fn run_import(a: &ImportArgs) -> anyhow::Result<u8> {
-    let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let text = read_text(&a.file, MAX_TEXT_BYTES).with_context(|| format!("reading {}", a.file.display()))?;
     let mut cluster = import::Cluster::default();
     if let Some(f) = &a.ietd_config {
-        let t = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let t = read_text(f, MAX_TEXT_BYTES).with_context(|| format!("reading {}", f.display()))?;
         let v = import::read_assignments(&f.display().to_string(), &t)?;
         cluster.prefix = v.get("IET_TARGET_PREFIX").cloned().unwrap_or_default();
         cluster.hosts =
@@ -350,7 +351,7 @@ fn run_import(a: &ImportArgs) -> anyhow::Result<u8> {
     }
     for spec in &a.ifcfg {
         let (host, file) = spec.split_once('=').with_context(|| format!("--ifcfg {spec:?}: expected HOST=FILE"))?;
-        let t = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+        let t = read_text(file.as_ref(), MAX_TEXT_BYTES).with_context(|| format!("reading {file}"))?;
         if let Some(i) = import::read_ifcfg(file, &t)? {
             if let Some(pg) = i.portal_group {
                 cluster.portal_groups.entry(pg).or_default().entry(host.to_string()).or_default().push(i.address);

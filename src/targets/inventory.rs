@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use toml::Spanned;
 
 use crate::config::targets::{InventoryFile, RawAccount, RawOption, TargetsConfig};
+use crate::shared::text_file::{read_text, MAX_TEXT_BYTES};
 use crate::targets::model::*;
 
 /// Where the inventory came from and what is wrong with it.
@@ -55,7 +56,8 @@ impl Ctx<'_> {
 
 /// Reads an inventory file (a `[targets]` section of inventory keys).
 pub fn load_file(path: &Path) -> Result<Inventory, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+    let text =
+        read_text(path, MAX_TEXT_BYTES).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
     parse_file(&text, path)
 }
 

@@ -12,6 +12,7 @@ use crate::cli::exit;
 use crate::cli::logging;
 use crate::multicall::Tool;
 use crate::shared::command::shell_quote;
+use crate::shared::text_file::{read_text, MAX_TEXT_BYTES};
 use crate::targets::import::{read_ifcfg, Interface};
 use crate::targets::routing;
 
@@ -66,7 +67,7 @@ fn read_ifaces(paths: &[PathBuf]) -> anyhow::Result<Vec<Interface>> {
     }
     let mut out = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        let text = read_text(&f, MAX_TEXT_BYTES).with_context(|| format!("reading {}", f.display()))?;
         if let Some(i) = read_ifcfg(&f.display().to_string(), &text)? {
             if let Some(t) = &i.route_table {
                 if crate::targets::model::check_lvm_name(t).is_err() {

@@ -17,6 +17,7 @@ use crate::cli::exit;
 use crate::cli::logging;
 use crate::cli::output::print_json;
 use crate::multicall::Tool;
+use crate::shared::text_file::{read_text, MAX_TEXT_BYTES};
 use crate::targets::state_cli::Source;
 
 pub const TOOL: Tool = Tool {
@@ -118,7 +119,7 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     let a = SessionTopArgs::from_arg_matches(matches)?;
     logging::init("session-top", a.common.verbosity());
     let load = || -> anyhow::Result<BTreeMap<String, u64>> {
-        let text = std::fs::read_to_string(&a.file).with_context(|| {
+        let text = read_text(&a.file, MAX_TEXT_BYTES).with_context(|| {
             format!("reading saved session counts {} (run `session-top save` first)", a.file.display())
         })?;
         parse_saved(&text, &a.file)

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::shared::atomic_file::write_atomic;
 use crate::shared::file_identity::FileIdentity;
+use crate::shared::text_file::{read_text, MAX_TEXT_BYTES};
 
 /// Largest state file read (it holds a few paths and numbers).
 const MAX_STATE_BYTES: u64 = 64 * 1024;
@@ -62,7 +63,7 @@ pub fn load(path: &Path) -> anyhow::Result<Option<VolumeRecord>> {
     if meta.len() > MAX_STATE_BYTES {
         anyhow::bail!("{}: {} bytes, a snapshot record is at most {MAX_STATE_BYTES}", path.display(), meta.len());
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = read_text(path, MAX_TEXT_BYTES).with_context(|| format!("reading {}", path.display()))?;
     let rec = serde_json::from_str(&text).with_context(|| {
         format!("{}: not a lun-snapshot record (remove it after checking tgtadm's targets)", path.display())
     })?;
