@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::error::InitiatorError;
-use super::options::{Auth, ChapCredentials, DigestPref, InitiatorOptions};
+use super::options::{Auth, ChapCredentials, DigestPref, InitiatorOptions, MAX_QUEUE_DEPTH};
 use super::secret::Secret;
 use super::url::{parse_digest_pref, IscsiUrl};
 use crate::config::initiator::InitiatorConfig;
@@ -34,7 +34,7 @@ pub const ENV_TARGET_PASSWORD: &str = "LIBISCSI_CHAP_TARGET_PASSWORD";
 #[derive(Args, Debug, Clone, Default)]
 pub struct SessionArgs {
     /// iSCSI commands in flight per session, 1-256 [default: [initiator] queue_depth, else 16]
-    #[arg(long = "queue-depth", value_name = "N")]
+    #[arg(long = "queue-depth", value_name = "N", value_parser = parse_queue_depth)]
     pub queue_depth: Option<usize>,
     /// HeaderDigest to offer: none, crc32c, none-crc32c or crc32c-none [default: none-crc32c]
     #[arg(long = "header-digest", value_name = "DIGEST")]
@@ -43,10 +43,10 @@ pub struct SessionArgs {
     #[arg(long = "data-digest", value_name = "DIGEST")]
     pub data_digest: Option<String>,
     /// Seconds to keep re-establishing a dropped iSCSI connection [default: 60]
-    #[arg(long = "reconnect-timeout", value_name = "SEC")]
+    #[arg(long = "reconnect-timeout", value_name = "SEC", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub reconnect_timeout: Option<u64>,
     /// Seconds to wait for each login response (a portal may hold one during failover) [default: 60]
-    #[arg(long = "login-timeout", value_name = "SEC")]
+    #[arg(long = "login-timeout", value_name = "SEC", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub login_timeout: Option<u64>,
     /// Log every iSCSI PDU at debug level (with -vv)
     #[arg(long = "debug-pdus")]
@@ -128,6 +128,15 @@ pub fn initiator_name(flag: Option<&str>, cfg: &InitiatorConfig) -> Result<Strin
 
 fn pick<'a>(levels: &[Option<&'a str>]) -> Option<&'a str> {
     levels.iter().flatten().next().copied()
+}
+
+/// `--queue-depth`: refused by the argument parser, so the flag is named
+/// and a run on files (where it does not apply) is refused too.
+fn parse_queue_depth(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(q) if (1..=MAX_QUEUE_DEPTH).contains(&q) => Ok(q),
+        _ => Err(format!("expected a number from 1 to {MAX_QUEUE_DEPTH}")),
+    }
 }
 
 fn duration(flag: Option<u64>, cfg: Option<u64>, default: Duration, what: &str) -> Result<Duration, InitiatorError> {
@@ -283,6 +292,29 @@ mod tests {
     }
 
     const URL: &str = "iscsi://h/iqn.2024-01.test:vol1/1";
+
+    #[test]
+    fn flags_out_of_range_are_refused_by_name() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            session: SessionArgs,
+        }
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied()));
+        for (args, flag) in [
+            (&["--queue-depth", "0"][..], "--queue-depth"),
+            (&["--queue-depth", "257"], "--queue-depth"),
+            (&["--queue-depth=-1"], "--queue-depth"),
+            (&["--login-timeout", "0"], "--login-timeout"),
+            (&["--reconnect-timeout", "3601"], "--reconnect-timeout"),
+        ] {
+            let e = parse(args).err().unwrap_or_else(|| panic!("{args:?} accepted")).to_string();
+            assert!(e.contains(flag), "{args:?}: {e}");
+        }
+        let ok = parse(&["--queue-depth", "256", "--login-timeout", "3600"]).unwrap().session;
+        assert_eq!((ok.queue_depth, ok.login_timeout), (Some(256), Some(3600)));
+    }
 
     #[test]
     fn name_precedence_and_file() {
