@@ -347,3 +347,23 @@ fn ietd_routing_and_iptables_print_commands() {
     assert_eq!(ok(tool("ietd-iptables").args(["start"])), "iptables -D INPUT -p tcp --dport 3260 -j DROP\n");
     fails_with(tool("ietd-iptables").args(["stop", "10.0.1.0/24;reboot"]), &["10.0.1.0/24;reboot"]);
 }
+
+/// Finding (attack-final): iet-state state-diff read --state-file whole
+/// and --proc's files whole: /dev/zero there grew memory without bound.
+#[test]
+fn iet_state_refuses_endless_state_and_proc_files() {
+    let d = tempfile::tempdir().unwrap();
+    let proc = d.path().join("iet");
+    std::fs::create_dir(&proc).unwrap();
+    for f in ["volume", "session", "vpd", "reservation"] {
+        std::fs::copy(fixtures().join("iet/patched").join(f), proc.join(f)).unwrap();
+    }
+    let o = run(tool("iet-state").args(["state-diff", "--state-file", "/dev/zero", "--proc"]).arg(&proc));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("/dev/zero") && stderr(&o).contains("longer than"), "{}", stderr(&o));
+    std::fs::remove_file(proc.join("session")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", proc.join("session")).unwrap();
+    let o = run(tool("iet-state").arg("state").arg("--proc").arg(&proc));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("session") && stderr(&o).contains("longer than"), "{}", stderr(&o));
+}

@@ -246,7 +246,8 @@ fn decode_hex_id(v: &str) -> Option<String> {
 pub fn read_dir(dir: &std::path::Path) -> std::io::Result<BTreeMap<String, String>> {
     let mut files = BTreeMap::new();
     for name in ["volume", "session", "vpd", "reservation"] {
-        match std::fs::read_to_string(dir.join(name)) {
+        // Bounded: --proc names any directory (a FIFO or /dev/zero link in it must not grow memory).
+        match crate::shared::text_file::read_text(&dir.join(name), crate::shared::text_file::MAX_TEXT_BYTES) {
             Ok(t) => {
                 files.insert(name.to_string(), t);
             }
