@@ -38,7 +38,9 @@ pub fn lock_exclusive(file: &File, path: &Path) -> Result<(), LockError> {
 
 /// Takes an exclusive flock on an open file, retrying for `wait`.
 pub fn lock_exclusive_within(file: &File, path: &Path, wait: Duration) -> Result<(), LockError> {
-    let deadline = Instant::now() + wait;
+    // A wait too long for an Instant (--wait 18446744073709551615) is a
+    // wait without end, not an overflow panic.
+    let deadline = Instant::now().checked_add(wait);
     loop {
         // SAFETY: flock on a valid open descriptor has no memory effects.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -49,7 +51,7 @@ pub fn lock_exclusive_within(file: &File, path: &Path, wait: Duration) -> Result
         if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
             return Err(LockError::Io { path: path.to_path_buf(), source: err });
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(LockError::Busy { path: path.to_path_buf() });
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -95,5 +97,15 @@ mod tests {
         }
         drop(held);
         LockFile::for_path(&p).unwrap();
+    }
+
+    /// Finding (attack-final): a wait too long for an Instant panicked
+    /// ("overflow when adding duration to instant") before trying the lock.
+    #[test]
+    fn an_endless_wait_does_not_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let f = File::create(&p).unwrap();
+        lock_exclusive_within(&f, &p, Duration::MAX).unwrap();
     }
 }

@@ -268,3 +268,25 @@ fn run_with_stdin(c: &mut std::process::Command, input: &[u8]) -> std::process::
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
 }
+
+/// Finding (attack-final): `--wait 18446744073709551615` panicked
+/// (exit 101, "overflow when adding duration to instant") after creating
+/// the volume's state directory; it is refused by the parser, naming
+/// --wait, before anything is written.
+#[test]
+fn an_absurd_wait_is_refused_by_name_before_anything_is_written() {
+    let d = tempfile::tempdir().unwrap();
+    let vol = d.path().join("vol.img");
+    std::fs::write(&vol, vec![0u8; 65536]).unwrap();
+    for w in ["18446744073709551615", "604801", "-1"] {
+        let o = run(tool("lun-snapshot")
+            .args(["create", "--initiator", "iqn.2024-01.test:archive", &format!("--wait={w}"), "--state-dir"])
+            .arg(d.path().join("st"))
+            .arg(&vol));
+        assert_eq!(o.status.code(), Some(2), "--wait {w}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--wait"), "{}", stderr(&o));
+        let mut left: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        left.sort();
+        assert_eq!(left, ["vol.img"], "--wait {w}");
+    }
+}

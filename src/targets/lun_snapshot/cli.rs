@@ -80,8 +80,8 @@ struct NodeArgs {
     /// Records of LVM volumes [default: [targets] state_dir, else /var/lib/santools/targets]
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// Wait this long for another lun-snapshot of the volume
-    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    /// Wait this long for another lun-snapshot of the volume (at most 604800, a week)
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=604_800))]
     wait: u64,
     /// LVM: snapshot name suffix (<lv>_<suffix>)
     #[arg(long, default_value = "archive")]
