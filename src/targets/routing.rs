@@ -10,12 +10,29 @@ use crate::targets::import::Interface;
 
 /// The route tables in use, numbered from `base` in name order (the seed
 /// starts at 10).
-pub fn rt_tables(ifaces: &[Interface], base: u32) -> Vec<(u32, String)> {
+/// The numbers are refused (naming --table-base) when one would be the
+/// kernel's own (0 unspec, 253 default, 254 main, 255 local: `stop`'s
+/// `ip route flush table` would then empty the main table) or beyond u32.
+pub fn rt_tables(ifaces: &[Interface], base: u32) -> Result<Vec<(u32, String)>, String> {
     let mut names: Vec<&str> = ifaces.iter().filter_map(|i| i.route_table.as_deref()).collect();
     names.sort();
     names.dedup();
-    names.into_iter().enumerate().map(|(i, n)| (base + i as u32, n.to_string())).collect()
+    let mut out = Vec::with_capacity(names.len());
+    for (i, n) in names.into_iter().enumerate() {
+        let number = u32::try_from(i).ok().and_then(|i| base.checked_add(i)).filter(|t| !RESERVED_TABLES.contains(t));
+        let Some(number) = number else {
+            return Err(format!(
+                "--table-base {base}: route table {base}+{i} would be beyond 4294967295 or one of the kernel's \
+                 (0 unspec, 253 default, 254 main, 255 local)"
+            ));
+        };
+        out.push((number, n.to_string()));
+    }
+    Ok(out)
 }
+
+/// Route table numbers the kernel reserves.
+const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
 
 fn network(addr: IpAddr, len: u8) -> String {
     match addr {
@@ -98,7 +115,18 @@ mod tests {
     #[test]
     fn seed_interfaces_give_tables_routes_and_rules() {
         let i = ifaces();
-        assert_eq!(rt_tables(&i, 10), [(10, "rt_vlan10_port0".to_string()), (11, "rt_vlan10_port1".to_string())]);
+        assert_eq!(
+            rt_tables(&i, 10).unwrap(),
+            [(10, "rt_vlan10_port0".to_string()), (11, "rt_vlan10_port1".to_string())]
+        );
+        // Finding (attack-final): 253 numbered the second table 254 (main),
+        // u32::MAX overflowed (a panic); 0 is no table.
+        for base in [0, 252, 253, 254, 255, u32::MAX] {
+            let e = rt_tables(&i, base).unwrap_err();
+            assert!(e.contains("--table-base"), "{e}");
+        }
+        assert_eq!(rt_tables(&i, 256).unwrap()[1].0, 257);
+        assert_eq!(rt_tables(&i, u32::MAX - 1).unwrap()[1].0, u32::MAX);
         let lines: Vec<String> = routing_commands(&i, true).iter().map(|v| v.join(" ")).collect();
         assert_eq!(
             lines,

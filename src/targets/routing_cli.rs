@@ -92,8 +92,9 @@ fn run_routing(m: &ArgMatches) -> anyhow::Result<u8> {
     logging::init("ietd-routing", a.common.verbosity());
     let ifaces = read_ifaces(&a.ifcfg)?;
     let mut out = std::io::stdout().lock();
-    let tables = routing::rt_tables(&ifaces, a.table_base);
     if matches!(a.op, RoutingOp::Start | RoutingOp::Tables) {
+        // Refused before anything is printed; `stop` prints no numbers.
+        let tables = routing::rt_tables(&ifaces, a.table_base).map_err(anyhow::Error::msg)?;
         writeln!(out, "# /etc/iproute2/rt_tables")?;
         for (n, t) in &tables {
             writeln!(out, "# {n}\t{t}")?;

@@ -340,6 +340,13 @@ fn ietd_routing_and_iptables_print_commands() {
         "{out}"
     );
     assert!(out.contains("sysctl -w net.ipv4.conf.all.arp_filter=1"));
+    // Finding (attack-final): --table-base 253 printed "254 rt_vlan10_port1"
+    // (the main table, which `stop` then flushes); 4294967295 panicked.
+    for base in ["253", "4294967295"] {
+        let o = run(tool("ietd-routing").args(["start", "--table-base", base]).arg(fixtures().join("ifcfg")));
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stdout(&o).is_empty() && stderr(&o).contains("--table-base"), "{}", stderr(&o));
+    }
     assert_eq!(
         ok(tool("ietd-iptables").args(["stop", "10.0.1.0/24"])),
         "iptables -I INPUT -p tcp -s 10.0.1.0/24 --dport 3260 -j DROP\n"
