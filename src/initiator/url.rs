@@ -242,6 +242,10 @@ impl IscsiUrl {
             let (k, v) = arg.split_once('=').unwrap_or((arg, ""));
             let follows_password = std::mem::replace(&mut after_password, k == "target_password");
             match k {
+                // After target_password, a bad value may be the rest of the password ("x&header_digest=...").
+                "header_digest" if follows_password && parse_digest_pref(v).is_none() => {
+                    return Err(UrlError::CutTargetPassword)
+                }
                 "header_digest" => url.header_digest = Some(parse_digest_pref(v).ok_or(UrlError::BadDigest(v.into()))?),
                 "target_user" => {
                     if !valid_user(v) {
@@ -284,26 +288,59 @@ impl IscsiUrl {
 const URL_ARGS: [&str; 3] = ["&header_digest=", "&target_user=", "&target_password="];
 
 /// `s` with every secret hidden: anything between the first "%" and the
-/// last "@" (a password may hold '@', '/', '?'), and each
-/// `target_password=` value. For URLs shown in messages, logs and reports,
-/// whether or not they parse; hides too much rather than too little.
+/// last "@" (a password may hold '@', '/', '?'), or after a "%" no "@"
+/// follows (a password whose host is missing); the value of every URL
+/// argument but header_digest and target_user (a mistyped or wrongly
+/// cased `TARGET_PASSWORD=` too). For URLs shown in messages, logs and
+/// reports, whether or not they parse; hides too much rather than too
+/// little (no URL that parses holds a '%' outside its passwords).
 pub fn redact_secrets(s: &str) -> String {
     let s = match (s.find('%'), s.rfind('@')) {
         (Some(p), Some(at)) if p < at => format!("{}%***{}", &s[..p], &s[at..]),
+        (Some(p), _) => format!("{}%***", &s[..p]),
         _ => s.to_string(),
     };
-    const KEY: &str = "target_password=";
+    let Some(q) = s.find('?') else { return s };
     let mut out = String::with_capacity(s.len());
-    let mut rest = s.as_str();
-    while let Some(i) = rest.find(KEY) {
-        let from = i + KEY.len();
-        out.push_str(&rest[..from]);
-        out.push_str("***");
-        let tail = &rest[from..];
-        let end = URL_ARGS.iter().filter_map(|k| tail.find(k)).min().unwrap_or(tail.len());
-        rest = &tail[end..];
+    out.push_str(&s[..=q]);
+    let mut rest = &s[q + 1..];
+    while !rest.is_empty() {
+        // One argument: `key=value` up to the next '&' (a password's value
+        // up to the next known argument).
+        let (key, after) = match rest.split_once('=') {
+            Some((k, a)) if !k.contains('&') => (k, Some(a)),
+            _ => (rest.split('&').next().unwrap_or(rest), None),
+        };
+        out.push_str(key);
+        let Some(after) = after else {
+            rest = &rest[key.len()..];
+            if let Some(r) = rest.strip_prefix('&') {
+                out.push('&');
+                rest = r;
+            }
+            continue;
+        };
+        out.push('=');
+        let end = if key == "header_digest" || key == "target_user" {
+            after.find('&').unwrap_or(after.len())
+        } else {
+            // Any other key may be a mistyped password's (target_pasword=):
+            // its value runs to the next known argument.
+            out.push_str("***");
+            URL_ARGS.iter().filter_map(|k| after.find(k)).min().unwrap_or(after.len())
+        };
+        if key == "target_user" || (key == "header_digest" && parse_digest_pref(&after[..end]).is_some()) {
+            out.push_str(&after[..end]);
+        } else if key == "header_digest" {
+            // Not a digest: perhaps the rest of a password holding '&'.
+            out.push_str("***");
+        }
+        rest = &after[end..];
+        if let Some(r) = rest.strip_prefix('&') {
+            out.push('&');
+            rest = r;
+        }
     }
-    out.push_str(rest);
     out
 }
 
@@ -353,6 +390,26 @@ mod redact_tests {
         assert_eq!(r("iscsi://bob%pa/ss@10.0.0.1/iqn.2024-01.t:a/1"), "iscsi://bob%***@10.0.0.1/iqn.2024-01.t:a/1");
         assert_eq!(r("iscsi://bob@10.0.0.1/iqn.2024-01.t:a/1"), "iscsi://bob@10.0.0.1/iqn.2024-01.t:a/1");
         assert_eq!(r(h), h);
+        assert_eq!(
+            r(&format!("{h}?header_digest=none&target_user=t&target_password=x")),
+            format!("{h}?header_digest=none&target_user=t&target_password=***")
+        );
+        // Finding (attack-final): a mistyped or upper-case key, or a '%'
+        // with no '@' after it, showed the password whole.
+        assert_eq!(r(&format!("{h}?TARGET_PASSWORD=SECRET")), format!("{h}?TARGET_PASSWORD=***"));
+        assert_eq!(r(&format!("{h}?target_pasword=SE&CRET")), format!("{h}?target_pasword=***"));
+        assert_eq!(r(&format!("{h}?foo=SECRET&header_digest=none")), format!("{h}?foo=***&header_digest=none"));
+        assert_eq!(r(&format!("{h}?foo&bar")), format!("{h}?foo&bar"));
+        assert_eq!(
+            r(&format!("{h}?target_password=a&header_digest=SECRET")),
+            format!("{h}?target_password=***&header_digest=***")
+        );
+        assert_eq!(r(&format!("{h}?foo=1&bar=2&target_user=t")), format!("{h}?foo=***&target_user=t"));
+        assert_eq!(r("iscsi://bob%SECRET:3260/iqn.2024-01.t:a/1"), "iscsi://bob%***");
+        assert_eq!(
+            r("iscsi://bob@h/iqn.2024-01.t:a/1?target_password=a%SECRET"),
+            "iscsi://bob@h/iqn.2024-01.t:a/1?target_password=***"
+        );
         for secret in ["p@ssSECRET", "pa/ssSECRET", "pa?ssSECRET", "pa&ssSECRET", "pa%ssSECRET"] {
             for u in [
                 format!("iscsi://bob%{secret}@10.0.0.1/iqn.2024-01.t:a/1"),
@@ -474,6 +531,9 @@ mod tests {
         let e = IscsiUrl::parse("iscsi://h/iqn.2024-01.test:a/1?target_password=top&secret").unwrap_err();
         assert_eq!(e, UrlError::CutTargetPassword);
         assert!(!e.to_string().contains("secret"), "{e}");
+        // Nor a tail that looks like a bad header_digest (it was "invalid header_digest \"secret\"").
+        let e = IscsiUrl::parse("iscsi://h/iqn.2024-01.test:a/1?target_password=top&header_digest=secret").unwrap_err();
+        assert_eq!(e, UrlError::CutTargetPassword);
         let e = IscsiUrl::parse("iscsi://h/iqn.2024-01.test:a/1?target_password=x&header_digest=none&foo").unwrap_err();
         assert_eq!(e, UrlError::UnknownArg("foo".into()));
     }

@@ -290,9 +290,7 @@ fn state_diff(out: &mut dyn Write, s: &[StateTarget], file: &Path, update: bool,
     let now = state::tracked(s);
     // Bounded: --state-file /dev/zero (or a FIFO) must not grow memory.
     let saved: Option<Vec<String>> = match crate::shared::text_file::read_text(file, MAX_TEXT_BYTES) {
-        Ok(b) => {
-            Some(serde_json::from_str(&b).with_context(|| format!("reading recorded state {}", file.display()))?)
-        }
+        Ok(b) => Some(serde_json::from_str(&b).with_context(|| format!("reading recorded state {}", file.display()))?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
     };

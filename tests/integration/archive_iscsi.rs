@@ -314,6 +314,22 @@ fn config_url_passwords_never_reach_the_log_the_report_or_stderr() {
     ));
     let e = fails_with(&mut a.tool("check-config"), &["archive.volumes[0].source.url", "may not hold '/'"]);
     assert!(!e.contains("bob%pa") && !e.contains("SECRET"), "{e}");
+    // Finding (attack-final): an upper-case or mistyped key, a tail that
+    // reads as a bad header_digest, or a password whose '@HOST' is missing
+    // was quoted whole in the refusal.
+    for (url, says) in [
+        (format!("iscsi://{dead}/{T1}/1?TARGET_PASSWORD=UPxSECRET"), "unknown URL argument"),
+        (format!("iscsi://{dead}/{T1}/1?target_pasword=TYPOxSECRET"), "unknown URL argument"),
+        (format!("iscsi://{dead}/{T1}/1?target_password=a&header_digest=DIGxSECRET"), "target_password"),
+        (format!("iscsi://bob%NOHOSTxSECRET:3260/{T1}/1"), "no '@' after it"),
+    ] {
+        a.write_config(&format!(
+            "[[archive.volumes]]\nname = \"lv_k\"\npool = \"{{pool}}\"\nsource = \"{url}\"\n{}",
+            initiator_toml()
+        ));
+        let e = fails_with(&mut a.tool("check-config"), &["archive.volumes[0].source.url", says]);
+        assert!(!e.contains("SECRET"), "{url}: {e}");
+    }
 }
 
 /// Every regular file under `dir`.
