@@ -15,6 +15,7 @@ use crate::archive::job_log::JobLog;
 use crate::config::cron::CronConfig;
 use crate::shared::atomic_file::write_atomic;
 use crate::shared::command::Command;
+use crate::shared::text_file::{read_text, MAX_TEXT_BYTES};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/santools/state";
 /// /run/lock exists on every boot (a directory of our own under /run
@@ -199,7 +200,13 @@ pub fn update_systemd(h: &HostJobs, dir: &Path, dry_run: bool, log: &JobLog) -> 
         for (name, body) in systemd::units(&h.host, &j.name, j.comment.as_deref(), &j.spec, &j.argv) {
             let path = dir.join(&name);
             wanted.insert(name.clone());
-            let old = fs::read_to_string(&path).ok();
+            // Bounded, and only a missing unit counts as absent: one that is
+            // not UTF-8 (or unreadable) was replaced unchecked.
+            let old = match read_text(&path, MAX_TEXT_BYTES) {
+                Ok(t) => Some(t),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => bail!("{} exists and cannot be read ({e}); refusing to replace it", path.display()),
+            };
             if let Some(o) = &old {
                 if !o.starts_with(systemd::MARKER) {
                     bail!("{} exists and was not written by santools; refusing to replace it", path.display());
@@ -228,7 +235,11 @@ pub fn update_systemd(h: &HostJobs, dir: &Path, dry_run: bool, log: &JobLog) -> 
         if !ours || wanted.contains(&name) {
             continue;
         }
-        let head = fs::read_to_string(e.path()).unwrap_or_default();
+        // A FIFO or an endless file here is not ours: left untouched.
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let head = read_text(&e.path(), MAX_TEXT_BYTES).unwrap_or_default();
         if !head.starts_with(systemd::MARKER) {
             continue;
         }

@@ -144,6 +144,11 @@ fn cron_update_writes_systemd_timers() {
     // A unit santools did not write is never replaced.
     write(&units.join("santools-snapcheck.timer"), b"[Timer]\nOnCalendar=daily\n");
     fails_with(&mut cron(&[]), &["not written by santools"]);
+    // Finding (attack-final): one that is not UTF-8 read as absent and was
+    // replaced unchecked.
+    write(&units.join("santools-snapcheck.timer"), b"[Timer]\n\xff\xfe\n");
+    fails_with(&mut cron(&[]), &["santools-snapcheck.timer", "refusing to replace it"]);
+    assert_eq!(std::fs::read(units.join("santools-snapcheck.timer")).unwrap(), b"[Timer]\n\xff\xfe\n");
 }
 
 #[test]
