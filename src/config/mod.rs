@@ -131,10 +131,10 @@ fn section_at(text: &str, offset: usize, before_header: bool) -> Option<String> 
     current
 }
 
-/// The line of `text` at byte `offset` if it may hold a secret (a key
-/// like a password's or CHAP's, or an `iscsi://` URL that may carry one),
-/// with its value (after the first '=', quotes trimmed).
-fn secret_line(text: &str, offset: usize) -> Option<(&str, &str)> {
+/// The value (after the first '=', quotes trimmed) of the line of `text`
+/// at byte `offset` if that line may hold a secret (a key like a
+/// password's or CHAP's, or an `iscsi://` URL that may carry one).
+fn secret_value(text: &str, offset: usize) -> Option<&str> {
     let offset = offset.min(text.len());
     let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
@@ -147,16 +147,17 @@ fn secret_line(text: &str, offset: usize) -> Option<(&str, &str)> {
     if !secret {
         return None;
     }
-    let value = line.split_once('=').map_or("", |(_, v)| v).trim().trim_matches(|c| c == '"' || c == '\'');
-    Some((line, value))
+    Some(line.split_once('=').map_or("", |(_, v)| v).trim().trim_matches(|c| c == '"' || c == '\''))
 }
 
-/// `message` with `value` (and any longer part of it) shown as `***`.
-fn hide_value(message: &str, value: &str) -> String {
-    if value.is_empty() {
-        return message.to_string();
+/// toml's message (without the quoted line) for `e`, with the value of a
+/// secret-holding line (`invalid type: integer `...``) shown as `***`.
+fn message_without_secret(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span().and_then(|sp| secret_value(text, sp.start)) {
+        Some(value) if !value.is_empty() => message.replace(value, "***"),
+        _ => message.to_string(),
     }
-    message.replace(value, "***")
 }
 
 /// A TOML error for the user: toml's own message, except that a line
@@ -166,13 +167,15 @@ fn hide_value(message: &str, value: &str) -> String {
 fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
     let full = e.to_string().trim_end().to_string();
     let Some(start) = e.span().map(|sp| sp.start) else { return full };
-    let Some((_, value)) = secret_line(text, start) else { return full };
+    if secret_value(text, start).is_none() {
+        return full;
+    }
     let start = start.min(text.len());
     let line_no = text[..start].matches('\n').count() + 1;
     let col = start - text[..start].rfind('\n').map_or(0, |i| i + 1) + 1;
     format!(
         "TOML parse error at line {line_no}, column {col} (the line holds a secret and is not shown)\n{}",
-        hide_value(e.message().trim_end(), value)
+        message_without_secret(text, e)
     )
 }
 
@@ -245,10 +248,7 @@ impl Config {
                     // starts (an unclosed array): blame the table before.
                     let syntax = text.parse::<toml::Table>().is_err();
                     let section = e.span().and_then(|s| section_at(&text, s.start, syntax));
-                    let message = match e.span().and_then(|sp| secret_line(&text, sp.start)) {
-                        Some((_, value)) => hide_value(e.message().trim_end(), value),
-                        None => e.message().trim_end().to_string(),
-                    };
+                    let message = message_without_secret(&text, &e);
                     match section {
                         Some(name) if !used(&name) => (name, message),
                         _ => return Config::parse(&text, path),

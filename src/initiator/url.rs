@@ -321,20 +321,20 @@ pub fn redact_secrets(s: &str) -> String {
             continue;
         };
         out.push('=');
-        let end = if key == "header_digest" || key == "target_user" {
-            after.find('&').unwrap_or(after.len())
-        } else {
+        let (shown, end) = match key {
+            "target_user" | "header_digest" => {
+                let end = after.find('&').unwrap_or(after.len());
+                let value = &after[..end];
+                // A header_digest that is no digest may be the rest of a
+                // password holding '&'.
+                let plain = key == "target_user" || parse_digest_pref(value).is_some();
+                (if plain { value } else { "***" }, end)
+            }
             // Any other key may be a mistyped password's (target_pasword=):
             // its value runs to the next known argument.
-            out.push_str("***");
-            URL_ARGS.iter().filter_map(|k| after.find(k)).min().unwrap_or(after.len())
+            _ => ("***", URL_ARGS.iter().filter_map(|k| after.find(k)).min().unwrap_or(after.len())),
         };
-        if key == "target_user" || (key == "header_digest" && parse_digest_pref(&after[..end]).is_some()) {
-            out.push_str(&after[..end]);
-        } else if key == "header_digest" {
-            // Not a digest: perhaps the rest of a password holding '&'.
-            out.push_str("***");
-        }
+        out.push_str(shown);
         rest = &after[end..];
         if let Some(r) = rest.strip_prefix('&') {
             out.push('&');

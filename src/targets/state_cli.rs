@@ -14,7 +14,7 @@ use crate::cli::logging;
 use crate::cli::output::print_json;
 use crate::multicall::Tool;
 use crate::shared::command::{shell_quote, Command};
-use crate::shared::text_file::MAX_TEXT_BYTES;
+use crate::shared::text_file::{read_text, MAX_TEXT_BYTES};
 use crate::targets::live::iet;
 use crate::targets::live::state::{self, StateTarget};
 use crate::targets::live::tgt::Tgtadm;
@@ -289,7 +289,7 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
 fn state_diff(out: &mut dyn Write, s: &[StateTarget], file: &Path, update: bool, json: bool) -> anyhow::Result<u8> {
     let now = state::tracked(s);
     // Bounded: --state-file /dev/zero (or a FIFO) must not grow memory.
-    let saved: Option<Vec<String>> = match crate::shared::text_file::read_text(file, MAX_TEXT_BYTES) {
+    let saved: Option<Vec<String>> = match read_text(file, MAX_TEXT_BYTES) {
         Ok(b) => Some(serde_json::from_str(&b).with_context(|| format!("reading recorded state {}", file.display()))?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),

@@ -143,11 +143,10 @@ impl VolumeSpec {
             // path to look for ("No such file or directory" said nothing);
             // a file of that name is still reached as `./iscsi:...`.
             Some(s) if s.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("iscsi:")) => {
+                let shown = crate::initiator::url::redact_unparsed(s);
                 Err(InitiatorError::Options(format!(
-                    "{:?} is not an iscsi:// URL (expected iscsi://HOST[:PORT]/TARGET-IQN/LUN; a file of that name: \
-                     ./{})",
-                    crate::initiator::url::redact_unparsed(s),
-                    crate::initiator::url::redact_unparsed(s)
+                    "{shown:?} is not an iscsi:// URL (expected iscsi://HOST[:PORT]/TARGET-IQN/LUN; a file of that \
+                     name: ./{shown})"
                 )))
             }
             _ => Ok(VolumeSpec::Path(PathBuf::from(arg))),

@@ -237,14 +237,20 @@ fn targets_plan_for_iet_from_proc_fixtures() {
     assert!(!out.contains("secret-secret") && out.contains("IncomingUser=u,Password=********"), "{out}");
 }
 
-#[test]
-fn iet_state_and_session_top_on_proc_fixtures() {
-    let d = tempfile::tempdir().unwrap();
-    let proc = d.path().join("iet");
+/// A copy of the patched IET /proc/net/iet fixture under `dir`.
+fn iet_proc_fixture(dir: &std::path::Path) -> std::path::PathBuf {
+    let proc = dir.join("iet");
     std::fs::create_dir(&proc).unwrap();
     for f in ["volume", "session", "vpd", "reservation"] {
         std::fs::copy(fixtures().join("iet/patched").join(f), proc.join(f)).unwrap();
     }
+    proc
+}
+
+#[test]
+fn iet_state_and_session_top_on_proc_fixtures() {
+    let d = tempfile::tempdir().unwrap();
+    let proc = iet_proc_fixture(d.path());
     let st = |args: &[&str]| {
         let mut c = tool("iet-state");
         c.args(args).arg("--proc").arg(&proc);
@@ -360,11 +366,7 @@ fn ietd_routing_and_iptables_print_commands() {
 #[test]
 fn iet_state_refuses_endless_state_and_proc_files() {
     let d = tempfile::tempdir().unwrap();
-    let proc = d.path().join("iet");
-    std::fs::create_dir(&proc).unwrap();
-    for f in ["volume", "session", "vpd", "reservation"] {
-        std::fs::copy(fixtures().join("iet/patched").join(f), proc.join(f)).unwrap();
-    }
+    let proc = iet_proc_fixture(d.path());
     let o = run(tool("iet-state").args(["state-diff", "--state-file", "/dev/zero", "--proc"]).arg(&proc));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("/dev/zero") && stderr(&o).contains("longer than"), "{}", stderr(&o));

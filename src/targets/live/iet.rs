@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::shared::text_file::{read_text, MAX_TEXT_BYTES};
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{file} line {line}: {problem}: {text:?}")]
 pub struct ParseError {
@@ -247,7 +249,7 @@ pub fn read_dir(dir: &std::path::Path) -> std::io::Result<BTreeMap<String, Strin
     let mut files = BTreeMap::new();
     for name in ["volume", "session", "vpd", "reservation"] {
         // Bounded: --proc names any directory (a FIFO or /dev/zero link in it must not grow memory).
-        match crate::shared::text_file::read_text(&dir.join(name), crate::shared::text_file::MAX_TEXT_BYTES) {
+        match read_text(&dir.join(name), MAX_TEXT_BYTES) {
             Ok(t) => {
                 files.insert(name.to_string(), t);
             }
