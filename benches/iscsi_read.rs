@@ -22,7 +22,11 @@
 //! per READ for every reader, default 256), TGTD_MALLOC=tuned (tgtd with
 //! fixed malloc thresholds), ONLY=nightly or ONLY=sequential, SPLIT_CPUS=1
 //! (tgtd on CPU 0, this bench and every initiator on CPU 1: the nearest
-//! this one machine comes to a target on its own host).
+//! this one machine comes to a target on its own host), BASELINE_SANTOOLS
+//! (path of an earlier santools binary: its `ddless -c` rows run next to
+//! this build's, in each repetition, for an A/B in one run), QEMU_IMG (a
+//! qemu-img whose iscsi block module loads; Debian's needs
+//! qemu-block-extra of its own version, see docs/performance.md).
 //!
 //! Rows are repeated REPS times, each row next to its libiscsi peer; the
 //! table shows medians, the ratio of the medians, and the median (and
@@ -233,13 +237,14 @@ fn ours(addr: &str, qd: usize, digests: (bool, bool), size: u64) -> (u64, f64, f
     let url = IscsiUrl::parse_lun(&format!("iscsi://{addr}/{TARGET}/1")).unwrap();
     let v = std::sync::Arc::new(IscsiVolume::open(&url, &o).unwrap());
     assert!(v.size() >= size, "the LUN is smaller than {size} bytes");
-    // Two readers with ddless's 8 MiB read buffer each, as ddless's workers
-    // read (-w 2): the session keeps up to `qd` commands of theirs in
-    // flight. (Until 2026-11-30 evening this said "as ddless" but used
-    // 4 MiB: two batches of 16 commands, which at qd 32 leave the queue
-    // half empty whenever one batch ends; ddless never reads that way.)
+    // Readers and buffers as ddless -w 2 reads a LUN (santools::ddless::
+    // ReadUnits): units of a quarter of what is in flight, one reader more
+    // than the units in flight. (Until 2026-12-01 ddless, and this, read
+    // 8 MiB buffers with -w threads; until 2026-11-30 evening this used
+    // 4 MiB, which at qd 32 left the queue half empty.)
     let knob = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-    let (readers, chunk) = (knob("READERS", 2), knob("CHUNK_KIB", santools::shared::segment::BUFFER_SIZE >> 10) << 10);
+    let units = santools::ddless::ReadUnits::plan(Some(v.bytes_in_flight()), 2);
+    let (readers, chunk) = (knob("READERS", units.workers as u64), knob("CHUNK_KIB", units.bytes() as u64 >> 10) << 10);
     let cpu0 = rusage(libc::RUSAGE_SELF);
     let t0 = Instant::now();
     let hs: Vec<_> = (0..readers)
@@ -301,12 +306,17 @@ fn ours_sparse(addr: &str, size: u64) -> (u64, f64, f64) {
 /// `santools ddless` as an administrator runs it, with the bench's
 /// request size (a config file) and queue depth.
 fn ddless(dir: &Path, qd: usize, workers: &str, args: &[&std::ffi::OsStr]) -> Command {
+    ddless_of(env!("CARGO_BIN_EXE_santools").as_ref(), dir, qd, workers, args)
+}
+
+/// `ddless` of the santools binary at `bin`.
+fn ddless_of(bin: &Path, dir: &Path, qd: usize, workers: &str, args: &[&std::ffi::OsStr]) -> Command {
     let cfg = dir.join("santools.toml");
     if !cfg.exists() {
         std::fs::write(&cfg, format!("[initiator]\nname = \"{INITIATOR}\"\nmax_transfer_kib = {}\n", request() >> 10))
             .unwrap();
     }
-    let mut c = Command::new(env!("CARGO_BIN_EXE_santools"));
+    let mut c = Command::new(bin);
     c.arg("ddless").arg("--config").arg(&cfg).args(["-q", "-w", workers, "--queue-depth", &qd.to_string()]).args(args);
     c
 }
@@ -446,7 +456,12 @@ fn main() {
     let url = format!("iscsi://{}/{TARGET}/1", tgtd.addr);
     let blocks = (request() / 512).to_string();
     let mut rows = Vec::new();
-    let qemu = Command::new("qemu-img").args(["convert", "-O", "raw", &url, "/dev/null"]).output();
+    // `qemu-img convert` into its null driver (qemu refuses /dev/null as
+    // a raw target of the LUN's size: "Cannot grow device files").
+    let qemu_img = std::env::var_os("QEMU_IMG").unwrap_or_else(|| "qemu-img".into());
+    let null_target = format!("driver=null-co,size={size}");
+    let qemu_args = ["convert", "-n", "--target-image-opts", url.as_str(), null_target.as_str()];
+    let qemu = Command::new(&qemu_img).args(qemu_args).output();
     let qemu_ok = match &qemu {
         Ok(o) if o.status.success() => true,
         Ok(o) => {
@@ -465,6 +480,10 @@ fn main() {
     let only_nightly = std::env::var("ONLY").is_ok_and(|v| v == "nightly");
     // `ONLY=sequential`: the sequential rows only (no nightly case, no digests).
     let only_sequential = std::env::var("ONLY").is_ok_and(|v| v == "sequential");
+    let baseline = std::env::var_os("BASELINE_SANTOOLS").map(PathBuf::from);
+    if let Some(b) = &baseline {
+        println!("# baseline: {}", b.display());
+    }
     // Wall seconds of `ddless -m` with an empty map: what a run costs
     // before it reads anything (start, login, checksum file, logout).
     let mut fixed: Vec<f64> = Vec::new();
@@ -490,21 +509,24 @@ fn main() {
             });
         }
         if qemu_ok {
-            sample(&mut rows, "qemu-img convert -O raw (libiscsi)", &tgtd, || {
-                let mut cmd = Command::new("qemu-img");
-                cmd.args(["convert", "-O", "raw", &url, "/dev/null"]);
+            sample(&mut rows, "qemu-img convert (libiscsi)", &tgtd, || {
+                let mut cmd = Command::new(&qemu_img);
+                cmd.args(qemu_args);
                 let (_, wall, cpu) = run_child(cmd, 600);
                 Some((size, wall, cpu))
             });
         }
         for qd in [1usize, 8, 32] {
             let sums = dir.path().join("sums");
+            let args: [&std::ffi::OsStr; 4] = ["-s".as_ref(), url.as_ref(), "-c".as_ref(), sums.as_ref()];
             sample(&mut rows, &format!("ddless -s iscsi:// -c (checksum only), qd {qd}"), &tgtd, || {
-                ddless_sample(
-                    ddless(dir.path(), qd, "2", &["-s".as_ref(), url.as_ref(), "-c".as_ref(), sums.as_ref()]),
-                    size,
-                )
+                ddless_sample(ddless(dir.path(), qd, "2", &args), size)
             });
+            if let Some(bin) = &baseline {
+                sample(&mut rows, &format!("baseline ddless -c, qd {qd}"), &tgtd, || {
+                    ddless_sample(ddless_of(bin, dir.path(), qd, "2", &args), size)
+                });
+            }
         }
     }
     let picks = sparse_picks(size);
@@ -610,6 +632,9 @@ fn main() {
         if let Some(q) = name.strip_prefix("ddless -s iscsi:// -c (checksum only), qd ") {
             return Some(full(q));
         }
+        if let Some(q) = name.strip_prefix("baseline ddless -c, qd ") {
+            return Some(full(q));
+        }
         (name.contains("1% of") || name.contains("1% flagged"))
             .then(|| "libiscsi iscsi-perf -r, random 16 KiB, qd 32".to_string())
     };
@@ -619,6 +644,17 @@ fn main() {
             None => (String::new(), String::new()),
         };
         println!("| {name} | {:.0} | {peer} | {pair} | {:.2} | {:.2} |", r.mbs, r.cpu_per_gb, r.tgtd_per_gb);
+    }
+    // qemu-img is timed as a whole process, as ddless is (its default:
+    // 8 requests in flight).
+    for qd in [8, 32].into_iter().filter(|_| qemu_ok) {
+        let pair = paired(&format!("ddless -s iscsi:// -c (checksum only), qd {qd}"), "qemu-img convert (libiscsi)");
+        println!("| ddless -c, qd {qd}, against qemu-img convert, paired | | {pair} | | | |");
+    }
+    for qd in [1, 8, 32].into_iter().filter(|_| baseline.is_some()) {
+        let pair =
+            paired(&format!("ddless -s iscsi:// -c (checksum only), qd {qd}"), &format!("baseline ddless -c, qd {qd}"));
+        println!("| ddless -c, qd {qd}: this build against the baseline, paired | | {pair} | | | |");
     }
     // The nightly rows are whole processes reading only ~20 MiB: without
     // their fixed cost, the rate of the reading itself.

@@ -109,10 +109,10 @@ pub struct DdlessArgs {
     /// Read with O_DIRECT, bypassing the page cache
     #[arg(short = 'd', long = "direct")]
     direct: bool,
-    /// Worker threads [default: one per CPU, at most 8; see -p]
+    /// Worker threads [default: one per CPU, at most 8; see -p]; an iscsi:// source may add up to 8 to keep its queue full
     #[arg(short = 'w', long = "workers", value_name = "N", value_parser = workers_arg)]
     workers: Option<usize>,
-    /// Maximum read rate per worker, MB/s
+    /// Maximum read rate per worker, MB/s (the run reads at most -w times this)
     #[arg(short = 'r', long = "read-rate", value_name = "MB_PER_S", value_parser = at_least_one_u64)]
     read_rate: Option<u64>,
     /// Copy nothing: exit 3 if the copy would need a new checksum file, 0 if it can use CHECKSUM (as the seed's -b)

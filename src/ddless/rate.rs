@@ -11,8 +11,12 @@ pub(crate) struct RateLimiter {
 }
 
 impl RateLimiter {
-    pub fn new(mb_per_s: NonZeroU64) -> Self {
-        RateLimiter { bytes_per_sec: mb_per_s.get() as f64 * 1024.0 * 1024.0, start: Instant::now(), bytes: 0 }
+    /// A cap of `mb_per_s` for each of `asked` workers, spread over
+    /// `running` workers (more when a LUN's read units add threads): the
+    /// run as a whole never reads faster than `asked` times the cap.
+    pub fn shared(mb_per_s: NonZeroU64, asked: usize, running: usize) -> Self {
+        let share = if running > asked { asked as f64 / running as f64 } else { 1.0 };
+        RateLimiter { bytes_per_sec: mb_per_s.get() as f64 * 1024.0 * 1024.0 * share, start: Instant::now(), bytes: 0 }
     }
 
     /// How long to wait after `bytes` more were read at `now`.
@@ -36,11 +40,22 @@ mod tests {
 
     #[test]
     fn delay_keeps_average_under_cap() {
-        let mut r = RateLimiter::new(NonZeroU64::new(8).unwrap());
+        let mut r = RateLimiter::shared(NonZeroU64::new(8).unwrap(), 1, 1);
         let t0 = r.start;
         // 8 MiB at 8 MB/s is due after 1 s.
         assert_eq!(r.delay_after(8 << 20, t0), Duration::from_secs(1));
         // 2 s later another 8 MiB is already late: no wait.
         assert_eq!(r.delay_after(8 << 20, t0 + Duration::from_secs(3)), Duration::ZERO);
+    }
+
+    #[test]
+    fn added_workers_share_the_cap_of_those_asked_for() {
+        let mb8 = NonZeroU64::new(8).unwrap();
+        // (asked, running) -> seconds 8 MiB take on one worker
+        for (asked, running, secs) in [(1, 1, 1.0), (2, 2, 1.0), (1, 2, 2.0), (2, 5, 2.5), (8, 3, 1.0)] {
+            let mut r = RateLimiter::shared(mb8, asked, running);
+            let t0 = r.start;
+            assert_eq!(r.delay_after(8 << 20, t0), Duration::from_secs_f64(secs), "-w {asked}, {running} running");
+        }
     }
 }

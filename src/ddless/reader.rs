@@ -25,6 +25,10 @@
 //!
 //! Workers are plain threads rather than a rayon pool: they block in read(2)
 //! and sleep for the rate cap, which would starve rayon's work stealing.
+//!
+//! A LUN read whole is cut into smaller units than a file (see
+//! [`ReadUnits`]) so that each buffer is refilled while it is still in the
+//! CPU's cache.
 
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,7 +44,9 @@ use crate::shared::change_map::ChangeMap;
 use crate::shared::checksum_file::ChecksumFile;
 use crate::shared::checksum_record::{checksum_each, ChecksumRecord};
 use crate::shared::mapped_file::{prefetch, Access, MappedFile};
-use crate::shared::segment::{RangeBuilder, SegmentGeometry, SegmentRange, BUFFER_SIZE, SEGMENTS_PER_BUFFER};
+use crate::shared::segment::{
+    RangeBuilder, SegmentGeometry, SegmentRange, BUFFER_SIZE, SEGMENTS_PER_BUFFER, SEGMENT_SIZE,
+};
 
 /// Buffers of flagged runs announced to the kernel ahead of the readers...
 const PREFETCH_MAP_BUFFERS: u64 = 32;
@@ -164,6 +170,62 @@ pub(crate) fn plan_runs(plan: ReadPlan<'_>, segments: SegmentRange, old: &[Check
     }
 }
 
+/// How the plain (ungrouped) reads of a job are cut, and by how many threads.
+///
+/// A file is read in the seed's 8 MiB buffers by `-w` threads. An iSCSI
+/// LUN's bytes are copied by the kernel out of the socket into our buffer,
+/// and that copy costs twice as much per GB when the buffer has dropped out
+/// of the CPU's cache since its last use: with 8 MiB buffers it always had
+/// (0.13 against 0.07 CPU s/GB measured with `perf record` of `ddless -c`
+/// at queue depth 8, docs/performance.md). So a LUN is read in units of a
+/// quarter of what the session keeps in flight (1-8 MiB, a power of two, so
+/// a unit never straddles an 8 MiB buffer), by one thread more than the
+/// units in flight (at least `-w`, at most [`MAX_LUN_READERS`]): the queue
+/// stays full while one thread hashes, and every buffer is reused soon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadUnits {
+    /// Segments per unit (the last unit of a volume may be shorter).
+    pub segments: u64,
+    pub workers: usize,
+}
+
+/// Reader threads a LUN's unit size may add beyond `-w`.
+pub const MAX_LUN_READERS: usize = 8;
+const MIN_LUN_UNIT: u64 = 1 << 20;
+
+impl ReadUnits {
+    /// `lun_in_flight`: for a LUN read whole, the bytes its session keeps
+    /// in flight at most; None for everything else.
+    pub fn plan(lun_in_flight: Option<u64>, workers: usize) -> ReadUnits {
+        let Some(in_flight) = lun_in_flight else {
+            return ReadUnits { segments: SEGMENTS_PER_BUFFER, workers };
+        };
+        let unit = (in_flight / 4).max(1).next_power_of_two().clamp(MIN_LUN_UNIT, BUFFER_SIZE);
+        let to_fill = usize::try_from(in_flight.div_ceil(unit)).unwrap_or(usize::MAX).saturating_add(1);
+        ReadUnits { segments: unit / SEGMENT_SIZE, workers: workers.max(to_fill.min(MAX_LUN_READERS)) }
+    }
+
+    /// Bytes per unit.
+    pub fn bytes(&self) -> usize {
+        (self.segments * SEGMENT_SIZE) as usize
+    }
+
+    fn count(&self, g: &SegmentGeometry) -> u64 {
+        g.segment_count().div_ceil(self.segments)
+    }
+
+    fn range(&self, g: &SegmentGeometry, index: u64) -> SegmentRange {
+        let start = index * self.segments;
+        SegmentRange::new(start, (start + self.segments).min(g.segment_count()))
+    }
+}
+
+/// Whether a chunk ending before segment `end` completes an 8 MiB buffer
+/// (the unit reports count: "buffers read" stays the seed's number).
+fn ends_a_buffer(g: &SegmentGeometry, end: u64) -> bool {
+    end % SEGMENTS_PER_BUFFER == 0 || end == g.segment_count()
+}
+
 /// Bytes come from the mapping when there is one, else from a buffer.
 struct Sources<'v> {
     mapped: Option<&'v MappedFile>,
@@ -203,12 +265,11 @@ impl PrivateCopy<'_> {
 fn read_chunk<'v>(
     job: &ReadJob<'_>,
     sources: &Sources<'v>,
-    index: u64,
+    segments: SegmentRange,
     buffer: impl Fn() -> AlignedBuffer,
     limiter: &mut Option<RateLimiter>,
 ) -> anyhow::Result<ChunkResult<'v>> {
     let g = &job.geometry;
-    let segments = g.buffer_segments(index);
     let mut old = Vec::new();
     if let Some(cf) = job.old_records {
         cf.read_records(segments.start, &mut old, segments.len() as usize).context("reading the checksum file")?;
@@ -430,12 +491,18 @@ pub(crate) fn run_readers(
         _ => None,
     };
     let group_cursor = Mutex::new(0u64);
+    let lun_in_flight = match (job.plan, job.source.lun()) {
+        (ReadPlan::All, Some(lun)) => Some(lun.bytes_in_flight()),
+        _ => None,
+    };
+    let units = ReadUnits::plan(lun_in_flight, job.workers);
+    let unit_count = units.count(&job.geometry);
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let pool: Mutex<Vec<AlignedBuffer>> = Mutex::new(Vec::new());
     // More threads than buffers would only wait; the bound on -w is checked
     // by the caller before anything is allocated.
-    let workers = job.workers.clamp(1, buffers.max(1) as usize);
+    let workers = units.workers.clamp(1, unit_count.max(1) as usize);
     let mut stats = ReaderStats::default();
     let mut first_error = None;
     let mut release = Release::default();
@@ -445,13 +512,15 @@ pub(crate) fn run_readers(
         // reads: the worker goes on to its next group's reads at once
         // instead of waiting for the consumer buffer by buffer (one
         // hand-off per group, not per buffer).
-        let (tx, rx) = sync_channel::<anyhow::Result<Vec<ChunkResult<'_>>>>(workers * 2);
+        // Sized by -w: the threads a LUN's units add keep its queue full,
+        // they do not make more buffers wait for the consumer.
+        let (tx, rx) = sync_channel::<anyhow::Result<Vec<ChunkResult<'_>>>>(job.workers.min(workers) * 2);
         for worker in 0..workers {
             let tx = tx.clone();
             let (next, stop, pool, sources, cursor) = (&next, &stop, &pool, &sources, &prefetch_cursor);
             let group_cursor = &group_cursor;
             scope.spawn(move || {
-                let mut limiter = job.read_rate_mb_s.map(RateLimiter::new);
+                let mut limiter = job.read_rate_mb_s.map(|r| RateLimiter::shared(r, job.workers, workers));
                 let mut done = 0u64;
                 tracing::debug!("worker_id {worker} started");
                 if let Some(map) = lun_groups {
@@ -476,19 +545,17 @@ pub(crate) fn run_readers(
                 }
                 while !stop.load(Ordering::Relaxed) {
                     let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= buffers {
+                    if index >= unit_count {
                         break;
                     }
                     if let Some(map) = prefetch_map {
                         prefetch_flagged(job, map, cursor, index.saturating_add(prefetch_distance).min(buffers));
                     }
                     let take_buffer = || {
-                        pool.lock()
-                            .ok()
-                            .and_then(|mut p| p.pop())
-                            .unwrap_or_else(|| AlignedBuffer::new(BUFFER_SIZE as usize))
+                        pool.lock().ok().and_then(|mut p| p.pop()).unwrap_or_else(|| AlignedBuffer::new(units.bytes()))
                     };
-                    let result = read_chunk(job, sources, index, take_buffer, &mut limiter).map(|c| vec![c]);
+                    let segments = units.range(&job.geometry, index);
+                    let result = read_chunk(job, sources, segments, take_buffer, &mut limiter).map(|c| vec![c]);
                     let failed = result.is_err();
                     if tx.send(result).is_err() || failed {
                         break;
@@ -508,7 +575,7 @@ pub(crate) fn run_readers(
             }
             stats.segments_read += chunk.read.iter().map(|r| r.len()).sum::<u64>();
             stats.bytes_read += chunk.bytes_read;
-            stats.buffers_read += u64::from(!chunk.read.is_empty());
+            stats.buffers_read += u64::from(!chunk.read.is_empty() && ends_a_buffer(&job.geometry, chunk.segments.end));
             let recycled = match chunk.bytes {
                 ChunkBytes::Buffer(b) => Some(b),
                 ChunkBytes::Mapped { private, .. } => private,
@@ -574,6 +641,43 @@ mod tests {
             };
             assert_eq!(plan_runs(ReadPlan::Map(&map), seg, &old), want, "{start}..{end}");
             assert_eq!(plan_runs(ReadPlan::Map(&map), seg, &[]), want, "{start}..{end} without old records");
+        }
+    }
+
+    #[test]
+    fn lun_units_follow_what_is_in_flight() {
+        const K: u64 = 1024;
+        const M: u64 = 1 << 20;
+        let seg = |bytes: u64| bytes / SEGMENT_SIZE;
+        // (bytes in flight, -w) -> (unit bytes, reader threads)
+        let table: [(Option<u64>, usize, u64, usize); 10] = [
+            (None, 2, 8 * M, 2),                             // a file: the seed's buffers, -w threads
+            (None, 64, 8 * M, 64),                           // -w is the user's, never capped here
+            (Some(256 * K), 2, M, 2),                        // qd 1 x 256 KiB
+            (Some(512 * K), 1, M, 2),                        // qd 1 x 512 KiB: one unit in flight, one more
+            (Some(8 * 256 * K), 2, M, 3),                    // qd 8 x 256 KiB
+            (Some(32 * 256 * K), 2, 2 * M, 5),               // qd 32 x 256 KiB
+            (Some(16 * 512 * K), 2, 2 * M, 5),               // the defaults: qd 16 x 512 KiB
+            (Some(32 * 512 * K), 8, 4 * M, 8),               // -w above what the queue needs
+            (Some(256 * 16 * M), 2, 8 * M, MAX_LUN_READERS), // absurd: capped
+            (Some(3 * 4096), 1, M, 2),                       // tiny transfers
+        ];
+        for (in_flight, w, unit, workers) in table {
+            let u = ReadUnits::plan(in_flight, w);
+            assert_eq!(u, ReadUnits { segments: seg(unit), workers }, "{in_flight:?} in flight, -w {w}");
+            assert_eq!(SEGMENTS_PER_BUFFER % u.segments, 0, "a unit never straddles a buffer");
+        }
+    }
+
+    #[test]
+    fn units_cover_the_volume_and_count_each_buffer_once() {
+        let g = SegmentGeometry::new(3 * BUFFER_SIZE + 5 * SEGMENT_SIZE + 7);
+        for u in [ReadUnits::plan(None, 2), ReadUnits::plan(Some(1 << 20), 2), ReadUnits::plan(Some(8 << 20), 2)] {
+            let ranges: Vec<SegmentRange> = (0..u.count(&g)).map(|i| u.range(&g, i)).collect();
+            assert_eq!(ranges[0].start, 0);
+            assert!(ranges.windows(2).all(|w| w[0].end == w[1].start && !w[0].is_empty()));
+            assert_eq!(ranges.last().unwrap().end, g.segment_count());
+            assert_eq!(ranges.iter().filter(|r| ends_a_buffer(&g, r.end)).count() as u64, g.buffer_count());
         }
     }
 

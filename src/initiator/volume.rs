@@ -57,6 +57,7 @@ pub struct IscsiVolume {
     info: LunInfo,
     capacity: Capacity,
     journal_limit: usize,
+    queue_depth: usize,
 }
 
 fn volume_err(s: String) -> InitiatorError {
@@ -117,7 +118,13 @@ impl IscsiVolume {
             opts.queue_depth,
             max_transfer / 1024
         );
-        Ok(IscsiVolume { session, info, capacity, journal_limit: opts.write_journal_limit })
+        Ok(IscsiVolume {
+            session,
+            info,
+            capacity,
+            journal_limit: opts.write_journal_limit,
+            queue_depth: opts.queue_depth,
+        })
     }
 
     pub fn size(&self) -> u64 {
@@ -130,6 +137,12 @@ impl IscsiVolume {
 
     pub fn info(&self) -> &LunInfo {
         &self.info
+    }
+
+    /// Bytes the session keeps in flight at most: the queue depth times
+    /// the largest command.
+    pub fn bytes_in_flight(&self) -> u64 {
+        self.queue_depth as u64 * u64::from(self.info.max_transfer)
     }
 
     pub fn session_info(&self) -> SessionInfo {

@@ -109,6 +109,8 @@ fn ddless_reads_an_iscsi_source_in_every_mode() {
     assert_eq!(r["source"], format!("iscsi://{}/{T1}/1", tgt.addr()));
     assert_eq!(r["segments_changed"], r["segments"]);
     assert_eq!(r["source_size"], data.len() as u64);
+    // A LUN is read in units smaller than a buffer; the report still counts buffers.
+    assert_eq!((r["buffers_total"].as_u64(), r["buffers_read"].as_u64()), (Some(4), Some(4)), "{r}");
     assert!(read(&out) == data && read(&sums) == reference_checksums(&data));
     assert_eq!(json(&mut copy(&url, &sums, p(&out)))["segments_changed"], 0);
 
@@ -302,6 +304,28 @@ fn ddless_through_the_portal_redirect_knows_a_lun_by_identity_not_by_address() {
     let never = d.path().join("never");
     fails_with(&mut copy(&via_portal(1), &never, &tgt.lun_url(T1, 1)), &["same iSCSI LUN", "nothing was changed"]);
     assert!(!never.exists());
+}
+
+#[test]
+fn a_read_rate_cap_holds_for_a_lun_whatever_threads_read_it() {
+    if !tgt_present() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let tgt = Tgt::start(d.path(), "");
+    let f = backing_file(d.path(), "src.img", 8 << 20, 41);
+    tgt.target(1, T1, &[ME]);
+    tgt.lun(1, 1, &f, 512);
+    let url = tgt.lun_url(T1, 1);
+    // -w 1 at queue depth 32: ddless reads the LUN with more threads than
+    // one (to keep 32 commands in flight); together they keep to -r 4.
+    let t0 = Instant::now();
+    let r = json(dd().args(["-w", "1", "-r", "4", "--queue-depth", "32", "-s", &url, "-c"]).arg(d.path().join("sums")));
+    let took = t0.elapsed();
+    assert_eq!(r["segments"], 512, "{r}");
+    // 8 MiB at 4 MiB/s: 2 s (the last unit's wait included).
+    assert!(took >= Duration::from_millis(1800), "8 MiB read in {took:?} with -w 1 -r 4");
+    assert_eq!(read(&d.path().join("sums")), reference_checksums(&read(&f)));
 }
 
 /// Starts a rate-capped copy (so it lasts long enough for faults to land
