@@ -205,6 +205,18 @@ impl ReadUnits {
         ReadUnits { segments: unit / SEGMENT_SIZE, workers: workers.max(to_fill.min(MAX_LUN_READERS)) }
     }
 
+    /// Under a read rate cap (`-r`): no more threads than hold `asked`
+    /// 8 MiB buffers' worth of units (at least `asked`). Every thread reads
+    /// its unit before its share of the cap makes it wait, so the run's
+    /// first reads come at full speed; more threads than that would read
+    /// up to 8 times more at once than `-w` readers of a file (`-w 1 -r 1`
+    /// at queue depth 64: 40 MiB in the first second instead of 8).
+    pub fn under_rate_cap(self, asked: usize) -> ReadUnits {
+        let fit = (asked as u64).saturating_mul(BUFFER_SIZE) / (self.segments * SEGMENT_SIZE).max(1);
+        let fit = usize::try_from(fit).unwrap_or(usize::MAX).max(asked);
+        ReadUnits { workers: self.workers.min(fit), ..self }
+    }
+
     /// Bytes per unit.
     pub fn bytes(&self) -> usize {
         (self.segments * SEGMENT_SIZE) as usize
@@ -495,7 +507,10 @@ pub(crate) fn run_readers(
         (ReadPlan::All, Some(lun)) => Some(lun.bytes_in_flight()),
         _ => None,
     };
-    let units = ReadUnits::plan(lun_in_flight, job.workers);
+    let mut units = ReadUnits::plan(lun_in_flight, job.workers);
+    if job.read_rate_mb_s.is_some() {
+        units = units.under_rate_cap(job.workers);
+    }
     let unit_count = units.count(&job.geometry);
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
@@ -666,6 +681,29 @@ mod tests {
             let u = ReadUnits::plan(in_flight, w);
             assert_eq!(u, ReadUnits { segments: seg(unit), workers }, "{in_flight:?} in flight, -w {w}");
             assert_eq!(SEGMENTS_PER_BUFFER % u.segments, 0, "a unit never straddles a buffer");
+        }
+    }
+
+    #[test]
+    fn under_a_rate_cap_units_in_flight_hold_no_more_than_w_buffers() {
+        const K: u64 = 1024;
+        const M: u64 = 1 << 20;
+        // (bytes in flight, -w) -> reader threads under -r
+        let table: [(Option<u64>, usize, usize); 7] = [
+            (None, 3, 3),                 // a file: -w, as ever
+            (Some(16 * 512 * K), 1, 4),   // the defaults: 2 MiB units, 4 of them fill one buffer
+            (Some(64 * 512 * K), 1, 1),   // 8 MiB units: one thread per -w
+            (Some(256 * 16 * M), 1, 1),   // absurd: still one
+            (Some(256 * 16 * M), 3, 3),   // never fewer than -w
+            (Some(8 * 256 * K), 2, 3),    // 1 MiB units: the queue's 3 fit in 2 buffers
+            (Some(32 * 512 * K), 16, 16), // -w above what the queue needs
+        ];
+        for (in_flight, w, workers) in table {
+            let planned = ReadUnits::plan(in_flight, w);
+            let capped = planned.under_rate_cap(w);
+            assert_eq!(capped, ReadUnits { workers, ..planned }, "{in_flight:?} in flight, -w {w}");
+            assert!(capped.workers >= w);
+            assert!(capped.workers == w || capped.workers as u64 * capped.bytes() as u64 <= w as u64 * BUFFER_SIZE);
         }
     }
 

@@ -328,6 +328,37 @@ fn a_read_rate_cap_holds_for_a_lun_whatever_threads_read_it() {
     assert_eq!(read(&d.path().join("sums")), reference_checksums(&read(&f)));
 }
 
+#[test]
+fn a_read_rate_cap_reads_no_more_at_once_from_a_lun_than_w_buffers() {
+    if !tgt_present() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let tgt = Tgt::start(d.path(), "");
+    let f = backing_file(d.path(), "src.img", 64 << 20, 43);
+    tgt.target(1, T1, &[ME]);
+    tgt.lun(1, 1, &f, 512);
+    let url = tgt.lun_url(T1, 1);
+    // Queue depth 64 x 512 KiB: 8 MiB units. Each reader thread reads its
+    // unit before the cap makes it wait, so with threads added for the
+    // queue -w 1 -r 1 read 40 MiB in its first second.
+    let mut child = dd()
+        .args(["-w", "1", "-r", "1", "--queue-depth", "64", "-s", &url, "-c"])
+        .arg(d.path().join("sums"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    // Everything the process read, socket included.
+    let io = std::fs::read_to_string(format!("/proc/{}/io", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let rchar: u64 = io.lines().find_map(|l| l.strip_prefix("rchar: ")).unwrap().trim().parse().unwrap();
+    // One 8 MiB buffer at once, as for a file, plus 2.5 s at 1 MiB/s.
+    assert!(rchar < 12 << 20, "-w 1 -r 1 read {} MiB in 2.5 s", rchar >> 20);
+}
+
 /// Starts a rate-capped copy (so it lasts long enough for faults to land
 /// mid-run) and returns the child.
 fn spawn_capped(cmd: &mut Command, mb_s: u32) -> std::process::Child {
