@@ -109,7 +109,7 @@ pub struct DdlessArgs {
     /// Read with O_DIRECT, bypassing the page cache
     #[arg(short = 'd', long = "direct")]
     direct: bool,
-    /// Worker threads [default: one per CPU, at most 8; see -p]; an iscsi:// source may add up to 8 to keep its queue full
+    /// Worker threads [default: one per CPU, at most 8; see -p]; an iscsi:// source may run more (up to 8 in all) to keep its queue full
     #[arg(short = 'w', long = "workers", value_name = "N", value_parser = workers_arg)]
     workers: Option<usize>,
     /// Maximum read rate per worker, MB/s (the run reads at most -w times this)

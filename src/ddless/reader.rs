@@ -189,7 +189,7 @@ pub struct ReadUnits {
     pub workers: usize,
 }
 
-/// Reader threads a LUN's unit size may add beyond `-w`.
+/// Reader threads the queue of a LUN may ask for in all (more only when `-w` asks).
 pub const MAX_LUN_READERS: usize = 8;
 const MIN_LUN_UNIT: u64 = 1 << 20;
 
