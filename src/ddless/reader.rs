@@ -518,6 +518,10 @@ pub(crate) fn run_readers(
     // More threads than buffers would only wait; the bound on -w is checked
     // by the caller before anything is allocated.
     let workers = units.workers.clamp(1, unit_count.max(1) as usize);
+    if lun_in_flight.is_some() {
+        // The report's `workers` is -w; this says what ran.
+        tracing::info!("reading the LUN in {} KiB units with {workers} threads", units.bytes() >> 10);
+    }
     let mut stats = ReaderStats::default();
     let mut first_error = None;
     let mut release = Release::default();
