@@ -243,7 +243,7 @@ fn ours(addr: &str, qd: usize, digests: (bool, bool), size: u64) -> (u64, f64, f
     // 8 MiB buffers with -w threads; until 2026-11-30 evening this used
     // 4 MiB, which at qd 32 left the queue half empty.)
     let knob = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-    let units = santools::ddless::ReadUnits::plan(Some(v.bytes_in_flight()), 2);
+    let units = santools::ddless::ReadUnits::plan(Some(v.bytes_in_flight()), 2, false);
     let (readers, chunk) = (knob("READERS", units.workers as u64), knob("CHUNK_KIB", units.bytes() as u64 >> 10) << 10);
     let cpu0 = rusage(libc::RUSAGE_SELF);
     let t0 = Instant::now();

@@ -42,7 +42,7 @@ pub use options::{
 };
 pub use params::{parameters, Parameters};
 pub use read_test::{read_test, BufferTiming, ReadTestReport};
-pub use reader::{ReadUnits, MAX_LUN_READERS};
+pub use reader::ReadUnits;
 pub use report::{ChecksumReport, CopyReport, MismatchRange, VerifyReport};
 pub use stats_file::{stats_path, Binding};
 pub use verify::verify;

@@ -196,25 +196,25 @@ const MIN_LUN_UNIT: u64 = 1 << 20;
 impl ReadUnits {
     /// `lun_in_flight`: for a LUN read whole, the bytes its session keeps
     /// in flight at most; None for everything else.
-    pub fn plan(lun_in_flight: Option<u64>, workers: usize) -> ReadUnits {
+    ///
+    /// `rate_capped` (`-r`): no more threads than hold `workers` 8 MiB
+    /// buffers' worth of units (at least `workers`). Every thread reads its
+    /// unit before its share of the cap makes it wait, so the run's first
+    /// reads come at full speed; more threads than that would read up to 8
+    /// times more at once than `-w` readers of a file (`-w 1 -r 1` at queue
+    /// depth 64: 40 MiB in the first second instead of 8).
+    pub fn plan(lun_in_flight: Option<u64>, workers: usize, rate_capped: bool) -> ReadUnits {
         let Some(in_flight) = lun_in_flight else {
             return ReadUnits { segments: SEGMENTS_PER_BUFFER, workers };
         };
         let unit = (in_flight / 4).max(1).next_power_of_two().clamp(MIN_LUN_UNIT, BUFFER_SIZE);
         let to_fill = usize::try_from(in_flight.div_ceil(unit)).unwrap_or(usize::MAX).saturating_add(1);
-        ReadUnits { segments: unit / SEGMENT_SIZE, workers: workers.max(to_fill.min(MAX_LUN_READERS)) }
-    }
-
-    /// Under a read rate cap (`-r`): no more threads than hold `asked`
-    /// 8 MiB buffers' worth of units (at least `asked`). Every thread reads
-    /// its unit before its share of the cap makes it wait, so the run's
-    /// first reads come at full speed; more threads than that would read
-    /// up to 8 times more at once than `-w` readers of a file (`-w 1 -r 1`
-    /// at queue depth 64: 40 MiB in the first second instead of 8).
-    pub fn under_rate_cap(self, asked: usize) -> ReadUnits {
-        let fit = (asked as u64).saturating_mul(BUFFER_SIZE) / (self.segments * SEGMENT_SIZE).max(1);
-        let fit = usize::try_from(fit).unwrap_or(usize::MAX).max(asked);
-        ReadUnits { workers: self.workers.min(fit), ..self }
+        let mut threads = to_fill.min(MAX_LUN_READERS);
+        if rate_capped {
+            let fit = (workers as u64).saturating_mul(BUFFER_SIZE) / unit;
+            threads = threads.min(usize::try_from(fit).unwrap_or(usize::MAX));
+        }
+        ReadUnits { segments: unit / SEGMENT_SIZE, workers: workers.max(threads) }
     }
 
     /// Bytes per unit.
@@ -507,10 +507,7 @@ pub(crate) fn run_readers(
         (ReadPlan::All, Some(lun)) => Some(lun.bytes_in_flight()),
         _ => None,
     };
-    let mut units = ReadUnits::plan(lun_in_flight, job.workers);
-    if job.read_rate_mb_s.is_some() {
-        units = units.under_rate_cap(job.workers);
-    }
+    let units = ReadUnits::plan(lun_in_flight, job.workers, job.read_rate_mb_s.is_some());
     let unit_count = units.count(&job.geometry);
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
@@ -682,7 +679,7 @@ mod tests {
             (Some(3 * 4096), 1, M, 2),                       // tiny transfers
         ];
         for (in_flight, w, unit, workers) in table {
-            let u = ReadUnits::plan(in_flight, w);
+            let u = ReadUnits::plan(in_flight, w, false);
             assert_eq!(u, ReadUnits { segments: seg(unit), workers }, "{in_flight:?} in flight, -w {w}");
             assert_eq!(SEGMENTS_PER_BUFFER % u.segments, 0, "a unit never straddles a buffer");
         }
@@ -703,8 +700,8 @@ mod tests {
             (Some(32 * 512 * K), 16, 16), // -w above what the queue needs
         ];
         for (in_flight, w, workers) in table {
-            let planned = ReadUnits::plan(in_flight, w);
-            let capped = planned.under_rate_cap(w);
+            let planned = ReadUnits::plan(in_flight, w, false);
+            let capped = ReadUnits::plan(in_flight, w, true);
             assert_eq!(capped, ReadUnits { workers, ..planned }, "{in_flight:?} in flight, -w {w}");
             assert!(capped.workers >= w);
             assert!(capped.workers == w || capped.workers as u64 * capped.bytes() as u64 <= w as u64 * BUFFER_SIZE);
@@ -714,7 +711,11 @@ mod tests {
     #[test]
     fn units_cover_the_volume_and_count_each_buffer_once() {
         let g = SegmentGeometry::new(3 * BUFFER_SIZE + 5 * SEGMENT_SIZE + 7);
-        for u in [ReadUnits::plan(None, 2), ReadUnits::plan(Some(1 << 20), 2), ReadUnits::plan(Some(8 << 20), 2)] {
+        for u in [
+            ReadUnits::plan(None, 2, false),
+            ReadUnits::plan(Some(1 << 20), 2, false),
+            ReadUnits::plan(Some(8 << 20), 2, true),
+        ] {
             let ranges: Vec<SegmentRange> = (0..u.count(&g)).map(|i| u.range(&g, i)).collect();
             assert_eq!(ranges[0].start, 0);
             assert!(ranges.windows(2).all(|w| w[0].end == w[1].start && !w[0].is_empty()));

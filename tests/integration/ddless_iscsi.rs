@@ -306,17 +306,24 @@ fn ddless_through_the_portal_redirect_knows_a_lun_by_identity_not_by_address() {
     assert!(!never.exists());
 }
 
+/// A tgtd in `dir` serving one LUN of `size` random bytes (512-byte
+/// blocks) to ME: the target (stopped when dropped), its backing file, its URL.
+fn one_lun(dir: &Path, size: usize, seed: u64) -> (Tgt, PathBuf, String) {
+    let tgt = Tgt::start(dir, "");
+    let f = backing_file(dir, "src.img", size, seed);
+    tgt.target(1, T1, &[ME]);
+    tgt.lun(1, 1, &f, 512);
+    let url = tgt.lun_url(T1, 1);
+    (tgt, f, url)
+}
+
 #[test]
 fn a_read_rate_cap_holds_for_a_lun_whatever_threads_read_it() {
     if !tgt_present() {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let tgt = Tgt::start(d.path(), "");
-    let f = backing_file(d.path(), "src.img", 8 << 20, 41);
-    tgt.target(1, T1, &[ME]);
-    tgt.lun(1, 1, &f, 512);
-    let url = tgt.lun_url(T1, 1);
+    let (_tgt, f, url) = one_lun(d.path(), 8 << 20, 41);
     // -w 1 at queue depth 32: ddless reads the LUN with more threads than
     // one (to keep 32 commands in flight); together they keep to -r 4.
     let t0 = Instant::now();
@@ -334,11 +341,7 @@ fn a_read_rate_cap_reads_no_more_at_once_from_a_lun_than_w_buffers() {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let tgt = Tgt::start(d.path(), "");
-    let f = backing_file(d.path(), "src.img", 64 << 20, 43);
-    tgt.target(1, T1, &[ME]);
-    tgt.lun(1, 1, &f, 512);
-    let url = tgt.lun_url(T1, 1);
+    let (_tgt, _, url) = one_lun(d.path(), 64 << 20, 43);
     // Queue depth 64 x 512 KiB: 8 MiB units. Each reader thread reads its
     // unit before the cap makes it wait, so with threads added for the
     // queue -w 1 -r 1 read 40 MiB in its first second.
