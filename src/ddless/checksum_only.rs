@@ -66,6 +66,7 @@ pub fn compute_checksums(opts: &ChecksumOptions, progress: &dyn Progress) -> any
         plan: ReadPlan::All,
         compute_checksums: true,
         private_copies: false,
+        records_only: true,
         workers: opts.read.workers.get(),
         read_rate_mb_s: opts.read.read_rate_mb_s,
     };

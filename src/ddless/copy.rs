@@ -305,6 +305,7 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
         plan: map.as_ref().map_or(ReadPlan::All, ReadPlan::Map),
         compute_checksums: records.is_some(),
         private_copies: true,
+        records_only: false,
         workers: opts.read.workers.get(),
         read_rate_mb_s: opts.read.read_rate_mb_s,
     };

@@ -74,6 +74,10 @@ pub(crate) struct ReadJob<'a> {
     /// Copy the segments that will be written out of a mapping and hash the
     /// copy (a copy); without it (verify, checksum only) nothing is written.
     pub private_copies: bool,
+    /// The consumer looks only at records (checksum only, verify): a LUN
+    /// read whole is hashed command by command as the data arrives, and
+    /// no bytes are kept (ChunkBytes::Hashed).
+    pub records_only: bool,
     pub workers: usize,
     pub read_rate_mb_s: Option<NonZeroU64>,
 }
@@ -88,6 +92,8 @@ pub(crate) enum ChunkBytes<'v> {
     /// Only the runs read, back to back: `(volume offset, offset in
     /// bytes, length)` per run (grouped LUN reads, see sparse_lun.rs).
     Packed { bytes: Vec<u8>, runs: Vec<(u64, usize, usize)> },
+    /// Hashed as it arrived and not kept (a records-only job).
+    Hashed,
 }
 
 /// One buffer's worth of work, handed to the consumer.
@@ -125,6 +131,7 @@ impl ChunkResult<'_> {
                 let from = at + (bytes.start - start) as usize;
                 return &packed[from..from + len];
             }
+            ChunkBytes::Hashed => panic!("a records-only job's consumer asked for the bytes of {range:?}"),
         };
         &whole[(bytes.start - base) as usize..(bytes.end - base) as usize]
     }
@@ -287,6 +294,9 @@ fn read_chunk<'v>(
         cf.read_records(segments.start, &mut old, segments.len() as usize).context("reading the checksum file")?;
     }
     let read = plan_runs(job.plan, segments, &old);
+    if let Some(lun) = hashed_on_arrival(job) {
+        return hash_lun_unit(job, lun, segments, read, old, limiter);
+    }
     let chunk_bytes = g.byte_range(segments);
     let base = chunk_bytes.start;
     let mut bytes = match sources.mapped {
@@ -329,8 +339,9 @@ fn read_chunk<'v>(
             }
             // Hashed and copied below, all runs together.
             ChunkBytes::Mapped { .. } => {}
-            // Never made here (grouped LUN reads build their own).
-            ChunkBytes::Packed { .. } => {}
+            // Never made here (grouped LUN reads build their own; LUN
+            // units of records-only jobs return above).
+            ChunkBytes::Packed { .. } | ChunkBytes::Hashed => {}
         }
         bytes_read += len as u64;
         if let Some(l) = limiter.as_mut() {
@@ -394,6 +405,45 @@ fn read_chunk<'v>(
         }
     }
     Ok(ChunkResult { segments, bytes, read, new, old, bytes_read })
+}
+
+/// The LUN whose units are hashed as their commands complete: a records-
+/// only job reading a LUN whole, whose commands hold whole segments.
+fn hashed_on_arrival<'v>(job: &ReadJob<'v>) -> Option<&'v crate::initiator::IscsiVolume> {
+    let lun = job.source.lun()?;
+    let whole_segments = u64::from(lun.info().max_transfer) % crate::shared::segment::SEGMENT_SIZE == 0;
+    (job.records_only && job.compute_checksums && matches!(job.plan, ReadPlan::All) && whole_segments).then_some(lun)
+}
+
+/// Reads a LUN's unit and hashes each command's segments as the command
+/// completes, in a buffer the session lends and reuses at once: the data
+/// is hashed while still in the CPU's cache, and the socket copy goes into
+/// memory that is (read_pool.rs). Records only; no bytes are kept.
+fn hash_lun_unit<'v>(
+    job: &ReadJob<'_>,
+    lun: &crate::initiator::IscsiVolume,
+    segments: SegmentRange,
+    read: Vec<SegmentRange>,
+    old: Vec<ChecksumRecord>,
+    limiter: &mut Option<RateLimiter>,
+) -> anyhow::Result<ChunkResult<'v>> {
+    let seg = crate::shared::segment::SEGMENT_SIZE;
+    let range = job.geometry.byte_range(segments);
+    let len = range.end - range.start;
+    let mut new = vec![ChecksumRecord::INVALID; segments.len() as usize];
+    let mut records = Vec::new();
+    lun.read_each(range.start, len, |off, data| {
+        let first = ((off - range.start) / seg) as usize;
+        let slices: Vec<&[u8]> = data.chunks(seg as usize).collect();
+        records.clear();
+        checksum_each(&slices, &mut records);
+        new[first..first + records.len()].copy_from_slice(&records);
+    })
+    .with_context(|| format!("reading source {} at bytes {}-{}", job.source.name, range.start, range.end))?;
+    if let Some(l) = limiter.as_mut() {
+        l.throttle(len);
+    }
+    Ok(ChunkResult { segments, bytes: ChunkBytes::Hashed, read, new, old, bytes_read: len })
 }
 
 /// Records of every segment of `runs` (a key and the run's bytes each),
@@ -595,7 +645,7 @@ pub(crate) fn run_readers(
             let recycled = match chunk.bytes {
                 ChunkBytes::Buffer(b) => Some(b),
                 ChunkBytes::Mapped { private, .. } => private,
-                ChunkBytes::Packed { .. } => None,
+                ChunkBytes::Packed { .. } | ChunkBytes::Hashed => None,
             };
             if let Some(b) = recycled {
                 if let Ok(mut p) = pool.lock() {

@@ -78,6 +78,7 @@ pub fn verify(opts: &VerifyOptions, progress: &dyn Progress) -> anyhow::Result<V
         plan: ReadPlan::All,
         compute_checksums: true,
         private_copies: false,
+        records_only: true,
         workers: opts.read.workers.get(),
         read_rate_mb_s: opts.read.read_rate_mb_s,
     };

@@ -22,6 +22,7 @@ mod login;
 pub mod ls;
 pub mod negotiate;
 pub mod options;
+mod read_pool;
 pub mod scsi_ops;
 pub mod secret;
 pub mod session;

@@ -5,6 +5,10 @@
 //! send queue. Callers hand over [`Command`]s whose buffers they lend for
 //! as long as they wait in [`Session::execute`]; Data-In goes straight
 //! from the socket into those buffers, Data-Out straight out of them.
+//! Callers that only look at the data (hash it) lend a function instead:
+//! reads go into buffers the session lends at arrival and reuses at once,
+//! and the function sees each command's bytes on this thread as soon as
+//! it completes (`read_consumed`, read_pool.rs).
 //!
 //! Faults: a dropped connection (EOF, reset, a digest error, silence past
 //! the I/O timeout) is re-established by logging in again from the start
@@ -28,7 +32,8 @@ use super::error::InitiatorError;
 use super::login::{login, new_isid, Established};
 use super::negotiate::SessionParams;
 use super::options::InitiatorOptions;
-use super::task::{Batch, Buf, Command, DataBuf, OutPdu, Outcome, Payload, Task, TaskResult};
+use super::read_pool::ReadPool;
+use super::task::{Batch, Buf, Command, Consume, DataBuf, OutPdu, Outcome, Payload, Task, TaskResult};
 use super::url::Portal;
 use crate::iscsi::async_message::{AsyncEvent, AsyncMessage};
 use crate::iscsi::bhs::{Bhs, Opcode, BHS_LEN};
@@ -74,6 +79,7 @@ struct Shared {
     writes_unsafe: AtomicBool,
     journal_bytes: AtomicUsize,
     next_seq: AtomicU64,
+    read_pool: Arc<ReadPool>,
 }
 
 struct Inbox {
@@ -128,6 +134,7 @@ impl Session {
             writes_unsafe: AtomicBool::new(false),
             journal_bytes: AtomicUsize::new(0),
             next_seq: AtomicU64::new(0),
+            read_pool: Arc::new(ReadPool::new(READ_POOL_KEEP)),
         });
         let start = est.moved_permanently.clone().unwrap_or_else(|| portal.clone());
         let mut engine = Engine::new(Arc::clone(&shared), opts.clone(), target.to_string(), start, isid);
@@ -147,23 +154,63 @@ impl Session {
             return Vec::new();
         }
         let batch = Arc::new(Batch::new(cmds.len()));
-        {
-            let mut inbox = self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner());
-            if !inbox.alive {
-                return cmds.iter().map(|_| Err(InitiatorError::Closed)).collect();
-            }
-            for (i, c) in cmds.iter_mut().enumerate() {
+        let tasks = cmds
+            .iter_mut()
+            .map(|c| {
                 let buf = match &mut c.data {
                     DataBuf::None => Buf::None,
                     DataBuf::In(b) => Buf::In(b.as_mut_ptr(), b.len()),
                     DataBuf::Out(b) => Buf::Out(b.as_ptr(), b.len()),
                 };
+                ((c.lun, c.cdb), buf)
+            })
+            .collect();
+        if !self.submit(tasks, &batch) {
+            return cmds.iter().map(|_| Err(InitiatorError::Closed)).collect();
+        }
+        batch.wait()
+    }
+
+    /// Issues reads of `(cdb, bytes)` on `lun` into buffers the session
+    /// lends (read_pool.rs) and calls `consume(index, bytes)` on the
+    /// session thread for each that ends GOOD and whole, as it arrives,
+    /// after the next commands have gone out: the data is used while still
+    /// in the CPU's cache and no thread is woken per command. Blocks until
+    /// all are done; returns one result each.
+    pub(crate) fn read_consumed(
+        &self,
+        lun: u16,
+        reads: &[(Cdb, usize)],
+        consume: &mut (dyn FnMut(usize, &[u8]) + Send),
+    ) -> Vec<TaskResult> {
+        if reads.is_empty() {
+            return Vec::new();
+        }
+        // SAFETY: `consume` outlives every task: this call blocks until
+        // all have finished, and touches `consume` no more until then.
+        let c = unsafe { Consume::new(consume) };
+        let batch = Arc::new(Batch::new(reads.len()));
+        let tasks = reads.iter().map(|(cdb, len)| ((lun, *cdb), Buf::Lent { data: None, len: *len, consume: c }));
+        if !self.submit(tasks.collect(), &batch) {
+            return reads.iter().map(|_| Err(InitiatorError::Closed)).collect();
+        }
+        batch.wait()
+    }
+
+    /// Queues tasks reporting to `batch`; false when the session has ended.
+    fn submit(&self, tasks: Vec<((u16, Cdb), Buf)>, batch: &Arc<Batch>) -> bool {
+        {
+            let mut inbox = self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner());
+            if !inbox.alive {
+                return false;
+            }
+            for (i, ((lun, cdb), buf)) in tasks.into_iter().enumerate() {
                 inbox.tasks.push(Box::new(Task {
-                    lun_field: encode_lun(c.lun),
-                    lun: c.lun,
-                    cdb: c.cdb,
+                    lun_field: encode_lun(lun),
+                    lun,
+                    cdb,
                     buf,
-                    done: Some((Arc::clone(&batch), i)),
+                    done: Some((Arc::clone(batch), i)),
                     seq: self.shared.next_seq.fetch_add(1, Ordering::Relaxed),
                     itt: 0,
                     received: 0,
@@ -174,7 +221,7 @@ impl Session {
             }
         }
         self.shared.wake();
-        batch.wait()
+        true
     }
 
     /// One command.
@@ -262,6 +309,10 @@ unsafe impl Send for Sink {}
 
 const RX_BUF: usize = 64 << 10;
 
+/// Read buffers the session keeps for reuse (read_pool.rs); more are
+/// freed when returned. A few commands' worth is all that stays in use.
+const READ_POOL_KEEP: usize = 16 << 20;
+
 /// Data-In payloads from this size on are read straight from the socket
 /// into the caller's buffer, together with the next PDU's header (one
 /// readv), and headers after them are read exactly: no payload byte is
@@ -341,6 +392,9 @@ struct Engine {
     /// command window closed, is a dead connection after
     /// STALL_FACTOR I/O timeouts.
     last_progress: Instant,
+    /// Lent reads ended GOOD and whole, waiting for their consumer.
+    #[allow(clippy::vec_box)]
+    to_consume: Vec<(Box<Task>, Outcome)>,
 }
 
 type Res<T> = Result<T, String>;
@@ -372,6 +426,7 @@ impl Engine {
             unjournaled: None,
             last_cause: None,
             last_progress: Instant::now(),
+            to_consume: Vec::new(),
         }
     }
 
@@ -932,7 +987,11 @@ impl Engine {
                         check_data_digest(payload, trailer).map_err(|e| e.to_string())?;
                     }
                     live.start += tl;
-                    self.dispatch(bhs, fr, sink)?;
+                    let dispatched = self.dispatch(bhs, fr, sink);
+                    // Whatever happens next, reads that ended GOOD are consumed
+                    // and finished: their callers wait for them.
+                    let consumed = if self.to_consume.is_empty() { Ok(()) } else { self.consume_completed() };
+                    dispatched.and(consumed)?;
                 }
             }
         }
@@ -944,9 +1003,15 @@ impl Engine {
             return Ok(Sink::Owned(Vec::with_capacity(fr.data_len)));
         }
         let d = DataIn::from_bhs(bhs).map_err(|e| format!("Data-In: {e}"))?;
-        let task = self.active.get(&d.itt).ok_or_else(|| format!("Data-In for unknown task 0x{:08x}", d.itt))?;
-        let Buf::In(p, len) = task.buf else {
-            return Err(format!("Data-In for task 0x{:08x}, which reads nothing", d.itt));
+        let task = self.active.get_mut(&d.itt).ok_or_else(|| format!("Data-In for unknown task 0x{:08x}", d.itt))?;
+        let (p, len) = match &mut task.buf {
+            Buf::In(p, len) => (*p, *len),
+            Buf::Lent { data, len, .. } => {
+                let len = *len;
+                let v = data.get_or_insert_with(|| self.shared.read_pool.take(len));
+                (v.as_mut_ptr(), len)
+            }
+            _ => return Err(format!("Data-In for task 0x{:08x}, which reads nothing", d.itt)),
         };
         let off = d.offset as usize;
         if off != task.received {
@@ -1211,8 +1276,36 @@ impl Engine {
             }
         }
         let outcome = Outcome { status, sense, residual, transferred: t.received };
+        if let Buf::Lent { len, .. } = &t.buf {
+            if status == Status::Good && t.received == *len {
+                self.to_consume.push((t, outcome));
+                return Ok(());
+            }
+        }
         t.finish(Ok(outcome));
         Ok(())
+    }
+
+    /// Sends what can go out now, then hands the completed lent reads to
+    /// their consumers: the target works on the next commands meanwhile.
+    fn consume_completed(&mut self) -> Res<()> {
+        let sent = self.issue().and_then(|()| self.flush_tx());
+        self.consume_ready();
+        sent
+    }
+
+    /// Hands the completed lent reads to their consumers and finishes them.
+    fn consume_ready(&mut self) {
+        for (mut t, outcome) in self.to_consume.drain(..) {
+            if let (Buf::Lent { data, len, consume }, Some((_, index))) = (&mut t.buf, &t.done) {
+                if let Some(d) = data.take() {
+                    // SAFETY: the caller waits in read_consumed until this task finishes.
+                    unsafe { consume.call(*index, &d[..*len]) };
+                    self.shared.read_pool.give(d);
+                }
+            }
+            t.finish(Ok(outcome));
+        }
     }
 
     // ----- write journal -----
@@ -1277,6 +1370,7 @@ impl Engine {
     }
 
     fn fail_everything(&mut self, e: InitiatorError) {
+        self.consume_ready();
         for t in self.pending.drain(..) {
             t.finish(Err(e.clone()));
         }

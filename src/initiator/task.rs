@@ -84,6 +84,40 @@ pub(crate) enum Buf {
     Out(*const u8, usize),
     /// Data the session owns (a journaled write being replayed).
     Shared(Arc<Vec<u8>>),
+    /// `len` bytes to read into a buffer from the session's read pool,
+    /// taken when the first Data-In arrives (read_pool.rs); `consume` is
+    /// given the bytes on the session thread when the read ends GOOD and
+    /// whole, and the buffer goes straight back to the pool.
+    Lent {
+        data: Option<Vec<u8>>,
+        len: usize,
+        consume: Consume,
+    },
+}
+
+/// A caller's function over lent reads' bytes: `(index in the batch,
+/// bytes)`. Called only on the session thread, one call at a time.
+#[derive(Clone, Copy)]
+pub(crate) struct Consume(*mut (dyn FnMut(usize, &[u8]) + Send + 'static));
+
+impl Consume {
+    /// # Safety
+    /// The caller keeps `f` alive and untouched until every task holding
+    /// the result has finished (it blocks in `Batch::wait`).
+    pub unsafe fn new<'a>(f: &'a mut (dyn FnMut(usize, &[u8]) + Send + 'a)) -> Consume {
+        type Short<'a> = *mut (dyn FnMut(usize, &[u8]) + Send + 'a);
+        type Long = *mut (dyn FnMut(usize, &[u8]) + Send + 'static);
+        let p: Short<'a> = f;
+        // SAFETY: only the lifetime is erased; see the contract above.
+        Consume(unsafe { std::mem::transmute::<Short<'a>, Long>(p) })
+    }
+
+    /// # Safety
+    /// As for `new`; on the session thread only.
+    pub unsafe fn call(&self, index: usize, bytes: &[u8]) {
+        // SAFETY: see `new`.
+        unsafe { (*self.0)(index, bytes) }
+    }
 }
 
 pub(crate) struct Task {
@@ -106,9 +140,10 @@ pub(crate) struct Task {
     pub sync_covers: u64,
 }
 
-// SAFETY: the raw pointers point into a buffer whose owner blocks in
-// `Session::execute` until the task completes; only the event loop thread
-// touches them in between.
+// SAFETY: the raw pointers point into a buffer (or, for a lent read, a
+// consumer) whose owner blocks in `Session::execute` (`read_consumed`)
+// until the task completes; only the event loop thread touches them in
+// between.
 unsafe impl Send for Task {}
 
 impl Task {
@@ -117,11 +152,12 @@ impl Task {
             Buf::None => 0,
             Buf::In(_, n) | Buf::Out(_, n) => *n,
             Buf::Shared(v) => v.len(),
+            Buf::Lent { len, .. } => *len,
         }
     }
 
     pub fn is_read(&self) -> bool {
-        matches!(self.buf, Buf::In(..))
+        matches!(self.buf, Buf::In(..) | Buf::Lent { .. })
     }
 
     pub fn is_write(&self) -> bool {

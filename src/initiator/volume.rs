@@ -252,6 +252,50 @@ impl IscsiVolume {
         self.run_reads(cmds)
     }
 
+    /// Reads `len` bytes from byte `offset` (whole blocks) and hands each
+    /// command's bytes to `each(offset, bytes)`, in any order, on the
+    /// session's thread as they arrive, in a buffer the session lends and
+    /// takes back at once (read_pool.rs): for callers that only look at the
+    /// data (hash it), it is used while still in the CPU's cache, and no
+    /// thread waits per command. Blocks until all are done. On an error,
+    /// `each` has seen some of the range.
+    pub fn read_each(
+        &self,
+        offset: u64,
+        len: u64,
+        mut each: impl FnMut(u64, &[u8]) + Send,
+    ) -> Result<(), InitiatorError> {
+        let bs = u64::from(self.info.block_size);
+        let whole = usize::try_from(len).map_err(|_| volume_err(format!("{}: read of {len} bytes", self.info.url)))?;
+        self.check_range(offset, whole, "read")?;
+        if offset % bs != 0 || len % bs != 0 {
+            return Err(volume_err(format!(
+                "{}: read_each needs whole {bs}-byte blocks (offset {offset}, {len} bytes)",
+                self.info.url
+            )));
+        }
+        self.check_capacity()?;
+        let step = u64::from(self.info.max_transfer);
+        let reads: Vec<(cdb::Cdb, usize)> = (0..len.div_ceil(step))
+            .map(|i| {
+                let n = step.min(len - i * step);
+                (cdb::read_16((offset + i * step) / bs, (n / bs) as u32), n as usize)
+            })
+            .collect();
+        let mut consume = |i: usize, bytes: &[u8]| each(offset + i as u64 * step, bytes);
+        let results = self.session.read_consumed(self.info.lun, &reads, &mut consume);
+        for ((c, want), r) in reads.iter().zip(results) {
+            let o = r?;
+            if !o.is_good() {
+                return Err(self.io_error(c, &o));
+            }
+            if o.transferred != *want {
+                return Err(self.short_read(&o, *want));
+            }
+        }
+        Ok(())
+    }
+
     fn push_reads<'a>(&self, cmds: &mut Vec<Command<'a>>, buf: &'a mut [u8], lba: u64) {
         let bs = self.info.block_size as usize;
         let step = self.info.max_transfer as usize;
@@ -286,15 +330,19 @@ impl IscsiVolume {
                 _ => 0,
             };
             if o.transferred != want {
-                return Err(volume_err(format!(
-                    "{}: READ(16) returned {} of {want} bytes{}",
-                    self.info.url,
-                    o.transferred,
-                    if o.residual.underflow { " (underflow: did the LUN shrink?)" } else { "" }
-                )));
+                return Err(self.short_read(&o, want));
             }
         }
         Ok(())
+    }
+
+    fn short_read(&self, o: &Outcome, want: usize) -> InitiatorError {
+        volume_err(format!(
+            "{}: READ(16) returned {} of {want} bytes{}",
+            self.info.url,
+            o.transferred,
+            if o.residual.underflow { " (underflow: did the LUN shrink?)" } else { "" }
+        ))
     }
 
     /// Writes `buf` at byte `offset`; both must be whole blocks.

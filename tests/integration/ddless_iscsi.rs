@@ -471,6 +471,66 @@ fn ddless_fails_clearly_when_the_target_stops_mid_copy_and_a_rerun_is_identical(
     assert_eq!(read(&sums), reference_checksums(&data));
 }
 
+/// Checksum-only and verify runs hash a LUN's data as each command
+/// completes, in buffers the session lends (src/initiator/read_pool.rs):
+/// right under killed connections, whatever the command size, and a run
+/// cut off by a stopped target leaves the old checksum file as it was.
+#[test]
+fn checksums_of_a_lun_hashed_as_they_arrive_survive_faults_and_odd_command_sizes() {
+    if !tgt_present() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let mut tgt = Tgt::start(d.path(), "");
+    let f = backing_file(d.path(), "lun.img", 32 << 20, 91);
+    let setup = |t: &Tgt| {
+        t.target(1, T1, &[ME]);
+        t.lun(1, 1, &f, 512);
+    };
+    setup(&tgt);
+    let url = tgt.lun_url(T1, 1);
+    let sums = d.path().join("sums");
+
+    // Commands of 24 KiB (segments split between commands: read into
+    // buffers) and 48 KiB (three whole segments each: hashed on arrival).
+    for kib in [24, 48] {
+        let cfg = d.path().join(format!("cfg-{kib}.toml"));
+        std::fs::write(&cfg, format!("[initiator]\nmax_transfer_kib = {kib}\n")).unwrap();
+        let s = d.path().join(format!("sums-{kib}"));
+        ok(dd().arg("--config").arg(&cfg).args(["--queue-depth", "3", "-s", &url, "-c"]).arg(&s));
+        assert_eq!(read(&s), reference_checksums(&read(&f)), "{kib} KiB commands");
+    }
+
+    // Connections killed mid-run: reads are reissued into their lent
+    // buffers, and only whole, GOOD ones are hashed.
+    let mut child = spawn_capped(dd().args(["-s", &url, "-c"]).arg(&sums), 12);
+    let killed = kill_connections_while_running(&tgt, &mut child);
+    let (code, err) = finish(child);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(read(&sums), reference_checksums(&read(&f)));
+    assert!(killed == 0 || err.contains("reconnected to"), "killed {killed}: {err}");
+    let mut child = spawn_capped(dd().args(["--verify", "-s", &url, "-c"]).arg(&sums), 12);
+    let killed = kill_connections_while_running(&tgt, &mut child);
+    let (code, err) = finish(child);
+    assert_eq!(code, Some(0), "verify under killed connections ({killed}): {err}");
+
+    // The LUN changes, then its target stops mid-run: an error, and the
+    // old checksum file is untouched (the new one is never committed).
+    let before = read(&sums);
+    write(&f, &Rng(92).bytes(32 << 20));
+    let child = spawn_capped(dd_reconnecting_for(2).args(["-s", &url, "-c"]).arg(&sums), 8);
+    std::thread::sleep(Duration::from_millis(600));
+    tgt.stop();
+    let (code, err) = finish(child);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not re-established within 2 s") && !err.contains("panicked"), "{err}");
+    assert!(read(&sums) == before, "a failed checksum-only run changed the checksum file");
+    tgt.restart();
+    setup(&tgt);
+    ok(dd().args(["-s", &url, "-c"]).arg(&sums));
+    assert_eq!(read(&sums), reference_checksums(&read(&f)));
+}
+
 const FAILPOINTS: &[&str] = &[
     "ddless.after-invalidate-write",
     "ddless.after-invalidate-sync",
