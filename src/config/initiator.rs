@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::config::InvalidValue;
-use crate::iscsi::name::name_problem;
+use crate::iscsi::name::{format_problem, name_problem};
 
 #[derive(Debug, Default, Deserialize, Clone)]
 #[serde(deny_unknown_fields, default)]
@@ -73,7 +73,7 @@ pub(crate) fn valid_digest(v: &str) -> bool {
 impl InitiatorConfig {
     pub(crate) fn validate(&self) -> Result<(), InvalidValue> {
         if let Some(n) = &self.name {
-            if let Some(why) = name_problem(n) {
+            if let Some(why) = format_problem(n) {
                 return Err(InvalidValue::new("initiator.name", format!("expected an iSCSI name: {why}")));
             }
         }

@@ -72,21 +72,54 @@ pub(crate) fn describe(pdu: &Pdu) -> String {
     s
 }
 
+/// A lookup may take this long whatever the connect timeout: a resolver
+/// whose first name server does not answer tries the next after 5 s.
+const RESOLVE_MIN: Duration = Duration::from_secs(12);
+
+/// The addresses of `portal`'s host, within `timeout`: the system
+/// resolver's own retries (5 s per try and name server by default) could
+/// otherwise hold a run, or a reconnect, far past the timeout asked for.
+/// A lookup that has not answered in time is left to finish on its thread.
+fn resolve(portal: &Portal, timeout: Duration) -> Result<Vec<SocketAddr>, InitiatorError> {
+    let failed = |detail: String| InitiatorError::Resolve { host: portal.host.clone(), detail };
+    if let Ok(ip) = portal.host.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, portal.port)]);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (host, port) = (portal.host.clone(), portal.port);
+    std::thread::Builder::new()
+        .name("iscsi-resolve".into())
+        .spawn(move || {
+            let r = (host.as_str(), port).to_socket_addrs().map(|a| a.collect::<Vec<_>>());
+            let _ = tx.send(r);
+        })
+        .map_err(|e| failed(format!("starting the lookup: {e}")))?;
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(failed(e.to_string())),
+        Err(_) => Err(failed(format!("no answer from the resolver within {} s", timeout.as_secs_f64()))),
+    }
+}
+
 fn remaining(deadline: Instant) -> Option<Duration> {
     let now = Instant::now();
     (now < deadline).then(|| (deadline - now).max(Duration::from_millis(1)))
 }
 
 impl Conn {
-    /// Resolves `portal` and connects to the first address that answers.
+    /// Resolves `portal` (within the timeout, and at least RESOLVE_MIN)
+    /// and connects to the first address that answers, all addresses
+    /// within `timeout`.
     pub fn connect(portal: &Portal, timeout: Duration, log_pdus: bool) -> Result<Conn, InitiatorError> {
-        let addrs: Vec<SocketAddr> = (portal.host.as_str(), portal.port)
-            .to_socket_addrs()
-            .map_err(|e| InitiatorError::Resolve { host: portal.host.clone(), detail: e.to_string() })?
-            .collect();
+        let addrs = resolve(portal, timeout.max(RESOLVE_MIN))?;
+        let deadline = Instant::now() + timeout;
         let mut last = String::from("no addresses");
         for a in &addrs {
-            match TcpStream::connect_timeout(a, timeout) {
+            let Some(left) = remaining(deadline) else {
+                last = format!("no answer within {} s", timeout.as_secs());
+                break;
+            };
+            match TcpStream::connect_timeout(a, left) {
                 Ok(stream) => {
                     stream.set_nodelay(true).ok();
                     return Ok(Conn {

@@ -128,8 +128,8 @@ impl InitiatorOptions {
 
     /// Checks the values a library caller may have set by hand.
     pub fn validate(&self) -> Result<(), String> {
-        if !crate::iscsi::name::is_valid_name(&self.initiator_name) {
-            return Err(format!("initiator name {:?} is not an iSCSI name (iqn., eui. or naa.)", self.initiator_name));
+        if let Some(why) = crate::iscsi::name::format_problem(&self.initiator_name) {
+            return Err(format!("initiator name {:?} is not an iSCSI name ({why})", self.initiator_name));
         }
         if !(1..=MAX_QUEUE_DEPTH).contains(&self.queue_depth) {
             return Err(format!("queue depth {} is outside 1-{MAX_QUEUE_DEPTH}", self.queue_depth));

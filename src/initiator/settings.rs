@@ -20,7 +20,7 @@ use super::options::{Auth, ChapCredentials, DigestPref, InitiatorOptions, MAX_QU
 use super::secret::Secret;
 use super::url::{parse_digest_pref, IscsiUrl};
 use crate::config::initiator::InitiatorConfig;
-use crate::iscsi::name::name_problem;
+use crate::iscsi::name::format_problem;
 
 /// open-iscsi's initiator name file.
 pub const DEFAULT_NAME_FILE: &str = "/etc/iscsi/initiatorname.iscsi";
@@ -92,7 +92,7 @@ pub fn read_name_file(path: &Path) -> Result<String, InitiatorError> {
         let line = line.trim();
         if let Some(v) = line.strip_prefix("InitiatorName=") {
             let v = v.trim();
-            if let Some(why) = name_problem(v) {
+            if let Some(why) = format_problem(v) {
                 return Err(opt_err(format!(
                     "initiator name file {}: InitiatorName={v:?} is not an iSCSI name ({why})",
                     path.display()
@@ -107,7 +107,7 @@ pub fn read_name_file(path: &Path) -> Result<String, InitiatorError> {
 /// The initiator name: the flag, else `[initiator] name`, else the name file.
 pub fn initiator_name(flag: Option<&str>, cfg: &InitiatorConfig) -> Result<String, InitiatorError> {
     if let Some(n) = flag {
-        if let Some(why) = name_problem(n) {
+        if let Some(why) = format_problem(n) {
             return Err(opt_err(format!("--initiator-name {n:?} is not an iSCSI name ({why})")));
         }
         return Ok(n.to_string());
@@ -327,6 +327,13 @@ mod tests {
         let c2 = cfg("[initiator]\nname = \"iqn.2024-01.test:cfg\"\n");
         assert_eq!(initiator_name(None, &c2).unwrap(), "iqn.2024-01.test:cfg");
         assert!(initiator_name(Some("bad name"), &c).is_err());
+        // Our own name has the RFC's form: a bare prefix or an undated iqn. is refused.
+        for bad in ["iqn.", "iqn.x", "iqn.2024-13.test:x", "eui.12"] {
+            let e = initiator_name(Some(bad), &c).unwrap_err().to_string();
+            assert!(e.contains("--initiator-name") && e.contains("not an iSCSI name"), "{bad}: {e}");
+        }
+        std::fs::write(&f, "InitiatorName=iqn.host1\n").unwrap();
+        assert!(initiator_name(None, &c).unwrap_err().to_string().contains("iqn.YYYY-MM"));
         std::fs::write(&f, "InitiatorName=not-a-name\n").unwrap();
         assert!(initiator_name(None, &c).unwrap_err().to_string().contains("not an iSCSI name"));
         std::fs::write(&f, "# nothing\n").unwrap();

@@ -16,6 +16,9 @@ pub fn name_problem(name: &str) -> Option<String> {
     if !(lower.starts_with("iqn.") || lower.starts_with("eui.") || lower.starts_with("naa.")) {
         return Some("an iSCSI name starts with iqn., eui. or naa.".into());
     }
+    if name.len() <= 4 {
+        return Some("nothing follows the iqn., eui. or naa. prefix".into());
+    }
     if name.len() > MAX_NAME_LEN {
         return Some(format!("too long: {} bytes, an iSCSI name has at most {MAX_NAME_LEN}", name.len()));
     }
@@ -23,6 +26,43 @@ pub fn name_problem(name: &str) -> Option<String> {
         return Some(format!("{c:?} is not allowed (letters, digits, '.', '-', ':' and '_' are)"));
     }
     None
+}
+
+/// What keeps `name` from being an iSCSI name in the form RFC 7143 4.2.7
+/// gives (None: nothing): `iqn.YYYY-MM.naming-authority[:unique]`,
+/// `eui.` and 16 hex digits, or `naa.` and 16 or 32 hex digits. For names
+/// this host gives itself (its initiator name); names heard from others
+/// get the tolerant [`name_problem`], as they were sent.
+pub fn format_problem(name: &str) -> Option<String> {
+    if let Some(why) = name_problem(name) {
+        return Some(why);
+    }
+    let (kind, rest) = name.split_at(4);
+    match kind.to_ascii_lowercase().as_str() {
+        "iqn." => {
+            let b = rest.as_bytes();
+            let dated = b.len() > 8
+                && b[..4].iter().all(u8::is_ascii_digit)
+                && b[4] == b'-'
+                && b[5..7].iter().all(u8::is_ascii_digit)
+                && matches!(
+                    &rest[5..7],
+                    "01" | "02" | "03" | "04" | "05" | "06" | "07" | "08" | "09" | "10" | "11" | "12"
+                )
+                && b[7] == b'.'
+                && !matches!(b[8], b'.' | b':');
+            (!dated).then(|| {
+                "an iqn. name reads iqn.YYYY-MM.reversed.domain[:unique], e.g. iqn.2024-01.com.example:host1".into()
+            })
+        }
+        _ => {
+            let hex = rest.bytes().all(|c| c.is_ascii_hexdigit());
+            let lens: &[usize] = if kind.eq_ignore_ascii_case("eui.") { &[16] } else { &[16, 32] };
+            (!hex || !lens.contains(&rest.len())).then(|| {
+                format!("an {kind} name is followed by {} hex digits", if lens.len() == 1 { "16" } else { "16 or 32" })
+            })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -39,9 +79,50 @@ mod tests {
         ] {
             assert!(is_valid_name(ok), "{ok}");
         }
-        for bad in ["", "iqn", "foo.bar", "iqn.x/../../etc", "iqn.a b", "iqn.\0", &format!("iqn.{}", "a".repeat(230))] {
+        for bad in [
+            "",
+            "iqn",
+            "iqn.",
+            "naa.",
+            "foo.bar",
+            "iqn.x/../../etc",
+            "iqn.a b",
+            "iqn.\0",
+            &format!("iqn.{}", "a".repeat(230)),
+        ] {
             assert!(!is_valid_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn rfc_form_for_names_we_give_ourselves() {
+        for ok in [
+            "iqn.2024-01.com.example:host1",
+            "iqn.1998-01.com.vmware:esx_1",
+            "iqn.2024-12.test",
+            "eui.02004567A425678D",
+            "naa.52004567BA64678D",
+            "naa.6001405ABCDEF0123456789ABCDEF012",
+        ] {
+            assert_eq!(format_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "iqn.",
+            "iqn.x",
+            "iqn.2024-1.com.example",
+            "iqn.2024-13.com.example",
+            "iqn.2024-01",
+            "iqn.2024-01.",
+            "iqn.2024-01.:x",
+            "iqn.20a4-01.com.x",
+            "eui.0200",
+            "eui.02004567A425678G",
+            "naa.52004567BA64678D00",
+        ] {
+            assert!(format_problem(bad).is_some(), "{bad}");
+        }
+        assert!(format_problem("iqn.x").unwrap().contains("iqn.YYYY-MM"));
+        assert!(format_problem("eui.1").unwrap().contains("16 hex digits"));
     }
 
     #[test]
