@@ -191,9 +191,20 @@ impl Task {
         self.solicited = 0;
     }
 
-    pub fn finish(self, r: TaskResult) {
-        if let Some((b, i)) = &self.done {
-            b.complete(*i, r);
+    pub fn finish(mut self, r: TaskResult) {
+        if let Some((b, i)) = self.done.take() {
+            b.complete(i, r);
+        }
+    }
+}
+
+/// A task dropped unfinished (a panic unwinding the event loop, in a lent
+/// read's consumer say) still answers its caller, who would otherwise
+/// wait for ever.
+impl Drop for Task {
+    fn drop(&mut self) {
+        if let Some((b, i)) = self.done.take() {
+            b.complete(i, Err(InitiatorError::Closed));
         }
     }
 }

@@ -258,7 +258,9 @@ impl IscsiVolume {
     /// takes back at once (read_pool.rs): for callers that only look at the
     /// data (hash it), it is used while still in the CPU's cache, and no
     /// thread waits per command. Blocks until all are done. On an error,
-    /// `each` has seen some of the range.
+    /// `each` has seen some of the range. `each` must not use this volume
+    /// (or its session): the session's thread would wait on itself. A
+    /// panic in `each` ends the session; this call then fails.
     pub fn read_each(
         &self,
         offset: u64,

@@ -40,18 +40,24 @@ pub fn format_problem(name: &str) -> Option<String> {
     let (kind, rest) = name.split_at(4);
     match kind.to_ascii_lowercase().as_str() {
         "iqn." => {
-            let b = rest.as_bytes();
-            let dated = b.len() > 8
-                && b[..4].iter().all(u8::is_ascii_digit)
-                && b[4] == b'-'
-                && b[5..7].iter().all(u8::is_ascii_digit)
+            let dated = rest.len() > 8
+                && rest[..4].parse::<u16>().is_ok_and(|y| y >= 1970 && rest[..4].bytes().all(|c| c.is_ascii_digit()))
+                && rest.as_bytes()[4] == b'-'
                 && matches!(
                     &rest[5..7],
                     "01" | "02" | "03" | "04" | "05" | "06" | "07" | "08" | "09" | "10" | "11" | "12"
                 )
-                && b[7] == b'.'
-                && !matches!(b[8], b'.' | b':');
-            (!dated).then(|| {
+                && rest.as_bytes()[7] == b'.';
+            let (authority, unique) = match rest.get(8..).unwrap_or("").split_once(':') {
+                Some((a, u)) => (a, Some(u)),
+                None => (rest.get(8..).unwrap_or(""), None),
+            };
+            // A reversed domain name: labels of letters, digits and '-'.
+            let label_ok = |l: &str| {
+                !l.is_empty() && !l.starts_with('-') && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            };
+            let ok = dated && authority.split('.').all(label_ok) && unique != Some("");
+            (!ok).then(|| {
                 "an iqn. name reads iqn.YYYY-MM.reversed.domain[:unique], e.g. iqn.2024-01.com.example:host1".into()
             })
         }
@@ -100,6 +106,8 @@ mod tests {
             "iqn.2024-01.com.example:host1",
             "iqn.1998-01.com.vmware:esx_1",
             "iqn.2024-12.test",
+            "iqn.1993-08.org.debian:01:abc",
+            "iqn.2001-04.com.example:storage:diskarrays-sn-a8675309",
             "eui.02004567A425678D",
             "naa.52004567BA64678D",
             "naa.6001405ABCDEF0123456789ABCDEF012",
@@ -116,6 +124,11 @@ mod tests {
             "iqn.2024-01.:x",
             "iqn.20a4-01.com.x",
             "eui.0200",
+            "iqn.2024-01.a:",
+            "iqn.2024-01.a..b",
+            "iqn.0000-01.a",
+            "iqn.2024-01.-x",
+            "iqn.2024-01.a_b:x",
             "eui.02004567A425678G",
             "naa.52004567BA64678D00",
         ] {

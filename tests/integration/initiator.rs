@@ -85,6 +85,53 @@ fn reads_luns_of_512_and_4096_byte_blocks_and_odd_sizes_identical_to_the_backing
     }
 }
 
+/// `read_each` hands every command's bytes over once, at its offset, on
+/// the session's thread; a panicking consumer ends the session and the
+/// call fails instead of waiting for ever (helper-15's finding).
+#[test]
+fn read_each_sees_every_byte_once_and_survives_a_panicking_consumer() {
+    if !tgt_present() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let tgt = Tgt::start(d.path(), "");
+    let f = backing_file(d.path(), "a.img", (4 << 20) + 5 * 512, 9);
+    tgt.target(1, T1, &[ME]);
+    tgt.lun(1, 1, &f, 512);
+    let mut o = opts();
+    o.max_transfer = 64 << 10;
+    let v = open(&tgt.lun_url(T1, 1), &o).unwrap();
+    let mut seen = vec![0u8; v.size() as usize];
+    let mut calls = 0;
+    v.read_each(0, v.size(), |off, bytes| {
+        calls += 1;
+        seen[off as usize..off as usize + bytes.len()].copy_from_slice(bytes);
+    })
+    .unwrap();
+    assert_eq!(calls, (v.size() as usize).div_ceil(64 << 10));
+    assert!(seen == exposed(&read(&f), 512), "read_each differs from the backing file");
+    assert!(v.read_each(512, 100, |_, _| ()).is_err(), "a range that is no whole blocks");
+    assert!(v.read_each(0, v.size() + 512, |_, _| ()).is_err(), "a range past the end");
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let v = Arc::new(v);
+    let v2 = Arc::clone(&v);
+    std::thread::spawn(move || {
+        let mut n = 0;
+        let r = v2.read_each(0, v2.size(), |_, _| {
+            n += 1;
+            if n == 3 {
+                panic!("a consumer that fails");
+            }
+        });
+        let _ = tx.send(r.map_err(|e| e.to_string()));
+    });
+    let r = rx.recv_timeout(Duration::from_secs(30)).expect("read_each waited for ever after its consumer panicked");
+    assert!(r.is_err(), "{r:?}");
+    // The session is gone: later calls fail at once rather than hang.
+    assert!(v.read_at(&mut [0u8; 512], 0).is_err());
+}
+
 #[test]
 fn writes_land_in_the_backing_file_and_flush_is_synchronize_cache() {
     if !tgt_present() {
