@@ -411,7 +411,7 @@ fn read_chunk<'v>(
 /// only job reading a LUN whole, whose commands hold whole segments.
 fn hashed_on_arrival<'v>(job: &ReadJob<'v>) -> Option<&'v crate::initiator::IscsiVolume> {
     let lun = job.source.lun()?;
-    let whole_segments = u64::from(lun.info().max_transfer) % crate::shared::segment::SEGMENT_SIZE == 0;
+    let whole_segments = u64::from(lun.info().max_transfer) % SEGMENT_SIZE == 0;
     (job.records_only && job.compute_checksums && matches!(job.plan, ReadPlan::All) && whole_segments).then_some(lun)
 }
 
@@ -427,17 +427,14 @@ fn hash_lun_unit<'v>(
     old: Vec<ChecksumRecord>,
     limiter: &mut Option<RateLimiter>,
 ) -> anyhow::Result<ChunkResult<'v>> {
-    let seg = crate::shared::segment::SEGMENT_SIZE;
     let range = job.geometry.byte_range(segments);
     let len = range.end - range.start;
     let mut new = vec![ChecksumRecord::INVALID; segments.len() as usize];
-    let mut records = Vec::new();
     lun.read_each(range.start, len, |off, data| {
-        let first = ((off - range.start) / seg) as usize;
-        let slices: Vec<&[u8]> = data.chunks(seg as usize).collect();
-        records.clear();
-        checksum_each(&slices, &mut records);
-        new[first..first + records.len()].copy_from_slice(&records);
+        let first = ((off - range.start) / SEGMENT_SIZE) as usize;
+        for (_, k, rec) in hash_runs([((), data)]) {
+            new[first + k] = rec;
+        }
     })
     .with_context(|| format!("reading source {} at bytes {}-{}", job.source.name, range.start, range.end))?;
     if let Some(l) = limiter.as_mut() {

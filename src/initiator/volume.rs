@@ -15,7 +15,7 @@ use super::error::InitiatorError;
 use super::options::InitiatorOptions;
 use super::scsi_ops::{self, status_error};
 use super::session::{Session, SessionInfo};
-use super::task::{Command, DataBuf, Outcome};
+use super::task::{Command, DataBuf, Outcome, TaskResult};
 use super::url::IscsiUrl;
 use crate::scsi::cdb;
 use crate::scsi::data::{device_type_name, Capacity};
@@ -149,8 +149,8 @@ impl IscsiVolume {
         self.session.info()
     }
 
-    fn check_range(&self, offset: u64, len: usize, what: &str) -> Result<(), InitiatorError> {
-        let past = match offset.checked_add(len as u64) {
+    fn check_range(&self, offset: u64, len: u64, what: &str) -> Result<(), InitiatorError> {
+        let past = match offset.checked_add(len) {
             Some(end) => end > self.info.size,
             None => true,
         };
@@ -158,6 +158,19 @@ impl IscsiVolume {
             return Err(volume_err(format!(
                 "{}: {what} of {len} bytes at offset {offset} is past the end of the LUN ({} bytes)",
                 self.info.url, self.info.size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Within the LUN and whole blocks.
+    fn check_blocks(&self, offset: u64, len: u64, what: &str) -> Result<(), InitiatorError> {
+        self.check_range(offset, len, what)?;
+        let bs = u64::from(self.info.block_size);
+        if offset % bs != 0 || len % bs != 0 {
+            return Err(volume_err(format!(
+                "{}: {what} of {len} bytes at offset {offset} is not whole {bs}-byte blocks",
+                self.info.url
             )));
         }
         Ok(())
@@ -214,7 +227,7 @@ impl IscsiVolume {
     /// Fills `buf` from byte `offset` (any alignment; whole blocks are read
     /// straight into `buf`).
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), InitiatorError> {
-        self.check_range(offset, buf.len(), "read")?;
+        self.check_range(offset, buf.len() as u64, "read")?;
         self.check_capacity()?;
         let bs = u64::from(self.info.block_size);
         if offset % bs == 0 && buf.len() as u64 % bs == 0 {
@@ -233,18 +246,11 @@ impl IscsiVolume {
     /// (up to the queue depth), the way to read scattered segments fast.
     /// Each `(offset, buf)` must be whole blocks.
     pub fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), InitiatorError> {
-        let bs = u64::from(self.info.block_size);
         for (off, b) in reqs.iter() {
-            self.check_range(*off, b.len(), "read")?;
-            if off % bs != 0 || b.len() as u64 % bs != 0 {
-                return Err(volume_err(format!(
-                    "{}: read_many needs whole {bs}-byte blocks (offset {off}, {} bytes)",
-                    self.info.url,
-                    b.len()
-                )));
-            }
+            self.check_blocks(*off, b.len() as u64, "read")?;
         }
         self.check_capacity()?;
+        let bs = u64::from(self.info.block_size);
         let mut cmds = Vec::new();
         for (off, b) in reqs.iter_mut() {
             self.push_reads(&mut cmds, b, *off / bs);
@@ -267,47 +273,34 @@ impl IscsiVolume {
         len: u64,
         mut each: impl FnMut(u64, &[u8]) + Send,
     ) -> Result<(), InitiatorError> {
-        let bs = u64::from(self.info.block_size);
-        let whole = usize::try_from(len).map_err(|_| volume_err(format!("{}: read of {len} bytes", self.info.url)))?;
-        self.check_range(offset, whole, "read")?;
-        if offset % bs != 0 || len % bs != 0 {
-            return Err(volume_err(format!(
-                "{}: read_each needs whole {bs}-byte blocks (offset {offset}, {len} bytes)",
-                self.info.url
-            )));
-        }
+        self.check_blocks(offset, len, "read")?;
         self.check_capacity()?;
+        let reads: Vec<(cdb::Cdb, usize)> = self.read_cdbs(offset, len).collect();
         let step = u64::from(self.info.max_transfer);
-        let reads: Vec<(cdb::Cdb, usize)> = (0..len.div_ceil(step))
-            .map(|i| {
-                let n = step.min(len - i * step);
-                (cdb::read_16((offset + i * step) / bs, (n / bs) as u32), n as usize)
-            })
-            .collect();
         let mut consume = |i: usize, bytes: &[u8]| each(offset + i as u64 * step, bytes);
         let results = self.session.read_consumed(self.info.lun, &reads, &mut consume);
         for ((c, want), r) in reads.iter().zip(results) {
-            let o = r?;
-            if !o.is_good() {
-                return Err(self.io_error(c, &o));
-            }
-            if o.transferred != *want {
-                return Err(self.short_read(&o, *want));
-            }
+            self.check_read(c, r, *want)?;
         }
         Ok(())
     }
 
+    /// READ(16)s of at most the largest transfer covering `len` bytes
+    /// from byte `offset` (whole blocks), with the bytes each reads.
+    fn read_cdbs(&self, offset: u64, len: u64) -> impl Iterator<Item = (cdb::Cdb, usize)> {
+        let bs = u64::from(self.info.block_size);
+        let step = u64::from(self.info.max_transfer);
+        (0..len.div_ceil(step)).map(move |i| {
+            let n = step.min(len - i * step);
+            (cdb::read_16((offset + i * step) / bs, (n / bs) as u32), n as usize)
+        })
+    }
+
     fn push_reads<'a>(&self, cmds: &mut Vec<Command<'a>>, buf: &'a mut [u8], lba: u64) {
-        let bs = self.info.block_size as usize;
-        let step = self.info.max_transfer as usize;
-        for (i, chunk) in buf.chunks_mut(step).enumerate() {
-            let blocks = (chunk.len() / bs) as u32;
-            cmds.push(Command {
-                lun: self.info.lun,
-                cdb: cdb::read_16(lba + (i * step / bs) as u64, blocks),
-                data: DataBuf::In(chunk),
-            });
+        let offset = lba * u64::from(self.info.block_size);
+        let reads = self.read_cdbs(offset, buf.len() as u64);
+        for ((cdb, _), chunk) in reads.zip(buf.chunks_mut(self.info.max_transfer as usize)) {
+            cmds.push(Command { lun: self.info.lun, cdb, data: DataBuf::In(chunk) });
         }
     }
 
@@ -323,17 +316,23 @@ impl IscsiVolume {
         }
         let results = self.session.execute(&mut cmds);
         for (c, r) in cmds.iter().zip(results) {
-            let o = r?;
-            if !o.is_good() {
-                return Err(self.io_error(&c.cdb, &o));
-            }
             let want = match &c.data {
                 DataBuf::In(b) => b.len(),
                 _ => 0,
             };
-            if o.transferred != want {
-                return Err(self.short_read(&o, want));
-            }
+            self.check_read(&c.cdb, r, want)?;
+        }
+        Ok(())
+    }
+
+    /// A READ that ended GOOD with all `want` bytes, or the error in words.
+    fn check_read(&self, c: &cdb::Cdb, r: TaskResult, want: usize) -> Result<(), InitiatorError> {
+        let o = r?;
+        if !o.is_good() {
+            return Err(self.io_error(c, &o));
+        }
+        if o.transferred != want {
+            return Err(self.short_read(&o, want));
         }
         Ok(())
     }
@@ -349,15 +348,8 @@ impl IscsiVolume {
 
     /// Writes `buf` at byte `offset`; both must be whole blocks.
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), InitiatorError> {
-        self.check_range(offset, buf.len(), "write")?;
+        self.check_blocks(offset, buf.len() as u64, "write")?;
         let bs = u64::from(self.info.block_size);
-        if offset % bs != 0 || buf.len() as u64 % bs != 0 {
-            return Err(volume_err(format!(
-                "{}: writes must be whole {bs}-byte blocks (offset {offset}, {} bytes)",
-                self.info.url,
-                buf.len()
-            )));
-        }
         self.check_capacity()?;
         if buf.is_empty() {
             return Ok(());
