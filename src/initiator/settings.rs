@@ -174,7 +174,7 @@ pub fn resolve(
 ) -> Result<InitiatorOptions, InitiatorError> {
     if source == UrlSource::CommandLine && url.has_password() {
         return Err(opt_err(format!(
-            "{url}: a password in a URL on the command line is visible to every user (ps, /proc/PID/cmdline, shell \
+            "a password in a URL on the command line is visible to every user (ps, /proc/PID/cmdline, shell \
              history) and is refused; put it in {ENV_CHAP_PASSWORD} (target side: {ENV_TARGET_PASSWORD}) or in the \
              configuration's [initiator] chap_password (per target: [initiator.targets.\"IQN\"]), mode 0600"
         )));

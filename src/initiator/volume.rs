@@ -70,21 +70,21 @@ impl IscsiVolume {
     /// CAPACITY, Block Limits.
     pub fn open(url: &IscsiUrl, opts: &InitiatorOptions) -> Result<IscsiVolume, InitiatorError> {
         let (Some(target), Some(lun)) = (url.target.as_deref(), url.lun) else {
-            return Err(volume_err(format!("{url}: a volume URL names a target and a LUN")));
+            return Err(volume_err("a volume URL names a target and a LUN".to_string()));
         };
         let session = Session::open(&url.portal, target, opts)?;
         let inq = scsi_ops::inquiry(&session, lun)?;
         if inq.qualifier != 0 {
-            return Err(volume_err(format!("{url}: target {target} has no LUN {lun}")));
+            return Err(volume_err(format!("target {target} has no LUN {lun}")));
         }
         if inq.device_type != 0 {
             return Err(volume_err(format!(
-                "{url}: LUN {lun} is a {} device, not a disk (DIRECT_ACCESS)",
+                "LUN {lun} is a {} device, not a disk (DIRECT_ACCESS)",
                 device_type_name(inq.device_type)
             )));
         }
         if let Err(e) = scsi_ops::test_unit_ready(&session, lun) {
-            return Err(volume_err(format!("{url}: LUN {lun} is not ready: {e}")));
+            return Err(volume_err(format!("LUN {lun} is not ready: {e}")));
         }
         let capacity = scsi_ops::read_capacity(&session, lun)?;
         let designators = scsi_ops::lun_identity(&session, lun);
@@ -156,8 +156,8 @@ impl IscsiVolume {
         };
         if past {
             return Err(volume_err(format!(
-                "{}: {what} of {len} bytes at offset {offset} is past the end of the LUN ({} bytes)",
-                self.info.url, self.info.size
+                "{what} of {len} bytes at offset {offset} is past the end of the LUN ({} bytes)",
+                self.info.size
             )));
         }
         Ok(())
@@ -168,10 +168,7 @@ impl IscsiVolume {
         self.check_range(offset, len, what)?;
         let bs = u64::from(self.info.block_size);
         if offset % bs != 0 || len % bs != 0 {
-            return Err(volume_err(format!(
-                "{}: {what} of {len} bytes at offset {offset} is not whole {bs}-byte blocks",
-                self.info.url
-            )));
+            return Err(volume_err(format!("{what} of {len} bytes at offset {offset} is not whole {bs}-byte blocks")));
         }
         Ok(())
     }
@@ -184,8 +181,7 @@ impl IscsiVolume {
                 if let Ok(now) = scsi_ops::read_capacity(&self.session, lun) {
                     if now.bytes() < self.info.size {
                         return volume_err(format!(
-                            "{}: the LUN shrank from {} to {} bytes during the run",
-                            self.info.url,
+                            "the LUN shrank from {} to {} bytes during the run",
                             self.info.size,
                             now.bytes()
                         ));
@@ -193,7 +189,7 @@ impl IscsiVolume {
                 }
             }
             if s.asc == 0x25 || (s.key == SenseKey::NotReady && s.asc == 0x3a) {
-                return volume_err(format!("{}: the LUN is gone ({s})", self.info.url));
+                return volume_err(format!("the LUN is gone ({s})"));
             }
         }
         status_error(c, lun, o)
@@ -207,8 +203,7 @@ impl IscsiVolume {
         let now = scsi_ops::read_capacity(&self.session, self.info.lun)?;
         if now.bytes() < self.info.size || now.block_size != self.capacity.block_size {
             return Err(volume_err(format!(
-                "{}: the LUN changed from {} bytes ({}-byte blocks) to {} bytes ({}-byte blocks) during the run",
-                self.info.url,
+                "the LUN changed from {} bytes ({}-byte blocks) to {} bytes ({}-byte blocks) during the run",
                 self.info.size,
                 self.capacity.block_size,
                 now.bytes(),
@@ -339,8 +334,7 @@ impl IscsiVolume {
 
     fn short_read(&self, o: &Outcome, want: usize) -> InitiatorError {
         volume_err(format!(
-            "{}: READ(16) returned {} of {want} bytes{}",
-            self.info.url,
+            "READ(16) returned {} of {want} bytes{}",
             o.transferred,
             if o.residual.underflow { " (underflow: did the LUN shrink?)" } else { "" }
         ))
@@ -393,11 +387,11 @@ impl IscsiVolume {
     pub fn flush(&self) -> Result<(), InitiatorError> {
         self.sync_cache()?;
         if self.session.writes_unsafe() {
-            return Err(volume_err(format!(
-                "{}: the connection was re-established after acknowledged writes that no SYNCHRONIZE CACHE had \
-                 covered and that were too many to replay; the target may have lost them (run again to rewrite them)",
-                self.info.url
-            )));
+            return Err(volume_err(
+                "the connection was re-established after acknowledged writes that no SYNCHRONIZE CACHE had \
+                 covered and that were too many to replay; the target may have lost them (run again to rewrite them)"
+                    .to_string(),
+            ));
         }
         Ok(())
     }

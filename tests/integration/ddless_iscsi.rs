@@ -167,6 +167,12 @@ fn ddless_reads_an_iscsi_source_in_every_mode() {
     assert!(!e.contains("hunter2"), "{e}");
     assert!(!d.path().join("never").exists());
     fails_with(dd().args(["-s", &format!("iscsi://{}/{T1}", tgt.addr()), "-v"]), &["names no LUN"]);
+    // An error names the volume once, with its role.
+    let e = fails_with(dd().args(["-s", &tgt.lun_url(T1, 9)]).arg("-c").arg(d.path().join("never")), &["has no LUN 9"]);
+    assert_eq!(e.matches(&format!("{T1}/9")).count(), 1, "{e}");
+    assert!(e.contains(&format!("source {}", tgt.lun_url(T1, 9))), "{e}");
+    let e = fails_with(dd().args(["-s", &bad, "-t", "/dev/null"]), &["refused"]);
+    assert_eq!(e.matches(&format!("{T1}/1")).count(), 1, "{e}");
 }
 
 /// -m on a LUN reads groups of buffers with all their flagged runs in
