@@ -332,6 +332,7 @@ pub fn copy(opts: &CopyOptions, progress: &dyn Progress) -> anyhow::Result<CopyR
         segments: geometry.segment_count(),
         direct_io: opts.read.direct_io,
         workers: opts.read.workers.get(),
+        reader_threads: reader_stats.threads,
         buffers_total: geometry.buffer_count(),
         buffers_read: reader_stats.buffers_read,
         segments_read: reader_stats.segments_read,

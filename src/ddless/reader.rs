@@ -143,6 +143,8 @@ impl ChunkResult<'_> {
 
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct ReaderStats {
+    /// Reader threads that ran (`-w`, or more for a LUN's read units).
+    pub threads: usize,
     pub buffers_read: u64,
     pub segments_read: u64,
     pub bytes_read: u64,
@@ -563,10 +565,10 @@ pub(crate) fn run_readers(
     // by the caller before anything is allocated.
     let workers = units.workers.clamp(1, unit_count.max(1) as usize);
     if lun_in_flight.is_some() {
-        // The report's `workers` is -w; this says what ran.
+        // The report's `workers` is -w; `reader_threads` (and this) say what ran.
         tracing::info!("reading the LUN in {} KiB units with {workers} threads", units.bytes() >> 10);
     }
-    let mut stats = ReaderStats::default();
+    let mut stats = ReaderStats { threads: workers, ..ReaderStats::default() };
     let mut first_error = None;
     let mut release = Release::default();
 

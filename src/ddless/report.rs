@@ -19,7 +19,12 @@ pub struct CopyReport {
     pub segment_size: u64,
     pub segments: u64,
     pub direct_io: bool,
+    /// `-w` (or `[ddless] workers`), as asked.
     pub workers: usize,
+    /// The reader threads that ran: `workers`, or more when a LUN's queue
+    /// needed them, fewer when the volume has fewer buffers (0 when nothing
+    /// was read).
+    pub reader_threads: usize,
     pub buffers_total: u64,
     pub buffers_read: u64,
     pub segments_read: u64,

@@ -403,6 +403,7 @@ fn typo_in_portal_section_does_not_stop_ddless_or_ddmap() {
     assert!(stderr(&o).contains("warning") && stderr(&o).contains("[portal]") && stderr(&o).contains("state_tme_sec"));
     let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(r["workers"], 2, "[ddless] is still applied");
+    assert_eq!(r["reader_threads"], 1, "one buffer, one reader thread");
     let o = run(tool("ddmap")
         .args(["--from-extents", "-", "--size", "1M", "--name", "v", "-t"])
         .arg(d.path().join("m"))

@@ -111,6 +111,9 @@ fn ddless_reads_an_iscsi_source_in_every_mode() {
     assert_eq!(r["source_size"], data.len() as u64);
     // A LUN is read in units smaller than a buffer; the report still counts buffers.
     assert_eq!((r["buffers_total"].as_u64(), r["buffers_read"].as_u64()), (Some(4), Some(4)), "{r}");
+    // Its queue may add reader threads to -w; the report says how many ran.
+    let threads = r["reader_threads"].as_u64().unwrap();
+    assert!(threads >= r["workers"].as_u64().unwrap().min(4) && threads <= 8, "{r}");
     assert!(read(&out) == data && read(&sums) == reference_checksums(&data));
     assert_eq!(json(&mut copy(&url, &sums, p(&out)))["segments_changed"], 0);
 
