@@ -131,33 +131,82 @@ fn section_at(text: &str, offset: usize, before_header: bool) -> Option<String> 
     current
 }
 
-/// The value (after the first '=', quotes trimmed) of the line of `text`
-/// at byte `offset` if that line may hold a secret (a key like a
-/// password's or CHAP's, or an `iscsi://` URL that may carry one).
-fn secret_value(text: &str, offset: usize) -> Option<&str> {
-    let offset = offset.min(text.len());
-    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-    let line = text.get(start..end)?;
-    let lower = line.to_ascii_lowercase();
+/// The byte range of the entry of `text` that covers byte `offset`: its
+/// line, or every line of a multi-line string (`"""` or `'''`) that
+/// starts with a `key = ` line.
+fn entry_at(text: &str, offset: usize) -> std::ops::Range<usize> {
+    let mut pos = 0;
+    // (where the open multi-line entry starts, its closing delimiter)
+    let mut open: Option<(usize, &str)> = None;
+    for line in text.split_inclusive('\n') {
+        let (start, end) = (pos, pos + line.len());
+        pos = end;
+        match open {
+            Some((s, delim)) => {
+                if line.contains(delim) {
+                    open = None;
+                    if offset < end {
+                        return s..end;
+                    }
+                }
+            }
+            None => {
+                let value = line.split_once('=').map(|(_, v)| v.trim_start());
+                for delim in ["\"\"\"", "'''"] {
+                    if let Some(rest) = value.and_then(|v| v.strip_prefix(delim)) {
+                        if !rest.contains(delim) {
+                            open = Some((start, delim));
+                        }
+                        break;
+                    }
+                }
+                if open.is_none() && offset < end {
+                    return start..end;
+                }
+            }
+        }
+    }
+    match open {
+        Some((s, _)) => s..text.len(),
+        None => {
+            let o = offset.min(text.len());
+            text[..o].rfind('\n').map_or(0, |i| i + 1)..text.len()
+        }
+    }
+}
+
+/// The pieces of the value of the entry covering byte `offset` (one per
+/// line, quotes trimmed) if that entry may hold a secret: a key like a
+/// password's or CHAP's, or an `iscsi://` URL that may carry one.
+fn secret_value(text: &str, offset: usize) -> Option<Vec<&str>> {
+    let entry = text.get(entry_at(text, offset.min(text.len())))?;
+    let lower = entry.to_ascii_lowercase();
     // By the key, typos included (`chap_pasword`), or a URL's password.
-    let key = lower.split_once('=').map_or(lower.as_str(), |(k, _)| k);
+    let first = lower.lines().next().unwrap_or("");
+    let key = first.split_once('=').map_or(first, |(k, _)| k);
     let secret = ["pas", "pwd", "secret", "chap", "token"].iter().any(|w| key.contains(w))
         || (lower.contains("iscsi://") && (lower.contains('%') || lower.contains("target_password")));
     if !secret {
         return None;
     }
-    Some(line.split_once('=').map_or("", |(_, v)| v).trim().trim_matches(|c| c == '"' || c == '\''))
+    let value = entry.split_once('=').map_or("", |(_, v)| v);
+    let mut pieces: Vec<&str> =
+        value.lines().map(|l| l.trim().trim_matches(|c| c == '"' || c == '\'')).filter(|l| !l.is_empty()).collect();
+    // Longest first, so that no piece is left half-replaced by a shorter one.
+    pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    Some(pieces)
 }
 
 /// toml's message (without the quoted line) for `e`, with the value of a
-/// secret-holding line (`invalid type: integer `...``) shown as `***`.
+/// secret-holding entry (`invalid type: integer `...``) shown as `***`.
 fn message_without_secret(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim_end();
-    match e.span().and_then(|sp| secret_value(text, sp.start)) {
-        Some(value) if !value.is_empty() => message.replace(value, "***"),
-        _ => message.to_string(),
+    let mut message = e.message().trim_end().to_string();
+    if let Some(pieces) = e.span().and_then(|sp| secret_value(text, sp.start)) {
+        for p in pieces {
+            message = message.replace(p, "***");
+        }
     }
+    message
 }
 
 /// A TOML error for the user: toml's own message, except that a line
@@ -411,6 +460,12 @@ mod tests {
                 "[[archive.volumes]]\nname = \"v\"\nsource = \"iscsi://u%Sup3rSecretValue@h/iqn.2024-01.t:a/1\nx\n",
                 "line 3",
             ),
+            // Multi-line strings: the error may fall on any line of the value
+            // (helper-16's pass: the continuation line was quoted).
+            ("[initiator]\nchap_password = \"\"\"first\nSup3rSecretValue\\q\"\"\"\n", "line 3"),
+            ("[initiator]\nchap_password = '''first\nSup3rSecretValue'''x\n", "line 3"),
+            ("[initiator]\nchap_password = \"\"\"\nSup3rSecretValue\n", "line 4"),
+            ("[initiator]\nchap_password = \"\"\"Sup3rSecretValue\nmore\"\"\"\nname = 5\n", "name"),
         ];
         for (text, shown) in cases {
             let e = parse(text).unwrap_err().to_string();

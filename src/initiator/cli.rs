@@ -117,11 +117,17 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
     if let Some(w) = config_exposure_warning(Path::new(&path), &config.initiator) {
         tracing::warn!("{w}");
     }
-    let opts =
-        resolve(&url, UrlSource::CommandLine, a.initiator_name.as_deref(), &a.session, &config.initiator, &|k| {
-            std::env::var(k).ok()
-        })?;
-    let report = list(&url, &opts, !a.targets_only, a.max_targets as usize)?;
+    let env = |k: &str| std::env::var(k).ok();
+    let opts = resolve(&url, UrlSource::CommandLine, a.initiator_name.as_deref(), &a.session, &config.initiator, &env)
+        .with_context(|| format!("URL {}", redact_unparsed(&a.url)))?;
+    // Each target listed logs in with its own settings: a portal's
+    // targets may have credentials of their own in the configuration.
+    let options_for = |target: &str| {
+        let mut u = url.clone();
+        u.target = Some(target.to_string());
+        resolve(&u, UrlSource::CommandLine, a.initiator_name.as_deref(), &a.session, &config.initiator, &env)
+    };
+    let report = list(&url, &opts, &options_for, !a.targets_only, a.max_targets as usize)?;
     if a.json {
         print_json(&report)?;
     } else {

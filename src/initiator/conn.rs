@@ -50,7 +50,10 @@ pub(crate) fn not_iscsi(head: &[u8; BHS_LEN]) -> Option<String> {
 /// A one-line rendering of a PDU for debug logs.
 pub(crate) fn describe(pdu: &Pdu) -> String {
     let op = pdu.bhs.opcode().map_or_else(|| format!("0x{:02x}", pdu.bhs.opcode_raw()), |o| format!("{o:?}"));
-    let mut s = format!("{op} flags=0x{:02x} itt=0x{:08x} dlen={}", pdu.bhs.flags(), pdu.bhs.itt(), pdu.bhs.data_len());
+    // An outgoing PDU's header gets its length when encoded; a Data-In
+    // read straight into a caller's buffer has no data here.
+    let dlen = (pdu.bhs.data_len() as usize).max(pdu.data.len());
+    let mut s = format!("{op} flags=0x{:02x} itt=0x{:08x} dlen={dlen}", pdu.bhs.flags(), pdu.bhs.itt());
     if !pdu.data.is_empty() && pdu.data.len() < 4096 && pdu.data.iter().all(|&b| b == 0 || (0x20..0x7f).contains(&b)) {
         // CHAP values are hashes of secrets: keep them out of logs.
         let text: String = pdu

@@ -30,7 +30,7 @@ pub enum InitiatorError {
     TooManyRedirects { max: u32, chain: Vec<String> },
     #[error("{peer}: protocol error: {detail}")]
     Protocol { peer: String, detail: String },
-    #[error("connection to {portal} lost ({cause}) and not re-established within {secs} s ({attempts} attempts; last: {last})")]
+    #[error("connection to {portal} lost ({cause}) and not re-established within {secs} s ({attempts} attempt(s); last: {last})")]
     ConnectionLost { portal: String, cause: String, secs: u64, attempts: u32, last: String },
     #[error("connection to {portal} lost ({cause}) after {count} reconnects in this session (limit max_reconnects)")]
     TooManyReconnects { portal: String, cause: String, count: u32 },

@@ -195,15 +195,38 @@ struct Reply {
     keys: TextParams,
 }
 
-fn refused(ex: &Exchange<'_>, reply: &Reply) -> InitiatorError {
+/// A refused login in words. `chap_sent`: our CHAP response went out (an
+/// authentication failure before it is about the method, not the secret).
+fn refused(ex: &Exchange<'_>, reply: &Reply, chap_sent: bool) -> InitiatorError {
     let status = reply.rsp.status;
-    let chap_user = ex.opts.auth.chap.as_ref().map(|c| c.user.as_str());
-    InitiatorError::LoginRefused {
-        peer: ex.peer(),
-        target: ex.target.unwrap_or("(discovery)").to_string(),
-        status,
-        text: login_refusal_text(status, &ex.opts.initiator_name, ex.target.unwrap_or("(discovery)"), chap_user),
+    let auth = &ex.opts.auth;
+    let chap_user = auth.chap.as_ref().map(|c| c.user.as_str());
+    let target = ex.target.unwrap_or("(discovery)");
+    let mut text = login_refusal_text(status, &ex.opts.initiator_name, target, chap_user);
+    if status == LoginStatus::AUTHENTICATION_FAILURE {
+        if let Some(why) = mutual_refusal(chap_user, auth.mutual.as_ref().map(|m| m.user.as_str()), chap_sent) {
+            text = format!("{} (0x{:04x}): {why}", status.name(), status.0);
+        }
     }
+    InitiatorError::LoginRefused { peer: ex.peer(), target: target.to_string(), status, text }
+}
+
+/// What an authentication failure means when mutual CHAP was asked for:
+/// the target may not do CHAP at all with this initiator, or may have no
+/// account to prove itself with, which a wrong initiator secret cannot be
+/// told apart from.
+fn mutual_refusal(chap_user: Option<&str>, target_user: Option<&str>, chap_sent: bool) -> Option<String> {
+    let (user, tuser) = (chap_user?, target_user?);
+    Some(if chap_sent {
+        format!(
+            "the target did not accept the CHAP credentials of user {user}, or cannot prove itself as {tuser} \
+             (mutual CHAP: it needs an outgoing account {tuser} with our target secret)"
+        )
+    } else {
+        "the target does not do CHAP with this initiator (it refused AuthMethod=CHAP); target credentials are \
+         set, which require mutual CHAP"
+            .to_string()
+    })
 }
 
 fn redirect_of(ex: &Exchange<'_>, reply: &Reply) -> Result<Option<Outcome>, InitiatorError> {
@@ -241,9 +264,15 @@ fn login_once(
         keys.push("TargetName", t);
     }
     let auth = &opts.auth;
+    // Target credentials make a Normal session require CHAP with the
+    // target proving itself. A discovery session only learns names and
+    // addresses (every login to them still requires it), and targets such
+    // as tgt do not authenticate discovery: it takes None when offered.
+    let discovery = target.is_none();
     let offer = match (&auth.chap, &auth.mutual) {
         (None, _) => "None",
         (Some(_), None) => "CHAP,None",
+        (Some(_), Some(_)) if discovery => "CHAP,None",
         (Some(_), Some(_)) => "CHAP",
     };
     keys.push("AuthMethod", offer);
@@ -257,13 +286,13 @@ fn login_once(
             return Ok(r);
         }
         if reply.rsp.status != LoginStatus::SUCCESS {
-            return Err(refused(&ex, &reply));
+            return Err(refused(&ex, &reply, chap_done));
         }
         keys = TextParams::new();
         let k = &reply.keys;
         if let Some(m) = k.get("AuthMethod") {
             match m {
-                "None" if auth.mutual.is_some() => {
+                "None" if auth.mutual.is_some() && !discovery => {
                     return Err(ex.auth_error(
                         "the target skipped CHAP, but target credentials are configured (mutual CHAP required)",
                     ))
@@ -277,6 +306,12 @@ fn login_once(
                     return Err(ex.auth_error(
                         "the target requires CHAP and no credentials were given: set [initiator] chap_username and \
                          chap_password in the configuration, or LIBISCSI_CHAP_USERNAME and LIBISCSI_CHAP_PASSWORD",
+                    ))
+                }
+                "Reject" if auth.mutual.is_some() && !discovery => {
+                    return Err(ex.auth_error(
+                        "the target does not do CHAP with this initiator (AuthMethod=Reject); target credentials are \
+                         set, which require mutual CHAP",
                     ))
                 }
                 other => return Err(ex.auth_error(format!("the target answered AuthMethod={other} to {offer}"))),
@@ -329,7 +364,7 @@ fn login_once(
             mutual_challenge = None;
         }
         if reply.rsp.transit {
-            if auth.mutual.is_some() && (!chap_done || mutual_challenge.is_some()) {
+            if auth.mutual.is_some() && ((!chap_done && !discovery) || mutual_challenge.is_some()) {
                 return Err(ex.auth_error("mutual CHAP: the target left the security stage without proving itself"));
             }
             stage = reply.rsp.nsg;
@@ -353,7 +388,7 @@ fn login_once(
                 return Ok(r);
             }
             if reply.rsp.status != LoginStatus::SUCCESS {
-                return Err(refused(&ex, &reply));
+                return Err(refused(&ex, &reply, true));
             }
             keys = params
                 .apply(&offered, &reply.keys)

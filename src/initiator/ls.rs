@@ -121,12 +121,18 @@ fn open_target(t: &DiscoveredTarget, fallback: &Portal, opts: &InitiatorOptions)
     Err(last.unwrap_or(InitiatorError::Closed))
 }
 
+/// The session settings for logging in to a target by name: a target may
+/// have credentials of its own (`[initiator.targets."IQN"]`).
+pub type OptionsFor<'a> = dyn Fn(&str) -> Result<InitiatorOptions, InitiatorError> + 'a;
+
 /// Lists what `url` shows: every target of the portal, or the one the URL
 /// names; with `with_luns`, the LUNs of the first `max_targets` targets
-/// (the others are reported as not examined).
+/// (the others are reported as not examined). `opts` is the discovery
+/// session's; each target's login takes `options_for(name)`.
 pub fn list(
     url: &IscsiUrl,
     opts: &InitiatorOptions,
+    options_for: &OptionsFor<'_>,
     with_luns: bool,
     max_targets: usize,
 ) -> Result<LsReport, InitiatorError> {
@@ -154,7 +160,8 @@ pub fn list(
                  were listed (--max-targets)"
             ));
         } else if with_luns {
-            match open_target(t, &url.portal, opts).and_then(|s| luns_of(&s)) {
+            let listed = options_for(&t.name).and_then(|o| open_target(t, &url.portal, &o)).and_then(|s| luns_of(&s));
+            match listed {
                 Ok(l) => r.luns = l,
                 Err(e) => r.error = Some(e.to_string()),
             }

@@ -1361,7 +1361,8 @@ impl Engine {
         }
         if self.unjournaled.is_some() {
             self.shared.writes_unsafe.store(true, Ordering::Relaxed);
-            tracing::error!(
+            // A warning now; the flush that would have covered them fails.
+            tracing::warn!(
                 "{label}: acknowledged writes not yet covered by SYNCHRONIZE CACHE were too many to keep for replay: \
                  the target may have lost them"
             );
@@ -1389,7 +1390,8 @@ impl Engine {
         self.reconnects += 1;
         if self.reconnects > self.opts.max_reconnects {
             let e = InitiatorError::TooManyReconnects { portal, cause, count: self.reconnects - 1 };
-            tracing::error!("{e}");
+            // The callers' commands fail with it, and they name the volume.
+            tracing::info!("{e}");
             self.fail_everything(e);
             return;
         }
@@ -1425,7 +1427,7 @@ impl Engine {
                     }
                 }
                 Err(e) if e.is_permanent() => {
-                    tracing::error!("reconnecting to {}: {e}", self.target);
+                    tracing::info!("reconnecting to {}: {e}", self.target);
                     self.fail_everything(e);
                     return;
                 }
@@ -1439,7 +1441,7 @@ impl Engine {
                             attempts,
                             last: e.to_string(),
                         };
-                        tracing::error!("{e}");
+                        tracing::info!("{e}");
                         self.fail_everything(e);
                         return;
                     }

@@ -218,11 +218,17 @@ pub fn resolve(
             "{who} CHAP user {u:?} has no password: set {pvar} or the configuration's [initiator] {}chap_password",
             if who == "target" { "target_" } else { "" }
         ))),
-        (None, Some(_)) => Err(opt_err(format!(
-            "a {who} CHAP password is set but no user name: put USER@ in the URL, or set {uvar} or the \
-             configuration's [initiator] {}chap_username",
-            if who == "target" { "target_" } else { "" }
-        ))),
+        (None, Some(_)) => Err(opt_err(if who == "target" {
+            format!(
+                "a target CHAP password is set but no target user name: add ?target_user=NAME to the URL, or set \
+                 {uvar} or the configuration's [initiator] target_chap_username"
+            )
+        } else {
+            format!(
+                "an {who} CHAP password is set but no user name: put USER@ in the URL, or set {uvar} or the \
+                 configuration's [initiator] chap_username"
+            )
+        })),
     };
     o.auth = Auth {
         chap: creds(user, pass, "initiator", ENV_CHAP_USERNAME, ENV_CHAP_PASSWORD)?,

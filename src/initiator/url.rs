@@ -62,6 +62,8 @@ pub enum UrlError {
     NoHost,
     #[error("invalid host {0:?}: expected a host name, an IPv4 address, or an IPv6 address in brackets")]
     BadHost(String),
+    #[error("invalid host {0:?}: IPv6 zone IDs (%INTERFACE) are not supported; use an address that needs none")]
+    ZoneId(String),
     #[error("invalid host {0:?}: an IPv6 address goes in brackets (iscsi://[{0}]:PORT/...)")]
     UnbracketedIpv6(String),
     #[error("a URL of {0} bytes: at most {MAX_URL_LEN} expected")]
@@ -119,6 +121,9 @@ fn parse_portal(s: &str) -> Result<Portal, UrlError> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, after) = rest.split_once(']').ok_or_else(|| UrlError::BadHost(s.to_string()))?;
         if h.parse::<Ipv6Addr>().is_err() {
+            if h.split_once('%').is_some_and(|(a, _)| a.parse::<Ipv6Addr>().is_ok()) {
+                return Err(UrlError::ZoneId(h.to_string()));
+            }
             return Err(UrlError::BadHost(h.to_string()));
         }
         let port = match after {
@@ -255,7 +260,15 @@ impl IscsiUrl {
                 }
                 "target_password" => url.target_password = Some(Secret::new(v)),
                 _ if follows_password => return Err(UrlError::CutTargetPassword),
-                _ => return Err(UrlError::UnknownArg(k.to_string())),
+                // Shown up to its first unusual character: a mistyped
+                // `target_password%3D...` must not show the password.
+                _ => {
+                    let plain = k.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+                    return Err(UrlError::UnknownArg(match plain {
+                        Some(i) => format!("{}***", &k[..i]),
+                        None => k.to_string(),
+                    }));
+                }
             }
         }
         Ok(url)
@@ -295,7 +308,20 @@ const URL_ARGS: [&str; 3] = ["&header_digest=", "&target_user=", "&target_passwo
 /// reports, whether or not they parse; hides too much rather than too
 /// little (no URL that parses holds a '%' outside its passwords).
 pub fn redact_secrets(s: &str) -> String {
-    let s = match (s.find('%'), s.rfind('@')) {
+    // A bracketed host right after "iscsi://", in a URL with no '@', holds
+    // no password: its '%' is an IPv6 zone ID (refused by the parser, shown
+    // as written). With an '@' anywhere, hide as before.
+    let host_end = s
+        .find("://")
+        .filter(|_| !s.contains('@'))
+        .map(|i| i + 3)
+        .filter(|&i| s[i..].starts_with('['))
+        .and_then(|i| s[i..].find(']').map(|j| i + j));
+    let first_pct = match host_end {
+        Some(e) if s.find('%').is_some_and(|p| p < e) => s[e..].find('%').map(|p| e + p),
+        _ => s.find('%'),
+    };
+    let s = match (first_pct, s.rfind('@')) {
         (Some(p), Some(at)) if p < at => format!("{}%***{}", &s[..p], &s[at..]),
         (Some(p), _) => format!("{}%***", &s[..p]),
         _ => s.to_string(),
@@ -387,6 +413,9 @@ mod redact_tests {
             format!("{h}?target_password=***&target_password=***")
         );
         assert_eq!(r("iscsi://bob%p@ss@10.0.0.1/iqn.2024-01.t:a/1"), "iscsi://bob%***@10.0.0.1/iqn.2024-01.t:a/1");
+        // helper-16: an IPv6 zone ID is no password; a '[' user name is not trusted.
+        assert_eq!(r("iscsi://[fe80::1%lo]/iqn.2024-01.t:a/1"), "iscsi://[fe80::1%lo]/iqn.2024-01.t:a/1");
+        assert_eq!(r("iscsi://[u%pw]@h/iqn.2024-01.t:a/1"), "iscsi://[u%***@h/iqn.2024-01.t:a/1");
         assert_eq!(r("iscsi://bob%pa/ss@10.0.0.1/iqn.2024-01.t:a/1"), "iscsi://bob%***@10.0.0.1/iqn.2024-01.t:a/1");
         assert_eq!(r("iscsi://bob@10.0.0.1/iqn.2024-01.t:a/1"), "iscsi://bob@10.0.0.1/iqn.2024-01.t:a/1");
         assert_eq!(r(h), h);
@@ -506,6 +535,11 @@ mod tests {
             ("iscsi://h/iqn.2024-01.test:a/-1", UrlError::BadLun("-1".into())),
             ("iscsi://h/iqn.2024-01.test:a/1/x", UrlError::ExtraPath("x".into())),
             ("iscsi://h/iqn.2024-01.test:a/1?foo=1", UrlError::UnknownArg("foo".into())),
+            (
+                "iscsi://h/iqn.2024-01.test:a/1?target_password%3DLEAK",
+                UrlError::UnknownArg("target_password***".into()),
+            ),
+            ("iscsi://[fe80::1%lo]/iqn.2024-01.test:a/1", UrlError::ZoneId("fe80::1%lo".into())),
             ("iscsi://h/iqn.2024-01.test:a/1?header_digest=md5", UrlError::BadDigest("md5".into())),
             ("iscsi://fe80::1/iqn.2024-01.test:a/1", UrlError::UnbracketedIpv6("fe80::1".into())),
             ("iscsi://[nonsense]/iqn.2024-01.test:a/1", UrlError::BadHost("nonsense".into())),

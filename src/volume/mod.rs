@@ -133,9 +133,8 @@ impl VolumeSpec {
     ) -> Result<VolumeSpec, InitiatorError> {
         match arg.to_str() {
             Some(s) if IscsiUrl::is_iscsi_url(s) => {
-                let url = IscsiUrl::parse_lun(s).map_err(|e| {
-                    InitiatorError::Options(format!("URL {}: {e}", crate::initiator::url::redact_unparsed(s)))
-                })?;
+                // Callers name the volume (with its role, the URL redacted).
+                let url = IscsiUrl::parse_lun(s).map_err(|e| InitiatorError::Options(e.to_string()))?;
                 let options = resolve(&url, origin, name_flag, args, cfg, &|k| std::env::var(k).ok())?;
                 VolumeSpec::iscsi(url, options)
             }

@@ -277,7 +277,45 @@ fn chap_one_way_and_mutual_succeed_and_fail_clearly() {
     tgt.lun(3, 1, &f2, 512);
     o.auth.mutual = chap("target2", "target-secret-99");
     let e = open(&format!("iscsi://{}/{t3}/1", tgt.addr()), &o).err().unwrap().to_string();
-    assert!(e.contains("skipped CHAP") || e.contains("authentication failure (0x0201)"), "{e}");
+    assert!(e.contains("does not do CHAP with this initiator") || e.contains("skipped CHAP"), "{e}");
+    // A right initiator secret, but the target has no account to prove itself with.
+    o.auth = Auth { chap: chap("alice", "alice-secret-12"), mutual: chap("target2", "target-secret-99") };
+    let e = open(&tgt.lun_url(T1, 1), &o).err().unwrap().to_string();
+    assert!(e.contains("(0x0201)") && e.contains("cannot prove itself as target2"), "{e}");
+
+    // iscsi-ls of the whole portal logs in to each target with its own
+    // credentials ([initiator.targets."IQN"]), as ddless does.
+    let cfg = d.path().join("santools.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[initiator]\nname = \"{ME}\"\nchap_username = \"alice\"\nchap_password = \"alice-secret-12\"\n\
+             [initiator.targets.\"{t2}\"]\nchap_username = \"bob\"\nchap_password = \"bob-secret-1234\"\n\
+             target_chap_username = \"target2\"\ntarget_chap_password = \"target-secret-99\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = ok(tool("iscsi-ls").arg("--config").arg(&cfg).arg(tgt.portal_url()));
+    for t in [T1, t2, t3] {
+        assert!(out.contains(&format!("Target: {t}")), "{out}");
+    }
+    assert_eq!(out.matches("LUN 1: DIRECT_ACCESS").count(), 3, "{out}");
+    // Target credentials for every target: discovery (which tgt does not
+    // authenticate) still lists the portal; logins still require mutual CHAP.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[initiator]\nname = \"{ME}\"\nchap_username = \"bob\"\nchap_password = \"bob-secret-1234\"\n\
+             target_chap_username = \"target2\"\ntarget_chap_password = \"target-secret-99\"\n"
+        ),
+    )
+    .unwrap();
+    let o = run(tool("iscsi-ls").arg("--config").arg(&cfg).arg(tgt.portal_url()));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.matches("Target: ").count(), 3, "{out}");
+    assert_eq!(out.matches("LUN 1: DIRECT_ACCESS").count(), 1, "only the mutual target admits us: {out}");
 }
 
 #[test]
