@@ -71,7 +71,7 @@ pub fn compute_checksums(opts: &ChecksumOptions, progress: &dyn Progress) -> any
         read_rate_mb_s: opts.read.read_rate_mb_s,
     };
     progress.start(source.size);
-    run_readers(&job, |chunk| {
+    let reader_stats = run_readers(&job, |chunk| {
         use std::os::unix::fs::FileExt;
         out.file()
             .write_all_at(&encode_records(&chunk.new), chunk.segments.start * ChecksumRecord::SIZE as u64)
@@ -86,6 +86,8 @@ pub fn compute_checksums(opts: &ChecksumOptions, progress: &dyn Progress) -> any
         checksum_file: opts.checksum.clone(),
         source_size: source.size,
         segments: geometry.segment_count(),
+        workers: opts.read.workers.get(),
+        reader_threads: reader_stats.threads,
         elapsed_seconds: elapsed,
         throughput_mb_s: mb_per_s(source.size, elapsed),
     };

@@ -59,6 +59,9 @@ pub struct ChecksumReport {
     pub checksum_file: PathBuf,
     pub source_size: u64,
     pub segments: u64,
+    /// `-w` as asked, and the reader threads that ran (see CopyReport).
+    pub workers: usize,
+    pub reader_threads: usize,
     pub elapsed_seconds: f64,
     pub throughput_mb_s: f64,
 }

@@ -138,8 +138,9 @@ fn ddless_reads_an_iscsi_source_in_every_mode() {
 
     // Checksum only, bound to the LUN by identity.
     let sums2 = d.path().join("sums2");
-    ok(dd().args(["-s", &url]).arg("-c").arg(&sums2));
+    let r = json(dd().args(["-s", &url]).arg("-c").arg(&sums2));
     assert_eq!(read(&sums2), reference_checksums(&data));
+    assert!(r["reader_threads"].as_u64().unwrap() >= 1 && r["workers"].as_u64().unwrap() >= 1, "{r}");
     let stats = std::fs::read_to_string(d.path().join("sums2.stats")).unwrap();
     assert!(stats.contains("bound_kind=lun\n") && stats.contains(&format!("bound_id={T1}/1/naa:")), "{stats}");
 
