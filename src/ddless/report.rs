@@ -22,8 +22,7 @@ pub struct CopyReport {
     /// `-w` (or `[ddless] workers`), as asked.
     pub workers: usize,
     /// The reader threads that ran: `workers`, or more when a LUN's queue
-    /// needed them, fewer when the volume has fewer buffers (0 when nothing
-    /// was read).
+    /// needed them, fewer when the volume has fewer buffers (at least 1).
     pub reader_threads: usize,
     pub buffers_total: u64,
     pub buffers_read: u64,

@@ -118,14 +118,20 @@ fn run(matches: &ArgMatches) -> anyhow::Result<u8> {
         tracing::warn!("{w}");
     }
     let env = |k: &str| std::env::var(k).ok();
-    let opts = resolve(&url, UrlSource::CommandLine, a.initiator_name.as_deref(), &a.session, &config.initiator, &env)
-        .with_context(|| format!("URL {}", redact_unparsed(&a.url)))?;
+    let options = |u: &IscsiUrl| {
+        resolve(u, UrlSource::CommandLine, a.initiator_name.as_deref(), &a.session, &config.initiator, &env)
+    };
+    let opts = options(&url).with_context(|| format!("URL {}", redact_unparsed(&a.url)))?;
     // Each target listed logs in with its own settings: a portal's
-    // targets may have credentials of their own in the configuration.
+    // targets may have credentials of their own in the configuration (the
+    // only part of the settings that depends on the target's name).
     let options_for = |target: &str| {
-        let mut u = url.clone();
-        u.target = Some(target.to_string());
-        resolve(&u, UrlSource::CommandLine, a.initiator_name.as_deref(), &a.session, &config.initiator, &env)
+        let same = url.target.as_deref().map_or(!config.initiator.targets.contains_key(target), |t| t == target);
+        if same {
+            Ok(opts.clone())
+        } else {
+            options(&IscsiUrl { target: Some(target.to_string()), ..url.clone() })
+        }
     };
     let report = list(&url, &opts, &options_for, !a.targets_only, a.max_targets as usize)?;
     if a.json {

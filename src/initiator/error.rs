@@ -111,6 +111,11 @@ pub fn login_refusal_text(status: LoginStatus, initiator: &str, target: &str, ch
         s if s.class() == 2 => "the target refused the login (initiator error)".into(),
         _ => "the target refused the login".into(),
     };
+    status_in_words(status, &what)
+}
+
+/// `status` by name and code, then `what` it means here.
+pub fn status_in_words(status: LoginStatus, what: &str) -> String {
     format!("{} (0x{:04x}): {what}", status.name(), status.0)
 }
 

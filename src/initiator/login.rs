@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::chap;
 use super::conn::{Conn, RecvError};
-use super::error::{login_refusal_text, InitiatorError};
+use super::error::{login_refusal_text, status_in_words, InitiatorError};
 use super::negotiate::{operational_offer, SessionParams};
 use super::options::InitiatorOptions;
 use super::url::Portal;
@@ -202,12 +202,13 @@ fn refused(ex: &Exchange<'_>, reply: &Reply, chap_sent: bool) -> InitiatorError 
     let auth = &ex.opts.auth;
     let chap_user = auth.chap.as_ref().map(|c| c.user.as_str());
     let target = ex.target.unwrap_or("(discovery)");
-    let mut text = login_refusal_text(status, &ex.opts.initiator_name, target, chap_user);
-    if status == LoginStatus::AUTHENTICATION_FAILURE {
-        if let Some(why) = mutual_refusal(chap_user, auth.mutual.as_ref().map(|m| m.user.as_str()), chap_sent) {
-            text = format!("{} (0x{:04x}): {why}", status.name(), status.0);
-        }
-    }
+    let mutual = (status == LoginStatus::AUTHENTICATION_FAILURE)
+        .then(|| mutual_refusal(chap_user, auth.mutual.as_ref().map(|m| m.user.as_str()), chap_sent))
+        .flatten();
+    let text = match mutual {
+        Some(why) => status_in_words(status, &why),
+        None => login_refusal_text(status, &ex.opts.initiator_name, target, chap_user),
+    };
     InitiatorError::LoginRefused { peer: ex.peer(), target: target.to_string(), status, text }
 }
 
@@ -223,10 +224,16 @@ fn mutual_refusal(chap_user: Option<&str>, target_user: Option<&str>, chap_sent:
              (mutual CHAP: it needs an outgoing account {tuser} with our target secret)"
         )
     } else {
-        "the target does not do CHAP with this initiator (it refused AuthMethod=CHAP); target credentials are \
-         set, which require mutual CHAP"
-            .to_string()
+        no_chap_for_mutual("it refused AuthMethod=CHAP")
     })
+}
+
+/// A target that will not do CHAP, when our target credentials require it.
+fn no_chap_for_mutual(answer: &str) -> String {
+    format!(
+        "the target does not do CHAP with this initiator ({answer}); target credentials are set, which require \
+         mutual CHAP"
+    )
 }
 
 fn redirect_of(ex: &Exchange<'_>, reply: &Reply) -> Result<Option<Outcome>, InitiatorError> {
@@ -309,10 +316,7 @@ fn login_once(
                     ))
                 }
                 "Reject" if auth.mutual.is_some() && !discovery => {
-                    return Err(ex.auth_error(
-                        "the target does not do CHAP with this initiator (AuthMethod=Reject); target credentials are \
-                         set, which require mutual CHAP",
-                    ))
+                    return Err(ex.auth_error(no_chap_for_mutual("AuthMethod=Reject")))
                 }
                 other => return Err(ex.auth_error(format!("the target answered AuthMethod={other} to {offer}"))),
             }

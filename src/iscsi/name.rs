@@ -40,13 +40,12 @@ pub fn format_problem(name: &str) -> Option<String> {
     let (kind, rest) = name.split_at(4);
     match kind.to_ascii_lowercase().as_str() {
         "iqn." => {
+            // Digits only: parse() alone would take a sign ("+1").
+            let number = |s: &str| s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse::<u16>().ok()).flatten();
             let dated = rest.len() > 8
-                && rest[..4].parse::<u16>().is_ok_and(|y| y >= 1970 && rest[..4].bytes().all(|c| c.is_ascii_digit()))
+                && number(&rest[..4]).is_some_and(|y| y >= 1970)
                 && rest.as_bytes()[4] == b'-'
-                && matches!(
-                    &rest[5..7],
-                    "01" | "02" | "03" | "04" | "05" | "06" | "07" | "08" | "09" | "10" | "11" | "12"
-                )
+                && number(&rest[5..7]).is_some_and(|m| (1..=12).contains(&m))
                 && rest.as_bytes()[7] == b'.';
             let (authority, unique) = match rest.get(8..).unwrap_or("").split_once(':') {
                 Some((a, u)) => (a, Some(u)),
