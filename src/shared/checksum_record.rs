@@ -7,7 +7,8 @@
 //! whose real checksum is all zero (odds 2^-64) is simply rewritten on every
 //! run, which is always safe.
 
-use crate::shared::murmur3::{murmur3_x86_32, murmur3_x86_32_x8};
+use crate::shared::checksum_x8::checksum_x8;
+use crate::shared::murmur3::murmur3_x86_32;
 use crate::shared::segment::SEGMENT_SIZE;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -61,10 +62,7 @@ pub fn checksum_segments(data: &[u8], out: &mut Vec<ChecksumRecord>) {
     let mut i = 0;
     while i + 8 <= full {
         let lanes: [&[u8]; 8] = std::array::from_fn(|l| &data[(i + l) * seg..(i + l + 1) * seg]);
-        let mm = murmur3_x86_32_x8(lanes);
-        for (l, lane) in lanes.iter().enumerate() {
-            out.push(ChecksumRecord { crc32: crc32fast::hash(lane), murmur3: mm[l] });
-        }
+        out.extend(checksum_x8(lanes));
         i += 8;
     }
     for chunk in data[i * seg..].chunks(seg) {
@@ -85,9 +83,8 @@ pub fn checksum_each(segments: &[&[u8]], out: &mut Vec<ChecksumRecord>) {
     let mut batches = full.chunks_exact(8);
     for batch in &mut batches {
         let lanes: [&[u8]; 8] = std::array::from_fn(|l| segments[batch[l]]);
-        let mm = murmur3_x86_32_x8(lanes);
-        for (l, &i) in batch.iter().enumerate() {
-            out[base + i] = ChecksumRecord { crc32: crc32fast::hash(lanes[l]), murmur3: mm[l] };
+        for (r, &i) in checksum_x8(lanes).into_iter().zip(batch) {
+            out[base + i] = r;
         }
     }
     // A short last batch (a buffer of a nightly ddmap holds ~5 flagged
@@ -96,9 +93,8 @@ pub fn checksum_each(segments: &[&[u8]], out: &mut Vec<ChecksumRecord>) {
     let rest = batches.remainder();
     if rest.len() >= 3 {
         let lanes: [&[u8]; 8] = std::array::from_fn(|l| segments[rest[l.min(rest.len() - 1)]]);
-        let mm = murmur3_x86_32_x8(lanes);
-        for (l, &i) in rest.iter().enumerate() {
-            out[base + i] = ChecksumRecord { crc32: crc32fast::hash(lanes[l]), murmur3: mm[l] };
+        for (r, &i) in checksum_x8(lanes).into_iter().zip(rest) {
+            out[base + i] = r;
         }
     }
     let batched = if rest.len() >= 3 { full.len() } else { full.len() - rest.len() };

@@ -71,27 +71,51 @@ pub fn murmur3_x86_32_x8(lanes: [&[u8]; 8]) -> [u32; 8] {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use super::{finish, mix_h, C1, C2, N};
     use std::arch::x86_64::*;
 
-    /// Eight hashes in the eight 32-bit lanes of one AVX2 register. Each
-    /// step loads 32 bytes from every lane and transposes the 8x8 block of
-    /// words so that register `w[j]` holds word j of every lane.
+    /// Eight hashes in the eight 32-bit lanes of one AVX2 register, fed 32
+    /// bytes of every lane per step.
+    pub(crate) struct MurmurX8 {
+        h: __m256i,
+        c1: __m256i,
+        c2: __m256i,
+        n: __m256i,
+    }
+
+    /// Bytes `[4 * word, 4 * word + 32)` of every lane, one register each.
+    ///
+    /// # Safety
+    /// AVX2, and every lane at least `4 * word + 32` bytes long.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn hash_x8(lanes: [&[u8]; 8]) -> [u32; 8] {
-        let len = lanes[0].len();
-        let words = len / 4;
-        let c1 = _mm256_set1_epi32(C1 as i32);
-        let c2 = _mm256_set1_epi32(C2 as i32);
-        let n = _mm256_set1_epi32(N as i32);
-        let mut h = _mm256_setzero_si256();
-        let mut i = 0;
-        while i + 8 <= words {
-            let mut r = [_mm256_setzero_si256(); 8];
-            for (l, lane) in lanes.iter().enumerate() {
-                r[l] = _mm256_loadu_si256(lane.as_ptr().add(i * 4) as *const __m256i);
+    #[inline]
+    pub(crate) unsafe fn load_block(lanes: &[&[u8]; 8], word: usize) -> [__m256i; 8] {
+        std::array::from_fn(|l| _mm256_loadu_si256(lanes[l].as_ptr().add(word * 4) as *const __m256i))
+    }
+
+    impl MurmurX8 {
+        /// # Safety
+        /// The CPU must support AVX2.
+        #[target_feature(enable = "avx2")]
+        #[inline]
+        pub(crate) unsafe fn new() -> Self {
+            MurmurX8 {
+                h: _mm256_setzero_si256(),
+                c1: _mm256_set1_epi32(C1 as i32),
+                c2: _mm256_set1_epi32(C2 as i32),
+                n: _mm256_set1_epi32(N as i32),
             }
+        }
+
+        /// Mixes in one block (`r[l]` = 32 bytes of lane l): transposes the
+        /// 8x8 words so that register `w[j]` holds word j of every lane.
+        ///
+        /// # Safety
+        /// The CPU must support AVX2.
+        #[target_feature(enable = "avx2")]
+        #[inline]
+        pub(crate) unsafe fn mix_block(&mut self, r: &[__m256i; 8]) {
             let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
             let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
             let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
@@ -118,27 +142,54 @@ mod avx2 {
                 _mm256_permute2x128_si256(u2, u6, 0x31),
                 _mm256_permute2x128_si256(u3, u7, 0x31),
             ];
+            let mut h = self.h;
             for k in w {
-                let mut k = _mm256_mullo_epi32(k, c1);
+                let mut k = _mm256_mullo_epi32(k, self.c1);
                 k = _mm256_or_si256(_mm256_slli_epi32(k, 15), _mm256_srli_epi32(k, 17));
-                k = _mm256_mullo_epi32(k, c2);
+                k = _mm256_mullo_epi32(k, self.c2);
                 h = _mm256_xor_si256(h, k);
                 h = _mm256_or_si256(_mm256_slli_epi32(h, 13), _mm256_srli_epi32(h, 19));
-                h = _mm256_add_epi32(_mm256_add_epi32(h, _mm256_slli_epi32(h, 2)), n);
+                h = _mm256_add_epi32(_mm256_add_epi32(h, _mm256_slli_epi32(h, 2)), self.n);
             }
+            self.h = h;
+        }
+
+        /// The eight hashes, after the words from `word` on (fewer than
+        /// eight per lane) are mixed one at a time.
+        ///
+        /// # Safety
+        /// The CPU must support AVX2; all lanes have the same length.
+        #[target_feature(enable = "avx2")]
+        #[inline]
+        pub(crate) unsafe fn into_hashes(self, lanes: &[&[u8]; 8], word: usize) -> [u32; 8] {
+            let len = lanes[0].len();
+            let words = len / 4;
+            let mut out = [0u32; 8];
+            _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, self.h);
+            for (l, lane) in lanes.iter().enumerate() {
+                let mut hl = out[l];
+                for j in word..words {
+                    let b = &lane[j * 4..j * 4 + 4];
+                    hl = mix_h(hl, u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                }
+                out[l] = finish(hl, &lane[words * 4..], len);
+            }
+            out
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2; all lanes have the same length.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn hash_x8(lanes: [&[u8]; 8]) -> [u32; 8] {
+        let words = lanes[0].len() / 4;
+        let mut hash = MurmurX8::new();
+        let mut i = 0;
+        while i + 8 <= words {
+            hash.mix_block(&load_block(&lanes, i));
             i += 8;
         }
-        let mut out = [0u32; 8];
-        _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, h);
-        for (l, lane) in lanes.iter().enumerate() {
-            let mut hl = out[l];
-            for j in i..words {
-                let b = &lane[j * 4..j * 4 + 4];
-                hl = mix_h(hl, u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-            }
-            out[l] = finish(hl, &lane[words * 4..], len);
-        }
-        out
+        hash.into_hashes(&lanes, i)
     }
 }
 
