@@ -71,19 +71,8 @@ mod one_pass {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared::test_bytes::xorshift_bytes as noise;
     use proptest::prelude::*;
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     fn one_at_a_time(lanes: [&[u8]; 8]) -> [ChecksumRecord; 8] {
         lanes.map(ChecksumRecord::of)

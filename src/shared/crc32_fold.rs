@@ -136,15 +136,7 @@ mod tests {
             eprintln!("skipped: this CPU has no VPCLMULQDQ");
             return;
         }
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let data: Vec<u8> = (0..4096 + 32)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let data = crate::shared::test_bytes::xorshift_bytes(4096 + 32, 0x2545_f491_4f6c_dd1d);
         for blocks in 1..=128 {
             for start in [0, 1, 7, 31] {
                 let bytes = &data[start..start + 32 * blocks];

@@ -25,5 +25,7 @@ pub mod murmur3;
 pub mod object_stamp;
 pub mod reflink;
 pub mod segment;
+#[cfg(test)]
+pub(crate) mod test_bytes;
 pub mod text_file;
 pub mod units;

@@ -221,8 +221,7 @@ mod tests {
 
         #[test]
         fn x8_matches_scalar(len in 0usize..200, fill in any::<u64>()) {
-            let mut x = fill | 1;
-            let bufs: Vec<Vec<u8>> = (0..8).map(|_| (0..len).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect()).collect();
+            let bufs: Vec<Vec<u8>> = (0..8u64).map(|i| crate::shared::test_bytes::xorshift_bytes(len, fill.wrapping_add(i))).collect();
             let lanes: [&[u8]; 8] = std::array::from_fn(|i| bufs[i].as_slice());
             let got = murmur3_x86_32_x8(lanes);
             for i in 0..8 {
