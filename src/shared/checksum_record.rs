@@ -89,7 +89,9 @@ pub fn checksum_each(segments: &[&[u8]], out: &mut Vec<ChecksumRecord>) {
     }
     // A short last batch (a buffer of a nightly ddmap holds ~5 flagged
     // segments) still goes through the 8-lane kernel, its free lanes
-    // repeating a segment: 3 of 8 lanes are as fast as the scalar hash of 1.
+    // repeating a segment. A whole batch, free lanes included (whose CRC
+    // the one-pass kernel computes too), costs less than three scalar
+    // records: 8 / 7-9 GB/s against 3 / 2.4 GB/s (hash_throughput).
     let rest = batches.remainder();
     if rest.len() >= 3 {
         let lanes: [&[u8]; 8] = std::array::from_fn(|l| segments[rest[l.min(rest.len() - 1)]]);
