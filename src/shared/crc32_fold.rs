@@ -17,7 +17,7 @@ const POLY: u32 = 0x04C1_1DB7;
 
 /// `x^n mod P`, bit-reflected and shifted left by one: the form the
 /// reflected fold multiplies by (the paper's k constants).
-pub const fn fold_constant(n: u32) -> i64 {
+const fn fold_constant(n: u32) -> i64 {
     let mut r: u32 = 1;
     let mut i = 0;
     while i < n {
@@ -38,9 +38,9 @@ const fn fold_by(bits: u32) -> (i64, i64) {
 }
 
 /// Advances each half of the accumulator past one 32-byte block.
-pub const FOLD_256: (i64, i64) = fold_by(256);
+const FOLD_256: (i64, i64) = fold_by(256);
 /// Folds the offset-0 remainder into the offset-16 one.
-pub const FOLD_128: (i64, i64) = fold_by(128);
+const FOLD_128: (i64, i64) = fold_by(128);
 
 #[cfg(all(target_arch = "x86_64", santools_vpclmulqdq))]
 pub mod avx2 {
