@@ -105,6 +105,10 @@ pub struct Config {
     /// the file, section and problem); the tool prints them as warnings.
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// The file these settings were read from; None when no `--config` was
+    /// given and the default path does not exist (every setting its default).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
     /// The target inventory and the target tools' settings.
     pub targets: Option<targets::TargetsConfig>,
 }
@@ -374,7 +378,22 @@ impl Config {
         if let Some(w) = writable_by_others(path) {
             self.warnings.insert(0, w);
         }
+        self.file = Some(path.to_path_buf());
         self
+    }
+
+    /// The error for a tool that needs section `name` and did not get it:
+    /// names the file read, or says that none was (a new user's first run
+    /// has no /etc/santools/santools.toml; "has no [archive] section" of a
+    /// file that does not exist sent them looking inside it).
+    pub fn missing_section(&self, name: &str) -> String {
+        match &self.file {
+            Some(p) => format!("configuration {} has no [{name}] section (see examples/santools.toml)", p.display()),
+            None => format!(
+                "no configuration file: {DEFAULT_CONFIG_PATH} does not exist, and this tool needs its [{name}] \
+                 section (write it, or give --config FILE; see examples/santools.toml)"
+            ),
+        }
     }
 }
 
@@ -427,6 +446,21 @@ mod tests {
         let ok = d.path().join("ok.toml");
         std::fs::write(&ok, "# comment\n".repeat(1000)).unwrap();
         assert!(Config::load(Some(&ok)).is_ok());
+    }
+
+    #[test]
+    fn a_missing_section_names_the_file_read_or_says_there_was_none() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("site.toml");
+        std::fs::write(&f, "[ddless]\n").unwrap();
+        let read = Config::load_for(Some(&f), &[Section::Archive]).unwrap();
+        assert_eq!(read.file.as_deref(), Some(f.as_path()));
+        let e = read.missing_section("archive");
+        assert!(e.contains(&format!("configuration {} has no [archive] section", f.display())), "{e}");
+        let none = Config::default();
+        let e = none.missing_section("portal");
+        assert!(e.contains("no configuration file: /etc/santools/santools.toml does not exist"), "{e}");
+        assert!(e.contains("[portal]") && e.contains("--config FILE"), "{e}");
     }
 
     #[test]

@@ -133,6 +133,9 @@ fn run_cron(matches: &ArgMatches) -> anyhow::Result<u8> {
     for w in &c.warnings {
         tracing::warn!("{w}");
     }
+    if c.file.is_none() {
+        anyhow::bail!("{}", c.missing_section("cron"));
+    }
     let host = me(&c, args.host.as_deref());
     let jobs = resolve(&c.cron, &host)?;
     let log = if args.dry_run { JobLog::disabled() } else { log_for(&c) };
@@ -152,6 +155,9 @@ fn run_sync(matches: &ArgMatches) -> anyhow::Result<u8> {
     let args = SyncArgs::from_arg_matches(matches)?;
     logging::init("sync-all", args.common.verbosity());
     let c = Config::load_for(args.common.config.as_deref(), &[Section::Sync, Section::Cron])?;
+    if c.file.is_none() {
+        anyhow::bail!("{}", c.missing_section("sync"));
+    }
     let path = args.common.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
     let host = me(&c, args.host.as_deref());
     let plan = resolve_sync(&c.sync, Path::new(&path), &host)?;

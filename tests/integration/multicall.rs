@@ -194,3 +194,31 @@ fn a_closed_stdout_ends_quietly_never_with_a_panic() {
         );
     }
 }
+
+/// A new user's first run: no /etc/santools/santools.toml. Each tool that
+/// needs a section says the file does not exist (not that it lacks the
+/// section) and how to give one; exit 2, nothing created.
+#[test]
+fn tools_needing_a_section_say_that_there_is_no_configuration_file() {
+    if std::path::Path::new("/etc/santools/santools.toml").exists() {
+        eprintln!("SKIPPED: /etc/santools/santools.toml exists on this machine");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    for (name, args, section) in [
+        ("backup", &[][..], "[archive]"),
+        ("snapcheck", &["-d"][..], "[archive]"),
+        ("iscsi-portal", &["--foreground"][..], "[portal]"),
+        ("cron-update", &["-n"][..], "[cron]"),
+        ("sync-all", &["-n"][..], "[sync]"),
+    ] {
+        let e =
+            fails_with(tool(name).current_dir(d.path()).args(args), &["/etc/santools/santools.toml does not exist"]);
+        assert!(e.contains(section) && e.contains("--config FILE"), "{name}: {e}");
+    }
+    // A monitoring check says it on stdout, in its one status line.
+    let o = run(tool("archive-status").current_dir(d.path()));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stdout(&o).starts_with("ARCHIVE CRITICAL - no configuration file: /etc/santools/santools.toml"), "{o:?}");
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0, "a refused run created files");
+}

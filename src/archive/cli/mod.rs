@@ -84,10 +84,7 @@ fn load_config_with(
     }
     let shown =
         config.map(|p| p.display().to_string()).unwrap_or_else(|| crate::config::DEFAULT_CONFIG_PATH.to_string());
-    let a = c
-        .archive
-        .as_ref()
-        .with_context(|| format!("configuration {shown} has no [archive] section (see examples/santools.toml)"))?;
+    let a = c.archive.as_ref().with_context(|| c.missing_section("archive"))?;
     let mut settings = ArchiveSettings::from_config(a)
         .map_err(|v| anyhow::anyhow!("configuration {shown}: key `{}`: {}", v.key, v.problem))?;
     settings.initiator = c.initiator.clone();

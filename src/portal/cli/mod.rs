@@ -24,6 +24,6 @@ pub(crate) fn load_portal_config(path: Option<&Path>) -> anyhow::Result<PortalCo
             let _ = writeln!(std::io::stderr(), "iscsi-portal: warning: {w}");
         }
     }
-    let shown = path.map_or_else(|| crate::config::DEFAULT_CONFIG_PATH.to_string(), |p| p.display().to_string());
-    config.portal.with_context(|| format!("configuration {shown} has no [portal] section (see examples/santools.toml)"))
+    let missing = config.missing_section("portal");
+    config.portal.context(missing)
 }
