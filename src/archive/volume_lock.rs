@@ -20,6 +20,9 @@ pub enum VolumeLockError {
     Busy { volume: String, holder: String, path: PathBuf },
     #[error("lock file {}: {cause}", path.display())]
     Io { path: PathBuf, cause: io::Error },
+    /// Named as the setting a user changes: a new user's run fails here first.
+    #[error("lock directory {} ([archive] lock_dir): {cause}", path.display())]
+    Dir { path: PathBuf, cause: io::Error },
 }
 
 /// A held volume lock; released on drop.
@@ -63,7 +66,7 @@ pub fn lock_volume(
         let path = path.to_path_buf();
         move |cause| VolumeLockError::Io { path, cause }
     };
-    std::fs::create_dir_all(lock_dir).map_err(io_err(lock_dir))?;
+    std::fs::create_dir_all(lock_dir).map_err(|cause| VolumeLockError::Dir { path: lock_dir.to_path_buf(), cause })?;
     let path = lock_path(lock_dir, volume);
     let mut file = open_or_create(&path).map_err(io_err(&path))?;
     // Wait in short rounds so a long --wait still notices the holder leaving.
@@ -124,5 +127,15 @@ mod tests {
         assert!(e.contains("backup (pid"), "{e}");
         drop(held);
         lock_volume(d.path(), &v, "snapcheck", Duration::ZERO).unwrap();
+    }
+
+    #[test]
+    fn a_lock_dir_that_cannot_be_made_is_named_as_the_setting() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("plain");
+        std::fs::write(&file, b"").unwrap();
+        let v = VolumeRef::new(PoolName::new("tank").unwrap(), VolumeName::new("iscsi_lv_bk").unwrap());
+        let e = lock_volume(&file.join("locks"), &v, "backup", Duration::ZERO).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("lock directory {}/locks ([archive] lock_dir): ", file.display())), "{e}");
     }
 }
