@@ -14,7 +14,7 @@ use super::target::dir_writable;
 use crate::shared::checksum_file::{record_count, ChecksumFile};
 use crate::shared::checksum_record::ChecksumRecord;
 use crate::shared::failpoint;
-use crate::shared::file_identity::resolve_dangling;
+use crate::shared::file_identity::{resolve_dangling, trusted_symlink_target};
 use crate::shared::file_lock::{lock_exclusive, LockError, LockFile};
 
 /// True for `-c /dev/null` (no checksums).
@@ -55,6 +55,11 @@ fn parent_dir(path: &Path) -> PathBuf {
 /// `.stats` and `.lock` beside it) can be written: an existing file opens
 /// for writing, and its directory accepts new files.
 pub(crate) fn check_writable(path: &Path, exists: bool) -> anyhow::Result<()> {
+    // A name in a shared directory may be another user's symlink: refused
+    // here, before the target is created (see trusted_symlink_target).
+    for p in [path.to_path_buf(), lock_path(path), crate::ddless::stats_file::stats_path(path)] {
+        trusted_symlink_target(&p).with_context(|| format!("checksum file {}; nothing was changed", path.display()))?;
+    }
     if exists {
         OpenOptions::new()
             .read(true)
@@ -100,6 +105,8 @@ pub(crate) fn lock_inode(file: &File, path: &Path) -> anyhow::Result<()> {
 /// Returns the file, whether it was created, and its record count.
 pub(crate) fn open_for_copy(path: &Path) -> anyhow::Result<(ChecksumFile, bool, u64)> {
     let ctx = || format!("checksum file {}", path.display());
+    // Through this user's or root's symlinks only (see trusted_symlink_target).
+    trusted_symlink_target(path).with_context(ctx)?;
     let (file, created) = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(f) => (f, false),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -116,6 +116,39 @@ pub fn resolve_dangling(path: &Path) -> io::Result<PathBuf> {
     Err(io::Error::from_raw_os_error(libc::ELOOP))
 }
 
+/// Follows the symlinks at `path` like [`resolve_dangling`], but only links
+/// this user or root made. A link another user planted in a shared
+/// directory (`/tmp/sums.lock -> /etc/nologin`, made before root's run)
+/// would have root create or write the file it points to; the kernel's
+/// protected_symlinks is off on some hosts and never applies to a link we
+/// read ourselves. Open the result with O_NOFOLLOW, so that a link planted
+/// after this check is refused too.
+pub fn trusted_symlink_target(path: &Path) -> io::Result<PathBuf> {
+    // SAFETY: geteuid has no side effects.
+    let me = unsafe { libc::geteuid() };
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if m.uid() != me && m.uid() != 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!(
+                            "{} is a symlink of uid {}, not of this user ({me}) or root: refusing to follow it",
+                            p.display(),
+                            m.uid()
+                        ),
+                    ));
+                }
+                let dest = std::fs::read_link(&p)?;
+                p = if dest.is_absolute() { dest } else { parent_dir(&p).join(dest) };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::ELOOP))
+}
+
 /// Identifies `path`, existing or not. A path that does not exist must have
 /// an existing parent directory (the error says which one is missing), and
 /// must not end in `/` (a directory that does not exist).

@@ -14,6 +14,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::shared::file_identity::trusted_symlink_target;
+
 /// How long a lock is retried before it counts as held by someone else.
 pub const LOCK_WAIT: Duration = Duration::from_secs(1);
 
@@ -26,9 +28,26 @@ pub enum LockError {
 }
 
 /// Opens a file for reading and writing, creating it (mode 0644) but never
-/// truncating it: lock files, pid files, checksum files.
+/// truncating it: lock files, pid files, checksum files. Symlinks are
+/// followed only when this user or root made them (a lock file's name is
+/// often in a shared directory: `/tmp/sums.lock`).
 pub fn open_or_create(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(path)
+    let target = trusted_symlink_target(path)?;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&target)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} became a symlink while it was opened: refusing to follow it", target.display()),
+            ),
+            _ => e,
+        })
 }
 
 /// Takes an exclusive flock on an open file, retrying for [`LOCK_WAIT`].
@@ -97,6 +116,29 @@ mod tests {
         }
         drop(held);
         LockFile::for_path(&p).unwrap();
+    }
+
+    /// A lock or checksum file name in a shared directory: a symlink another
+    /// user planted there (`/tmp/sums.lock -> /root/new`) had root's ddless
+    /// create the file it pointed to, wherever that was.
+    #[test]
+    fn a_symlink_of_another_user_is_not_followed() {
+        // SAFETY: geteuid has no side effects.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: giving a symlink to another user needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        let link = dir.path().join("sums.lock");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+        let e = LockFile::for_path(&dir.path().join("sums")).unwrap_err().to_string();
+        assert!(e.contains("symlink of uid 65534") && e.contains("refusing to follow it"), "{e}");
+        assert!(!victim.exists(), "created through the link");
+        std::os::unix::fs::lchown(&link, Some(0), Some(0)).unwrap();
+        LockFile::for_path(&dir.path().join("sums")).unwrap();
+        assert!(victim.exists(), "root's own link is followed");
     }
 
     /// Finding (attack-final): a wait too long for an Instant panicked
