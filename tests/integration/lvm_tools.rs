@@ -170,6 +170,33 @@ fn lvm_copy_between_files_with_dd_ddless_and_gzip() {
     );
 }
 
+/// Finding T8 (attack-targets): a target that is the source under another
+/// spelling (hard link, `./`, symlink) was copied onto: dd truncated it and
+/// the source was lost, exit 0.
+#[test]
+fn lvm_copy_refuses_a_target_that_is_its_source() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src.img");
+    let data = Rng(13).bytes(3 << 20);
+    write(&src, &data);
+    std::fs::hard_link(&src, d.path().join("hard.img")).unwrap();
+    std::os::unix::fs::symlink(&src, d.path().join("link.img")).unwrap();
+    for other in ["hard.img", "./src.img", "link.img"] {
+        let t = format!("file:{}", d.path().join(other).display());
+        for extra in [&[][..], &["-z"][..], &["-N"][..]] {
+            fails_with(
+                tool("lvm-copy").arg("-s").arg(format!("file:{}", src.display())).args(["-t", &t]).args(extra),
+                &["source", "target", "same file", "nothing was changed"],
+            );
+        }
+        assert_eq!(read(&src), data, "{other}");
+    }
+    fails_with(
+        tool("lvm-copy").args(["-s", "lvm:/dev/vg0/lv0", "-t", "lvm:/dev/vg0/lv0", "-N"]),
+        &["same logical volume"],
+    );
+}
+
 #[test]
 fn iostat_top_reads_this_machines_devices() {
     let out = ok(tool("iostat-top").args(["-n", "2", "-i", "0.2", "--json", "-d", "loop,vd,sd,nvme,zram,dm-"]));
