@@ -70,8 +70,8 @@ fn read_ifaces(paths: &[PathBuf]) -> anyhow::Result<Vec<Interface>> {
         let text = read_text(&f, MAX_TEXT_BYTES).with_context(|| format!("reading {}", f.display()))?;
         if let Some(i) = read_ifcfg(&f.display().to_string(), &text)? {
             if let Some(t) = &i.route_table {
-                if crate::targets::model::check_lvm_name(t).is_err() {
-                    bail!("{}: IET_ROUTE_TABLE {t:?} is not a table name", f.display());
+                if let Err(e) = routing::check_table_name(t) {
+                    bail!("{}: IET_ROUTE_TABLE {e}", f.display());
                 }
                 if !i.device.chars().all(|c| c.is_ascii_alphanumeric() || "._-:@".contains(c)) {
                     bail!("{}: DEVICE {:?} is not an interface name", f.display(), i.device);
