@@ -139,6 +139,41 @@ fn targets_check_names_file_line_and_key() {
     );
 }
 
+/// Finding T12 (attack-targets): an output that is one of the run's inputs
+/// (an inventory named targets.conf in `gen tgt --out`'s directory, `import
+/// x.conf -o x.conf`) was replaced by the output and lost.
+#[test]
+fn targets_gen_and_import_refuse_to_overwrite_their_inputs() {
+    let d = tempfile::tempdir().unwrap();
+    let inv = d.path().join("targets.conf");
+    std::fs::copy(seed_inventory(), &inv).unwrap();
+    let before = read(&inv);
+    fails_with(
+        tool("targets")
+            .args(["gen", "tgt", "--node", "iscsi-target-node1", "--active-vg", "vg_dsk_0", "--inventory"])
+            .arg(&inv)
+            .arg("--out")
+            .arg(d.path().join(".")),
+        &["input", "output", "same file", "nothing was changed"],
+    );
+    assert_eq!(read(&inv), before);
+    let conf = d.path().join("seed.conf");
+    std::fs::copy(fixtures().join("targets/targets.conf"), &conf).unwrap();
+    std::os::unix::fs::symlink(&conf, d.path().join("link.conf")).unwrap();
+    let before = read(&conf);
+    for out in ["seed.conf", "./seed.conf", "link.conf"] {
+        fails_with(
+            tool("targets")
+                .arg("import")
+                .arg(&conf)
+                .args(["--prefix", "iqn.2000-01.x:y", "--host", "h", "--vg", "vg_dsk_0", "-o"])
+                .arg(d.path().join(out)),
+            &["same file"],
+        );
+        assert_eq!(read(&conf), before, "{out}");
+    }
+}
+
 #[test]
 fn targets_gen_writes_golden_bytes_atomically_and_only_when_changed() {
     let d = tempfile::tempdir().unwrap();
