@@ -16,7 +16,7 @@ use crate::lvm::cluster;
 use crate::lvm::copy::{self, CopyOptions, Endpoint, Method, Step, TargetState};
 use crate::lvm::snap::{self, Lvm, SnapSize};
 use crate::multicall::Tool;
-use crate::shared::block_device::{device_kind, device_size};
+use crate::shared::block_device::{device_kind, device_size, open_nonblocking};
 use crate::shared::command::{Command, SshTarget};
 use crate::shared::file_identity::{check_distinct, RolePath};
 
@@ -169,7 +169,7 @@ struct CopyToolArgs {
 
 /// Size of a local file or device.
 fn local_size(path: &str) -> anyhow::Result<u64> {
-    let f = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
+    let f = open_nonblocking(Path::new(path)).with_context(|| format!("opening {path}"))?;
     let kind = device_kind(&f.metadata()?).map_err(|e| anyhow::anyhow!("{path} {e}"))?;
     Ok(device_size(&f, kind)?)
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::shared::atomic_file::write_atomic;
-use crate::shared::block_device::{device_kind, device_size};
+use crate::shared::block_device::size_of_path;
 use crate::shared::file_lock::LockFile;
 use crate::shared::owned_dir::{check_owned_dir, ensure_owned_dir, euid};
 use crate::shared::text_file::{read_text, MAX_TEXT_BYTES};
@@ -42,12 +42,7 @@ pub fn device_sizes(view: &NodeView) -> BTreeMap<PathBuf, u64> {
     let mut out = BTreeMap::new();
     for t in &view.targets {
         for l in &t.luns {
-            let size = std::fs::File::open(&l.device)
-                .and_then(|f| {
-                    let kind = device_kind(&f.metadata()?).map_err(std::io::Error::other)?;
-                    device_size(&f, kind)
-                })
-                .ok();
+            let size = size_of_path(&l.device).ok();
             if let Some(s) = size {
                 out.insert(l.device.clone(), s);
             }

@@ -197,6 +197,38 @@ fn lvm_copy_refuses_a_target_that_is_its_source() {
     );
 }
 
+/// Finding T14 (attack-targets): a FIFO given as a device (lvm-devsize,
+/// lvm-copy's source, a LUN's device in `targets apply`) blocked in open(2)
+/// forever instead of being refused.
+#[test]
+fn lvm_devsize_and_lvm_copy_refuse_a_fifo_instead_of_hanging() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let fifo_src = format!("file:{}", fifo.display());
+    let dst = format!("file:{}", d.path().join("dst").display());
+    for args in [vec!["lvm-devsize", fifo.to_str().unwrap()], vec!["lvm-copy", "-s", &fifo_src, "-t", &dst]] {
+        let mut child = tool(args[0])
+            .args(&args[1..])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if t.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("{args:?} hangs on a FIFO");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("FIFO"), "{args:?}: {}", stderr(&o));
+    }
+    assert!(!d.path().join("dst").exists());
+}
+
 #[test]
 fn iostat_top_reads_this_machines_devices() {
     let out = ok(tool("iostat-top").args(["-n", "2", "-i", "0.2", "--json", "-d", "loop,vd,sd,nvme,zram,dm-"]));

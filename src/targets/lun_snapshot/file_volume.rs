@@ -41,7 +41,8 @@ fn open_volume(opts: &NodeOptions, given: &Path) -> anyhow::Result<Volume> {
     if path.components().any(|c| c.as_os_str() == DIR_NAME) {
         bail!("{} is inside a {DIR_NAME} directory (lun-snapshot's own files), not a volume", path.display());
     }
-    let file = File::open(&path).with_context(|| format!("opening volume {}", path.display()))?;
+    let file = crate::shared::block_device::open_nonblocking(&path)
+        .with_context(|| format!("opening volume {}", path.display()))?;
     let meta = file.metadata().with_context(|| format!("volume {}", path.display()))?;
     if !meta.is_file() {
         bail!("volume {} is not a regular file (LVM volumes are given as VG/LV)", path.display());
