@@ -358,8 +358,10 @@ fn diff_target(
         // Who loses access: the named initiator, or (an address entry) every
         // connected initiator the new ACL does not name.
         let losing: BTreeSet<String> = match a {
+            // A target opened to ALL keeps admitting the initiator a dropped
+            // name entry named: nobody loses access, no session is cut.
+            _ if t.open_to_all() => BTreeSet::new(),
             Acl::Name(n) => [n.clone()].into(),
-            Acl::Address(_) if t.open_to_all() => BTreeSet::new(),
             Acl::Address(_) => {
                 l.nexuses.iter().map(|n| n.initiator.clone()).filter(|i| !allowed_after.contains(i)).collect()
             }
@@ -541,6 +543,22 @@ initiators = ["iqn.2024-01.test:i1"]
         let first_bind = c.commands.iter().position(|a| a[1] == "bind").expect("ACL bound");
         assert!(serial < first_bind, "{:#?}", c.commands);
         assert_eq!(c.commands.last().unwrap(), &tgtadm::bind(1, &Acl::Name("iqn.2024-01.test:i1".into())));
+    }
+
+    /// Finding T15 (attack-targets): opening a target to ALL dropped its
+    /// initiator-name entries as if those initiators lost access: refused
+    /// (exit 3) with a session, and with --force the session was cut,
+    /// although ALL still admits it.
+    #[test]
+    fn opening_a_target_to_all_cuts_no_session() {
+        let i = inv(&INV.replace(r#"initiators = ["iqn.2024-01.test:i1"]"#, r#"initiators = ["ALL"]"#));
+        let p = run(&i, &live_a(true), &sizes());
+        let c = &p.changes[0];
+        assert!(!c.disruptive && !c.needs_force(), "{c:#?}");
+        assert!(c.sessions.is_empty(), "{c:#?}");
+        assert_eq!(c.commands[0], tgtadm::bind(1, &Acl::Address("ALL".into())));
+        assert!(c.commands.contains(&tgtadm::unbind(1, &Acl::Name("iqn.2024-01.test:i1".into()))));
+        assert!(!c.commands.iter().any(|a| a.contains(&"connection".to_string())), "{:#?}", c.commands);
     }
 
     #[test]
