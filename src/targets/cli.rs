@@ -389,10 +389,12 @@ fn run_import(a: &ImportArgs) -> anyhow::Result<u8> {
         tracing::warn!("{}:{line}: callback {name} skipped: callbacks are not run", a.file.display());
     }
     let toml_text = import::to_toml(&cluster, &imp);
-    // The result must load as an inventory; empty portal groups are the
-    // operator's to fill in, so only warn about those.
+    // The result must load as an inventory (portal groups left empty are
+    // valid: the operator fills them in). An invalid one was written with a
+    // warning naming a line of the generated TOML; it is an error naming the
+    // targets.conf line it came from, and nothing is written.
     if let Err(e) = inventory::parse_file(&toml_text, Path::new("(imported)")) {
-        tracing::warn!("the imported inventory does not validate yet: {e}");
+        return Err(import_error(&a.file, &imp, e));
     }
     match &a.out {
         Some(p) => {
@@ -413,6 +415,35 @@ fn run_import(a: &ImportArgs) -> anyhow::Result<u8> {
         None => std::io::stdout().lock().write_all(toml_text.as_bytes())?,
     }
     Ok(exit::OK)
+}
+
+/// An imported inventory's validation error, located in targets.conf: a
+/// target's key is reported at that target's `target` line.
+fn import_error(file: &Path, imp: &import::Imported, e: inventory::LoadError) -> anyhow::Error {
+    if let inventory::LoadError::Invalid(ie) = &e {
+        let index = ie
+            .key
+            .strip_prefix("targets.target[")
+            .and_then(|k| k.split(']').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(t) = index.and_then(|i| imp.targets.get(i)) {
+            return anyhow::anyhow!(
+                "{}:{}: target {}: {} (as inventory key `{}`); nothing was written",
+                file.display(),
+                t.line,
+                t.device,
+                ie.problem,
+                ie.key
+            );
+        }
+        return anyhow::anyhow!(
+            "{}: the imported inventory is invalid: key `{}`: {}; nothing was written",
+            file.display(),
+            ie.key,
+            ie.problem
+        );
+    }
+    anyhow::anyhow!("{}: the imported inventory is invalid: {e}; nothing was written", file.display())
 }
 
 #[derive(serde::Serialize)]

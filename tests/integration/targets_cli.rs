@@ -166,11 +166,44 @@ fn targets_gen_and_import_refuse_to_overwrite_their_inputs() {
             tool("targets")
                 .arg("import")
                 .arg(&conf)
-                .args(["--prefix", "iqn.2000-01.x:y", "--host", "h", "--vg", "vg_dsk_0", "-o"])
+                .args(["--prefix", "iqn.2000-01.x:y", "--host", "h", "--vg", "vg_dsk_0", "--vg", "vg_dsk_1", "-o"])
                 .arg(d.path().join(out)),
             &["same file"],
         );
         assert_eq!(read(&conf), before, "{out}");
+    }
+}
+
+/// Finding T18 (attack-targets): a targets.conf whose values the inventory
+/// refuses (a 24-character serial, a CHAP secret with shell characters) was
+/// imported anyway: the invalid inventory was written, exit 0, with a
+/// warning naming a line of the generated TOML.
+#[test]
+fn targets_import_of_invalid_values_writes_nothing_and_names_the_source_line() {
+    let d = tempfile::tempdir().unwrap();
+    let seed = std::fs::read_to_string(fixtures().join("targets/targets.conf")).unwrap();
+    let line = seed.lines().position(|l| l.contains("AMHDSK-100415-01 ")).unwrap() + 1;
+    let conf = d.path().join("targets.conf");
+    for (from, to, needle) in [
+        ("AMHDSK-100415-01 ", "AMHDSK-100415-01-TOOLONG ", "at most 16"),
+        ("esx-secret-123", "'u|id>/tmp/x1'", "shell"),
+    ] {
+        assert!(seed.contains(from), "{from}");
+        std::fs::write(&conf, seed.replacen(from, to, 1)).unwrap();
+        let out = d.path().join("inventory.toml");
+        let e = fails_with(
+            tool("targets")
+                .arg("import")
+                .arg(&conf)
+                .args(["--prefix", "iqn.1990-01.edu.amherst:iet.iscsi-target", "--host", "iscsi-target-node1"])
+                .args(["--vg", "vg_dsk_0", "--vg", "vg_dsk_1", "-o"])
+                .arg(&out),
+            &[needle, "nothing was written"],
+        );
+        assert!(!out.exists(), "{e}");
+        if needle == "at most 16" {
+            assert!(e.contains(&format!("{}:{line}:", conf.display())), "{e}");
+        }
     }
 }
 
