@@ -3,7 +3,7 @@
 //! spellings as aliases). Every tool has `-n` to print its commands.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -16,8 +16,9 @@ use crate::lvm::cluster;
 use crate::lvm::copy::{self, CopyOptions, Endpoint, Method, Step, TargetState};
 use crate::lvm::snap::{self, Lvm, SnapSize};
 use crate::multicall::Tool;
-use crate::shared::block_device::{device_kind, device_size};
+use crate::shared::block_device::{device_kind, device_size, open_nonblocking};
 use crate::shared::command::{Command, SshTarget};
+use crate::shared::file_identity::{check_distinct, RolePath};
 
 #[derive(Args, Debug, Clone)]
 struct LvmArgs {
@@ -168,7 +169,7 @@ struct CopyToolArgs {
 
 /// Size of a local file or device.
 fn local_size(path: &str) -> anyhow::Result<u64> {
-    let f = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
+    let f = open_nonblocking(Path::new(path)).with_context(|| format!("opening {path}"))?;
     let kind = device_kind(&f.metadata()?).map_err(|e| anyhow::anyhow!("{path} {e}"))?;
     Ok(device_size(&f, kind)?)
 }
@@ -270,11 +271,35 @@ fn copy_options(c: &CopyArgs) -> CopyOptions {
     }
 }
 
+/// Refuses a local target that is the source, however spelled (`./`, a
+/// symlink, a hard link, another device node, a loop device over the file):
+/// dd opens its output with O_TRUNC, so a copy onto its own source empties
+/// it before reading it.
+fn check_not_source(src: &Endpoint, dst: &Endpoint) -> anyhow::Result<()> {
+    if dst.host().is_some() {
+        return Ok(());
+    }
+    // Without device-mapper an LV has no device node to compare: by name.
+    if let (Endpoint::Lvm { vg, lv, .. }, Endpoint::Lvm { vg: tvg, lv: tlv, .. }) = (src, dst) {
+        if vg == tvg && lv == tlv {
+            bail!("source and target are the same logical volume {vg}/{lv}; refusing to run (nothing was changed)");
+        }
+    }
+    let (s, t) = (src.path(), dst.path());
+    // A target that cannot be identified yet (its directory or VG node is
+    // not there) cannot be the source.
+    if let (Ok(s), Ok(t)) = (RolePath::new("source", Path::new(&s)), RolePath::new("target", Path::new(&t))) {
+        check_distinct(&[s, t])?;
+    }
+    Ok(())
+}
+
 fn run_copy(m: &ArgMatches) -> anyhow::Result<u8> {
     let a = CopyToolArgs::from_arg_matches(m)?;
     logging::init("lvm-copy", a.lvm.common.verbosity());
     let src: Endpoint = a.source.parse()?;
     let dst: Endpoint = a.copy.target.parse()?;
+    check_not_source(&src, &dst)?;
     let size = source_size(&src, &a.lvm)?;
     let steps = copy::plan(&src, size, &dst, target_state(&dst, &a.lvm)?, &copy_options(&a.copy), &copy::self_exe())?;
     execute(&steps, &a.lvm)?;
@@ -312,6 +337,8 @@ fn run_snap_copy(m: &ArgMatches) -> anyhow::Result<u8> {
         bail!("the source of lvm-snap-copy must be a local lvm: volume (only LVM can snapshot)");
     };
     let dst: Endpoint = a.copy.target.parse()?;
+    // Copying a snapshot onto its own origin rewrites the origin under it.
+    check_not_source(&Endpoint::Lvm { host: None, vg: vg.clone(), lv: lv.clone() }, &dst)?;
     let lvm = a.lvm.lvm(None);
     let (origin, all) = lvm.find(&format!("{vg}/{lv}"))?;
     let snap_name = snap::snapshot_name(&lv, &a.suffix);

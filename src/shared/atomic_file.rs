@@ -45,7 +45,7 @@ impl AtomicFile {
     /// a symlink at `final_path` points to), mode 0644 or the mode and owner
     /// of the file it will replace, and flocks it.
     pub fn create(final_path: &Path) -> io::Result<Self> {
-        let final_path = resolve_dangling(final_path)?;
+        let final_path = trusted_destination(final_path)?;
         let name = final_path
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?
@@ -118,6 +118,38 @@ impl Drop for AtomicFile {
             let _ = fs::remove_file(&self.temp_path);
         }
     }
+}
+
+/// Follows the symlinks at `path` to the file a replace should write, as
+/// [`resolve_dangling`] does, but only through links of this user or root.
+/// A link another user planted (`/tmp/counts -> /etc/shadow`, made before
+/// root's `--file /tmp/counts`) would otherwise have root replace the file
+/// it points to; the kernel's protected_symlinks does not help, since the
+/// link is read here, not followed by open(2).
+fn trusted_destination(path: &Path) -> io::Result<PathBuf> {
+    // SAFETY: geteuid has no side effects.
+    let me = unsafe { libc::geteuid() };
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if m.uid() != me && m.uid() != 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!(
+                            "{} is a symlink of uid {}, not of this user ({me}) or root: refusing to write through it",
+                            p.display(),
+                            m.uid()
+                        ),
+                    ));
+                }
+                let dest = fs::read_link(&p)?;
+                p = if dest.is_absolute() { dest } else { parent_dir(&p).join(dest) };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::ELOOP))
 }
 
 fn temp_name(name: &str, pid: u32, attempt: u32) -> String {
@@ -222,6 +254,33 @@ mod tests {
         assert_eq!(removed, vec![dead.clone()]);
         assert!(!dead.exists() && unrelated.exists() && other.exists() && live.temp_path().exists());
         assert!(is_temp_of(".sums.tmp.12.3", "sums") && !is_temp_of(".sums.tmp.12", "sums"));
+    }
+
+    /// Finding T7 (attack-targets): a symlink another user planted at the
+    /// destination (`/tmp/counts -> /etc/shadow`) made root replace the file
+    /// it pointed to (`session-top save --file /tmp/counts`).
+    #[test]
+    fn a_symlink_of_another_user_is_not_written_through() {
+        // SAFETY: geteuid has no side effects.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: giving a symlink to another user needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let link = dir.path().join("counts");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+        let e = write_atomic(&link, b"new").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("symlink of uid 65534"), "{e}");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "nothing created");
+        // root's own links are followed as before.
+        std::os::unix::fs::lchown(&link, Some(0), Some(0)).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"new");
     }
 
     #[test]

@@ -62,6 +62,22 @@ pub fn block_device_read_only(file: &File) -> io::Result<bool> {
     Ok(ro != 0)
 }
 
+/// Opens `path` read-only without blocking on a FIFO: open(2) of a FIFO
+/// waits for a writer forever, so `lvm-devsize FIFO` (or a FIFO named as a
+/// LUN's device) hung instead of being refused by [`device_kind`].
+/// O_NONBLOCK changes nothing for regular files and block devices.
+pub fn open_nonblocking(path: &std::path::Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)
+}
+
+/// Size in bytes of the regular file or block device at `path`.
+pub fn size_of_path(path: &std::path::Path) -> io::Result<u64> {
+    let f = open_nonblocking(path)?;
+    let kind = device_kind(&f.metadata()?).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    device_size(&f, kind)
+}
+
 /// Size in bytes of an open regular file or block device.
 pub fn device_size(file: &File, kind: DeviceKind) -> io::Result<u64> {
     match kind {

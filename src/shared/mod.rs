@@ -23,6 +23,7 @@ pub mod file_lock;
 pub mod mapped_file;
 pub mod murmur3;
 pub mod object_stamp;
+pub mod owned_dir;
 pub mod reflink;
 pub mod segment;
 #[cfg(test)]

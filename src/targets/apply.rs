@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::shared::atomic_file::write_atomic;
-use crate::shared::block_device::{device_kind, device_size};
+use crate::shared::block_device::size_of_path;
 use crate::shared::file_lock::LockFile;
+use crate::shared::owned_dir::{check_owned_dir, ensure_owned_dir, euid};
+use crate::shared::text_file::{read_text, MAX_TEXT_BYTES};
 use crate::targets::live::tgt::{LiveState, Tgtadm};
 use crate::targets::model::NodeView;
 use crate::targets::plan::{self, Inputs, LastApplied, Plan};
@@ -40,12 +42,7 @@ pub fn device_sizes(view: &NodeView) -> BTreeMap<PathBuf, u64> {
     let mut out = BTreeMap::new();
     for t in &view.targets {
         for l in &t.luns {
-            let size = std::fs::File::open(&l.device)
-                .and_then(|f| {
-                    let kind = device_kind(&f.metadata()?).map_err(std::io::Error::other)?;
-                    device_size(&f, kind)
-                })
-                .ok();
+            let size = size_of_path(&l.device).ok();
             if let Some(s) = size {
                 out.insert(l.device.clone(), s);
             }
@@ -56,10 +53,8 @@ pub fn device_sizes(view: &NodeView) -> BTreeMap<PathBuf, u64> {
 
 pub fn read_last_applied(state_dir: &Path) -> anyhow::Result<LastApplied> {
     let p = state_dir.join(LAST_APPLIED);
-    match std::fs::read(&p) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).with_context(|| format!("reading last-applied record {}", p.display()))
-        }
+    match read_text(&p, MAX_TEXT_BYTES) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading last-applied record {}", p.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LastApplied::default()),
         Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
     }
@@ -67,9 +62,18 @@ pub fn read_last_applied(state_dir: &Path) -> anyhow::Result<LastApplied> {
 
 /// Plans and (unless refused or dry) applies. `show` receives the plan
 /// before anything is changed.
+///
+/// Nothing is created before a change is certain: a dry, refused or noop
+/// run, or one that cannot read tgtd, leaves no state directory or lock
+/// file behind. A run that will change something then makes sure the state
+/// directory is this user's alone (records and the lock in a directory
+/// others may write could be symlinks planted to make root overwrite any
+/// file), takes the lock, and goes on only if neither the record nor tgtd
+/// moved since the plan (another apply may have run in between).
 pub fn apply(view: &NodeView, opts: &ApplyOptions, show: &mut dyn FnMut(&Plan)) -> anyhow::Result<Outcome> {
-    std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("creating {}", opts.state_dir.display()))?;
-    let _lock = LockFile::for_path(&opts.state_dir.join("tgt-apply")).context("another targets apply is running")?;
+    if opts.state_dir.exists() {
+        check_owned_dir(&opts.state_dir, euid()).context("the state directory cannot be trusted")?;
+    }
     let last = read_last_applied(&opts.state_dir)?;
     let live = opts.tgtadm.read_state().context("reading tgtd's live state")?;
     let sizes = device_sizes(view);
@@ -82,10 +86,17 @@ pub fn apply(view: &NodeView, opts: &ApplyOptions, show: &mut dyn FnMut(&Plan)) 
         return Ok(Outcome::DryRun(p));
     }
     let record = plan::record(view, &sizes);
+    if p.is_noop() && record == last {
+        return Ok(Outcome::NoOp(p));
+    }
+    ensure_owned_dir(&opts.state_dir, euid(), 0o755)
+        .with_context(|| format!("preparing the state directory {}", opts.state_dir.display()))?;
+    let _lock = LockFile::for_path(&opts.state_dir.join("tgt-apply")).context("another targets apply is running")?;
+    if read_last_applied(&opts.state_dir)? != last {
+        bail!("another targets apply ran while the plan was made: nothing was changed; run apply again");
+    }
     if p.is_noop() {
-        if record != last {
-            write_record(&opts.state_dir, &record)?;
-        }
+        write_record(&opts.state_dir, &record)?;
         return Ok(Outcome::NoOp(p));
     }
     let again: LiveState = opts.tgtadm.read_state().context("re-reading tgtd's live state")?;

@@ -181,6 +181,8 @@ struct ApplyArgs {
 pub struct Loaded {
     pub inventory: Inventory,
     pub settings: TargetsConfig,
+    /// The files read: santools.toml (when it exists) and the inventory file.
+    pub read: Vec<PathBuf>,
 }
 
 /// Loads the inventory: `--inventory`, else santools.toml's `[targets]`
@@ -208,16 +210,39 @@ pub fn load(config: Option<&Path>, inventory_file: Option<&Path>) -> anyhow::Res
         None => None,
     };
     let settings = section.unwrap_or_default();
+    let mut read: Vec<PathBuf> = text.as_ref().map(|_| cfg_path.clone()).into_iter().collect();
     let inventory = if let Some(f) = inventory_file {
+        read.push(f.to_path_buf());
         inventory::load_file(f)?
     } else if let Some(f) = &settings.inventory {
+        read.push(f.get_ref().clone());
         inventory::load_file(f.get_ref())?
     } else if settings.has_inventory_keys() {
         inventory::build(&settings, text.as_deref().unwrap_or(""), &cfg_path)?
     } else {
         bail!("no target inventory: pass --inventory FILE, or set [targets] inventory = FILE (or the inventory itself) in {}", cfg_path.display());
     };
-    Ok(Loaded { inventory, settings })
+    Ok(Loaded { inventory, settings, read })
+}
+
+/// Refuses output files that are one of the run's inputs however spelled
+/// (`./`, a symlink, a hard link): `gen tgt --out /etc/tgt` next to an
+/// inventory named targets.conf, or `import x.conf -o x.conf`, replaced the
+/// file the run had just read, which was then lost.
+fn check_outputs_are_not_inputs(inputs: &[PathBuf], outputs: &[PathBuf]) -> anyhow::Result<()> {
+    use crate::shared::file_identity::{check_distinct, RolePath};
+    let mut paths = Vec::new();
+    for p in inputs {
+        // An input that cannot be identified now (a pipe's /dev/fd/N that is gone) cannot be overwritten.
+        if let Ok(r) = RolePath::new("input", p) {
+            paths.push(r);
+        }
+    }
+    for p in outputs {
+        paths.push(RolePath::new("output", p).with_context(|| format!("output {}", p.display()))?);
+    }
+    check_distinct(&paths)?;
+    Ok(())
 }
 
 fn hostname() -> String {
@@ -364,10 +389,12 @@ fn run_import(a: &ImportArgs) -> anyhow::Result<u8> {
         tracing::warn!("{}:{line}: callback {name} skipped: callbacks are not run", a.file.display());
     }
     let toml_text = import::to_toml(&cluster, &imp);
-    // The result must load as an inventory; empty portal groups are the
-    // operator's to fill in, so only warn about those.
+    // The result must load as an inventory (portal groups left empty are
+    // valid: the operator fills them in). An invalid one was written with a
+    // warning naming a line of the generated TOML; it is an error naming the
+    // targets.conf line it came from, and nothing is written.
     if let Err(e) = inventory::parse_file(&toml_text, Path::new("(imported)")) {
-        tracing::warn!("the imported inventory does not validate yet: {e}");
+        return Err(import_error(&a.file, &imp, e));
     }
     match &a.out {
         Some(p) => {
@@ -378,12 +405,45 @@ fn run_import(a: &ImportArgs) -> anyhow::Result<u8> {
                 .to_string_lossy()
                 .into_owned();
             let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let mut inputs = vec![a.file.clone()];
+            inputs.extend(a.ietd_config.iter().cloned());
+            inputs.extend(a.ifcfg.iter().filter_map(|s| s.split_once('=').map(|(_, f)| PathBuf::from(f))));
+            check_outputs_are_not_inputs(&inputs, &[dir.join(&name)])?;
             gen::write_files(dir, &vec![(name, toml_text.clone().into_bytes())])
                 .with_context(|| format!("writing {}", p.display()))?;
         }
         None => std::io::stdout().lock().write_all(toml_text.as_bytes())?,
     }
     Ok(exit::OK)
+}
+
+/// An imported inventory's validation error, located in targets.conf: a
+/// target's key is reported at that target's `target` line.
+fn import_error(file: &Path, imp: &import::Imported, e: inventory::LoadError) -> anyhow::Error {
+    if let inventory::LoadError::Invalid(ie) = &e {
+        let index = ie
+            .key
+            .strip_prefix("targets.target[")
+            .and_then(|k| k.split(']').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(t) = index.and_then(|i| imp.targets.get(i)) {
+            return anyhow::anyhow!(
+                "{}:{}: target {}: {} (as inventory key `{}`); nothing was written",
+                file.display(),
+                t.line,
+                t.device,
+                ie.problem,
+                ie.key
+            );
+        }
+        return anyhow::anyhow!(
+            "{}: the imported inventory is invalid: key `{}`: {}; nothing was written",
+            file.display(),
+            ie.key,
+            ie.problem
+        );
+    }
+    anyhow::anyhow!("{}: the imported inventory is invalid: {e}; nothing was written", file.display())
 }
 
 #[derive(serde::Serialize)]
@@ -460,6 +520,8 @@ fn run_gen(g: &GenArgs, l: &Loaded) -> anyhow::Result<u8> {
     };
     match &g.out {
         Some(dir) => {
+            let outputs: Vec<PathBuf> = files.iter().map(|(name, _)| dir.join(name)).collect();
+            check_outputs_are_not_inputs(&l.read, &outputs)?;
             let written = gen::write_files(dir, &files).with_context(|| format!("writing into {}", dir.display()))?;
             for (name, _) in &files {
                 let state = if written.contains(name) { "written" } else { "unchanged" };

@@ -55,7 +55,14 @@ pub struct Reader<'a> {
     line: usize,
     col: usize,
     pub vars: &'a mut BTreeMap<String, String>,
+    /// Bytes produced by expansions so far (see [`MAX_EXPANDED_BYTES`]).
+    expanded: usize,
 }
+
+/// Bound on the bytes all `$NAME` expansions of one file may produce. Each
+/// `a=$a$a` line doubles a variable, so forty such lines (under 1 KiB of
+/// input) would ask for a terabyte; real files expand a few KiB.
+pub const MAX_EXPANDED_BYTES: usize = 16 << 20;
 
 fn is_ident(s: &str) -> bool {
     let mut c = s.chars();
@@ -65,7 +72,7 @@ fn is_ident(s: &str) -> bool {
 
 impl<'a> Reader<'a> {
     pub fn new(file: &str, text: &str, vars: &'a mut BTreeMap<String, String>) -> Self {
-        Reader { file: file.to_string(), chars: text.chars().collect(), i: 0, line: 1, col: 1, vars }
+        Reader { file: file.to_string(), chars: text.chars().collect(), i: 0, line: 1, col: 1, vars, expanded: 0 }
     }
 
     fn pos(&self) -> Pos {
@@ -118,7 +125,20 @@ impl<'a> Reader<'a> {
             return Err(self.error(start, format!("cannot read {what}: targets.conf is read, never executed")));
         }
         match self.vars.get(&name) {
-            Some(v) => out.push_str(v),
+            Some(v) => {
+                self.expanded = self.expanded.saturating_add(v.len());
+                if self.expanded > MAX_EXPANDED_BYTES {
+                    return Err(self.error(
+                        start,
+                        format!(
+                            "expanding ${name} ({} bytes) takes the file's expansions past {} MiB: not a targets.conf this tool reads",
+                            v.len(),
+                            MAX_EXPANDED_BYTES >> 20
+                        ),
+                    ));
+                }
+                out.push_str(v)
+            }
             None => return Err(self.error(start, format!("variable ${name} is not set before this line"))),
         }
         Ok(name)
@@ -668,6 +688,19 @@ mod tests {
             assert_eq!((e.pos.line, e.pos.col), (line, col), "{text:?}: {e}");
             assert!(e.to_string().contains(needle), "{text:?}: {e}");
         }
+    }
+
+    /// Finding T4 (attack-targets): forty `a=$a$a` lines asked for 2^44
+    /// bytes and the import died of memory exhaustion (SIGABRT).
+    #[test]
+    fn expansion_bomb_is_an_error_naming_the_line() {
+        let mut text = "a=xxxxxxxxxxxxxxxx\n".to_string();
+        for _ in 0..40 {
+            text.push_str("a=$a$a\n");
+        }
+        let e = import(&text).unwrap_err();
+        assert!(e.pos.line > 15 && e.pos.line < 41, "{e}");
+        assert!(e.to_string().contains("$a") && e.to_string().contains("MiB"), "{e}");
     }
 
     #[test]

@@ -136,6 +136,7 @@ fn locate(inv_vgs: &[VolumeGroup], device: &str) -> Result<(String, String), Str
     {
         return Err(format!("{device:?} must not contain '//', whitespace or ',' or end in '/'"));
     }
+    check_path_chars(device)?;
     let parent = p.parent().unwrap_or(Path::new("/"));
     let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     for vg in inv_vgs {
@@ -212,6 +213,7 @@ pub fn build(raw: &TargetsConfig, text: &str, path: &Path) -> Result<Inventory, 
                 format!("{} must be an absolute directory path without '.', '..' or a trailing '/'", p.display()),
             ));
         }
+        check_path_chars(&p.to_string_lossy()).map_err(|e| ctx.err(s(dir), &key, e))?;
         volume_groups.push(VolumeGroup::Directory { name: name.clone(), path: p.clone() });
     }
     let mut seen_vg = BTreeSet::new();
@@ -497,6 +499,15 @@ mod tests {
             ("[[targets.target]]", "[[targets.target]]\nbogus = 1", "unknown field `bogus`"),
             ("\"10.0.1.1\"", "\"10.0.1.300\"", "not an IP address"),
             ("iscsi-target-node1 = [", "node9 = [", "not in targets.hosts"),
+            // Finding T1-T3 (attack-targets): values tgt-admin would run through a shell.
+            ("secret = \"esx-secret-123\"", "secret = \";touch$IFS/tmp/P\"", "shell"),
+            ("user = \"esxchap\"", "user = \"u;id>/tmp/x\"", "incoming_users[0].user"),
+            ("[\"MaxConnections\", \"1\"]", "[\"MaxConnections\", \"1;reboot\"]", "targets.target[1].options"),
+            (
+                "volume_groups = [\"vg_dsk_0\", \"vg_dsk_1\"]",
+                "volume_groups = [\"vg_dsk_0\", \"vg_dsk_1\"]\nfile_groups = { fg = \"/srv/$(reboot)\" }",
+                "targets.file_groups.fg",
+            ),
         ] {
             let e = err(&with(from, to));
             assert!(e.contains(needle), "{from} -> {to}: {e}");

@@ -256,30 +256,50 @@ pub fn check_lvm_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Characters that mean nothing to a POSIX shell, to tgt-admin's and
+/// scstadmin's config parsers, or to ietd.conf. tgt-admin hands every
+/// tgtadm line it builds from targets.conf to `system()` unquoted
+/// (`--password=$secret`, `--value $value`, `sg_inq "$backing_store"`), so a
+/// `;`, `$`, `|`, backquote or redirection in a generated file would run as
+/// root when the file is loaded; `#`, `<`, `>` and braces break the parsers.
+fn inert(c: char, extra: &str) -> bool {
+    c.is_ascii_alphanumeric() || "-_.+:/=%@".contains(c) || extra.contains(c)
+}
+
 /// An option name or value as written into ietd.conf / targets.conf /
-/// scst.conf: one word each, no characters those formats treat specially.
+/// scst.conf: one word each, of characters no consumer treats specially.
 pub fn check_option(key: &str, value: &str) -> Result<(), String> {
     if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(format!("option name {key:?} must be letters, digits and '_'"));
     }
-    if value.is_empty()
-        || value
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '#' | '"' | ',' | '{' | '}' | '<' | '>'))
-    {
+    if value.is_empty() || !value.chars().all(|c| inert(c, "")) {
         return Err(format!(
-            "option {key} value {value:?} must be one word without '#', '\"', ',', braces or angle brackets"
+            "option {key} value {value:?} must be one word of letters, digits and '-', '_', '.', '+', ':', '/', '=', '%', '@' (tgt-admin runs it through a shell)"
         ));
     }
     Ok(())
 }
 
-/// A CHAP user or secret: one word of printable ASCII.
+/// A CHAP user or secret: one word of characters that are safe in every
+/// generated file and in tgt-admin's shell lines.
 pub fn check_chap_word(what: &str, s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > 255 || !s.chars().all(|c| c.is_ascii_graphic()) || s.contains(['"', '#', '\'', '\\']) {
-        return Err(format!("CHAP {what} must be 1-255 printable characters without spaces, quotes, '#' or '\\'"));
+    if s.is_empty() || s.len() > 255 || !s.chars().all(|c| inert(c, "^,!")) {
+        return Err(format!(
+            "CHAP {what} must be 1-255 characters of letters, digits and '-', '_', '.', '+', ':', '/', '=', '%', '@', '^', ',', '!' (no spaces, quotes or shell characters: tgt-admin runs it through a shell)"
+        ));
     }
     Ok(())
+}
+
+/// A device path as written into every generated file: `/dev/VG/LV`, or a
+/// file in a file group's directory.
+pub fn check_path_chars(path: &str) -> Result<(), String> {
+    match path.chars().find(|&c| !inert(c, "")) {
+        Some(c) => Err(format!(
+            "{path:?} contains {c:?} (allowed in a device path: letters, digits and '/', '-', '_', '.', '+', ':', '=', '%', '@': tgt-admin runs it through a shell)"
+        )),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -316,6 +336,25 @@ mod tests {
         assert!(check_serial("AMHDSK-100415-012").unwrap_err().contains("17 characters"));
         assert!(check_serial("a,b").is_err());
         assert!(check_serial("").is_err());
+    }
+
+    /// Finding T1/T2/T3 (attack-targets): shell characters in a CHAP word,
+    /// an option value or a device path reached tgt-admin's system() when it
+    /// loaded a generated targets.conf, and ran as root.
+    #[test]
+    fn shell_characters_are_refused_in_generated_values() {
+        for bad in
+            ["u;id", "s$(reboot)1234", "a`b`", "a|b", "a&b", "a>b", "a<b", "a{b}", "a b", "a\nb", "a'b", "a\"b", "a#b"]
+        {
+            assert!(check_chap_word("secret", bad).is_err(), "{bad}");
+            assert!(check_option("ImmediateData", bad).is_err(), "{bad}");
+            assert!(check_path_chars(&format!("/srv/{bad}/lv")).is_err(), "{bad}");
+        }
+        assert!(check_chap_word("secret", "esx-secret-123").is_ok());
+        assert!(check_chap_word("user", "iqn.1994-05.com.redhat:a").is_ok());
+        assert!(check_option("MaxRecvDataSegmentLength", "262144").is_ok());
+        assert!(check_path_chars("/srv/luns+1/vol_a-b.img").is_ok());
+        assert!(check_path_chars("/srv/l\u{e4}/x").unwrap_err().contains("device path"));
     }
 
     #[test]

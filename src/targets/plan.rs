@@ -331,7 +331,10 @@ fn diff_target(
             }
         }
     }
-    // ACLs: binds first, so a switch never opens a gap.
+    // ACLs: binds first, so a switch never opens a gap. Kept apart from the
+    // other quiet commands: on a target nobody is connected to they go
+    // after any LUN re-add (see below).
+    let mut acl = Vec::new();
     let want = tgtadm::target_acls(t);
     let have: Vec<Acl> = l
         .acl_addresses
@@ -342,7 +345,7 @@ fn diff_target(
     for a in &want {
         if !have.contains(a) {
             what.push(format!("allow {}", a.text()));
-            quiet.push(tgtadm::bind(tid, a));
+            acl.push(tgtadm::bind(tid, a));
         }
     }
     let allowed_after: BTreeSet<String> =
@@ -355,8 +358,10 @@ fn diff_target(
         // Who loses access: the named initiator, or (an address entry) every
         // connected initiator the new ACL does not name.
         let losing: BTreeSet<String> = match a {
+            // A target opened to ALL keeps admitting the initiator a dropped
+            // name entry named: nobody loses access, no session is cut.
+            _ if t.open_to_all() => BTreeSet::new(),
             Acl::Name(n) => [n.clone()].into(),
-            Acl::Address(_) if t.open_to_all() => BTreeSet::new(),
             Acl::Address(_) => {
                 l.nexuses.iter().map(|n| n.initiator.clone()).filter(|i| !allowed_after.contains(i)).collect()
             }
@@ -364,7 +369,7 @@ fn diff_target(
         let connected: BTreeSet<String> =
             l.nexuses.iter().map(|n| n.initiator.clone()).filter(|i| losing.contains(i)).collect();
         if connected.is_empty() {
-            quiet.push(tgtadm::unbind(tid, a));
+            acl.push(tgtadm::unbind(tid, a));
         } else {
             disruptive = true;
             acl_cut.push(tgtadm::unbind(tid, a));
@@ -381,6 +386,7 @@ fn diff_target(
     let mut sessions = Vec::new();
     if !lun_ops.is_empty() {
         if has_sessions {
+            commands.append(&mut acl);
             // offline -> delete connections -> re-add LUNs -> ready: the
             // initiators reconnect and see the new LUNs.
             commands.push(tgtadm::set_state(tid, "offline"));
@@ -390,12 +396,18 @@ fn diff_target(
             commands.push(tgtadm::set_state(tid, "ready"));
             sessions = sessions_of(l, None);
         } else {
+            // Nobody is connected: a LUN is re-added before the ACLs open
+            // the target, so a target a killed apply left half made (a LUN
+            // without its serial, no ACL yet) is complete before anyone
+            // may log in, as a new target is.
             commands.extend(lun_ops);
             if state_fix {
                 commands.push(tgtadm::set_state(tid, "ready"));
             }
+            commands.append(&mut acl);
         }
     } else {
+        commands.append(&mut acl);
         if state_fix {
             commands.push(tgtadm::set_state(tid, "ready"));
         }
@@ -510,6 +522,43 @@ initiators = ["iqn.2024-01.test:i1"]
         assert_eq!(c.commands[0], tgtadm::new_target(1, "iqn.2024-01.test:t.pg.vg-f.lv-a"));
         assert_eq!(c.commands.last().unwrap(), &tgtadm::bind(1, &Acl::Name("iqn.2024-01.test:i1".into())));
         assert!(p.notes[0].contains("NOPTimeout"));
+    }
+
+    /// Finding T11 (attack-targets): after an apply killed between a LUN's
+    /// creation and its serial (no ACL bound yet), the rerun bound the ACL
+    /// first, so initiators could log in to the half-made target and see the
+    /// LUN with tgt's default serial, which was then deleted under them.
+    #[test]
+    fn a_half_made_target_is_completed_before_its_acl_opens_it() {
+        let i = inv(INV);
+        let mut live = live_a(false);
+        let t = &mut live.targets[0];
+        t.acl_addresses.clear();
+        t.acl_names.clear();
+        t.luns[0].scsi_id = "IET     00010001".into();
+        t.luns[0].scsi_sn = "beaf11".into();
+        let p = run(&i, &live, &sizes());
+        let c = &p.changes[0];
+        let serial = c.commands.iter().position(|a| a == &tgtadm::lun_serial(1, 1, "SA")).expect("serial fixed");
+        let first_bind = c.commands.iter().position(|a| a[1] == "bind").expect("ACL bound");
+        assert!(serial < first_bind, "{:#?}", c.commands);
+        assert_eq!(c.commands.last().unwrap(), &tgtadm::bind(1, &Acl::Name("iqn.2024-01.test:i1".into())));
+    }
+
+    /// Finding T15 (attack-targets): opening a target to ALL dropped its
+    /// initiator-name entries as if those initiators lost access: refused
+    /// (exit 3) with a session, and with --force the session was cut,
+    /// although ALL still admits it.
+    #[test]
+    fn opening_a_target_to_all_cuts_no_session() {
+        let i = inv(&INV.replace(r#"initiators = ["iqn.2024-01.test:i1"]"#, r#"initiators = ["ALL"]"#));
+        let p = run(&i, &live_a(true), &sizes());
+        let c = &p.changes[0];
+        assert!(!c.disruptive && !c.needs_force(), "{c:#?}");
+        assert!(c.sessions.is_empty(), "{c:#?}");
+        assert_eq!(c.commands[0], tgtadm::bind(1, &Acl::Address("ALL".into())));
+        assert!(c.commands.contains(&tgtadm::unbind(1, &Acl::Name("iqn.2024-01.test:i1".into()))));
+        assert!(!c.commands.iter().any(|a| a.contains(&"connection".to_string())), "{:#?}", c.commands);
     }
 
     #[test]

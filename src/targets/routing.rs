@@ -94,6 +94,24 @@ pub fn iptables(block: bool, port: u16, source: Option<&str>) -> Vec<String> {
     v
 }
 
+/// The kernel's own tables: `stop` flushes the interface's table, so
+/// `IET_ROUTE_TABLE=main` (or `254`, the same table by number) would print
+/// `ip route flush table main` and take the node off the network.
+const RESERVED_TABLE_NAMES: [&str; 4] = ["unspec", "default", "main", "local"];
+
+/// An IET_ROUTE_TABLE value: a name for rt_tables, not a number (ip takes
+/// a number as the table id itself) and not one of the kernel's tables.
+pub fn check_table_name(t: &str) -> Result<(), String> {
+    crate::targets::model::check_lvm_name(t).map_err(|_| format!("{t:?} is not a table name"))?;
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{t:?} is a number: ip reads it as a table id, give the table a name"));
+    }
+    if RESERVED_TABLE_NAMES.iter().any(|r| r.eq_ignore_ascii_case(t)) {
+        return Err(format!("{t:?} is one of the kernel's tables (unspec, default, main, local): stop would flush it"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +128,19 @@ mod tests {
             }
         }
         v
+    }
+
+    /// Finding T10 (attack-targets): IET_ROUTE_TABLE=main (or 254) was
+    /// accepted and `ietd-routing stop` printed `ip route flush table main`.
+    #[test]
+    fn kernel_tables_and_numbers_are_not_route_table_names() {
+        for bad in ["main", "MAIN", "local", "default", "unspec", "254", "0", "rt a", "a\nb", ""] {
+            assert!(check_table_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_table_name("main").unwrap_err().contains("flush"));
+        for good in ["rt_vlan10_port0", "rt-1", "main2"] {
+            check_table_name(good).unwrap();
+        }
     }
 
     #[test]

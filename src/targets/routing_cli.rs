@@ -70,8 +70,8 @@ fn read_ifaces(paths: &[PathBuf]) -> anyhow::Result<Vec<Interface>> {
         let text = read_text(&f, MAX_TEXT_BYTES).with_context(|| format!("reading {}", f.display()))?;
         if let Some(i) = read_ifcfg(&f.display().to_string(), &text)? {
             if let Some(t) = &i.route_table {
-                if crate::targets::model::check_lvm_name(t).is_err() {
-                    bail!("{}: IET_ROUTE_TABLE {t:?} is not a table name", f.display());
+                if let Err(e) = routing::check_table_name(t) {
+                    bail!("{}: IET_ROUTE_TABLE {e}", f.display());
                 }
                 if !i.device.chars().all(|c| c.is_ascii_alphanumeric() || "._-:@".contains(c)) {
                     bail!("{}: DEVICE {:?} is not an interface name", f.display(), i.device);
@@ -136,7 +136,7 @@ struct IptablesArgs {
     /// Limit to this source address or network (e.g. for a fencing device)
     source: Option<String>,
     /// The iSCSI port (the seed's IPTABLES_PORT)
-    #[arg(long, default_value_t = 3260)]
+    #[arg(long, default_value_t = 3260, value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
     #[command(flatten)]
     common: CommonArgs,
@@ -151,4 +151,18 @@ fn run_iptables(m: &ArgMatches) -> anyhow::Result<u8> {
     let block = matches!(a.op, IptablesOp::Stop | IptablesOp::Block);
     println!("{}", line(&routing::iptables(block, a.port, a.source.as_deref())));
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Finding T16 (attack-targets): `--port 0` printed `iptables ... --dport 0`
+    /// (the inventory refuses port 0 too).
+    #[test]
+    fn iptables_port_zero_is_refused() {
+        let e = IptablesArgs::command().try_get_matches_from(["ietd-iptables", "block", "--port", "0"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        IptablesArgs::command().try_get_matches_from(["ietd-iptables", "block", "--port", "65535"]).unwrap();
+    }
 }

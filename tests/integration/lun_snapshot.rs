@@ -258,7 +258,8 @@ fn node_side_export_acl_outcomes_and_refusals() {
     let o = run(tool("lun-snapshot").args(["create", "--initiator", ARCHIVE_IQN, "-C", &port]).arg(&pv));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot clone"), "{}", stderr(&o));
-    assert!(!plain.path().join(".lun-snapshot/v.img/snapshot.img").exists());
+    // Finding T13 (attack-targets): the refusal left .lun-snapshot/v.img/lock behind.
+    assert!(!plain.path().join(".lun-snapshot").exists(), "a refused create left its state directory");
     assert!(!tgt.show().contains("lun-snapshot"), "{}", tgt.show());
 }
 

@@ -170,6 +170,65 @@ fn lvm_copy_between_files_with_dd_ddless_and_gzip() {
     );
 }
 
+/// Finding T8 (attack-targets): a target that is the source under another
+/// spelling (hard link, `./`, symlink) was copied onto: dd truncated it and
+/// the source was lost, exit 0.
+#[test]
+fn lvm_copy_refuses_a_target_that_is_its_source() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src.img");
+    let data = Rng(13).bytes(3 << 20);
+    write(&src, &data);
+    std::fs::hard_link(&src, d.path().join("hard.img")).unwrap();
+    std::os::unix::fs::symlink(&src, d.path().join("link.img")).unwrap();
+    for other in ["hard.img", "./src.img", "link.img"] {
+        let t = format!("file:{}", d.path().join(other).display());
+        for extra in [&[][..], &["-z"][..], &["-N"][..]] {
+            fails_with(
+                tool("lvm-copy").arg("-s").arg(format!("file:{}", src.display())).args(["-t", &t]).args(extra),
+                &["source", "target", "same file", "nothing was changed"],
+            );
+        }
+        assert_eq!(read(&src), data, "{other}");
+    }
+    fails_with(
+        tool("lvm-copy").args(["-s", "lvm:/dev/vg0/lv0", "-t", "lvm:/dev/vg0/lv0", "-N"]),
+        &["same logical volume"],
+    );
+}
+
+/// Finding T14 (attack-targets): a FIFO given as a device (lvm-devsize,
+/// lvm-copy's source, a LUN's device in `targets apply`) blocked in open(2)
+/// forever instead of being refused.
+#[test]
+fn lvm_devsize_and_lvm_copy_refuse_a_fifo_instead_of_hanging() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let fifo_src = format!("file:{}", fifo.display());
+    let dst = format!("file:{}", d.path().join("dst").display());
+    for args in [vec!["lvm-devsize", fifo.to_str().unwrap()], vec!["lvm-copy", "-s", &fifo_src, "-t", &dst]] {
+        let mut child = tool(args[0])
+            .args(&args[1..])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if t.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("{args:?} hangs on a FIFO");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("FIFO"), "{args:?}: {}", stderr(&o));
+    }
+    assert!(!d.path().join("dst").exists());
+}
+
 #[test]
 fn iostat_top_reads_this_machines_devices() {
     let out = ok(tool("iostat-top").args(["-n", "2", "-i", "0.2", "--json", "-d", "loop,vd,sd,nvme,zram,dm-"]));

@@ -139,6 +139,74 @@ fn targets_check_names_file_line_and_key() {
     );
 }
 
+/// Finding T12 (attack-targets): an output that is one of the run's inputs
+/// (an inventory named targets.conf in `gen tgt --out`'s directory, `import
+/// x.conf -o x.conf`) was replaced by the output and lost.
+#[test]
+fn targets_gen_and_import_refuse_to_overwrite_their_inputs() {
+    let d = tempfile::tempdir().unwrap();
+    let inv = d.path().join("targets.conf");
+    std::fs::copy(seed_inventory(), &inv).unwrap();
+    let before = read(&inv);
+    fails_with(
+        tool("targets")
+            .args(["gen", "tgt", "--node", "iscsi-target-node1", "--active-vg", "vg_dsk_0", "--inventory"])
+            .arg(&inv)
+            .arg("--out")
+            .arg(d.path().join(".")),
+        &["input", "output", "same file", "nothing was changed"],
+    );
+    assert_eq!(read(&inv), before);
+    let conf = d.path().join("seed.conf");
+    std::fs::copy(fixtures().join("targets/targets.conf"), &conf).unwrap();
+    std::os::unix::fs::symlink(&conf, d.path().join("link.conf")).unwrap();
+    let before = read(&conf);
+    for out in ["seed.conf", "./seed.conf", "link.conf"] {
+        fails_with(
+            tool("targets")
+                .arg("import")
+                .arg(&conf)
+                .args(["--prefix", "iqn.2000-01.x:y", "--host", "h", "--vg", "vg_dsk_0", "--vg", "vg_dsk_1", "-o"])
+                .arg(d.path().join(out)),
+            &["same file"],
+        );
+        assert_eq!(read(&conf), before, "{out}");
+    }
+}
+
+/// Finding T18 (attack-targets): a targets.conf whose values the inventory
+/// refuses (a 24-character serial, a CHAP secret with shell characters) was
+/// imported anyway: the invalid inventory was written, exit 0, with a
+/// warning naming a line of the generated TOML.
+#[test]
+fn targets_import_of_invalid_values_writes_nothing_and_names_the_source_line() {
+    let d = tempfile::tempdir().unwrap();
+    let seed = std::fs::read_to_string(fixtures().join("targets/targets.conf")).unwrap();
+    let line = seed.lines().position(|l| l.contains("AMHDSK-100415-01 ")).unwrap() + 1;
+    let conf = d.path().join("targets.conf");
+    for (from, to, needle) in [
+        ("AMHDSK-100415-01 ", "AMHDSK-100415-01-TOOLONG ", "at most 16"),
+        ("esx-secret-123", "'u|id>/tmp/x1'", "shell"),
+    ] {
+        assert!(seed.contains(from), "{from}");
+        std::fs::write(&conf, seed.replacen(from, to, 1)).unwrap();
+        let out = d.path().join("inventory.toml");
+        let e = fails_with(
+            tool("targets")
+                .arg("import")
+                .arg(&conf)
+                .args(["--prefix", "iqn.1990-01.edu.amherst:iet.iscsi-target", "--host", "iscsi-target-node1"])
+                .args(["--vg", "vg_dsk_0", "--vg", "vg_dsk_1", "-o"])
+                .arg(&out),
+            &[needle, "nothing was written"],
+        );
+        assert!(!out.exists(), "{e}");
+        if needle == "at most 16" {
+            assert!(e.contains(&format!("{}:{line}:", conf.display())), "{e}");
+        }
+    }
+}
+
 #[test]
 fn targets_gen_writes_golden_bytes_atomically_and_only_when_changed() {
     let d = tempfile::tempdir().unwrap();

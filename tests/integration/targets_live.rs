@@ -349,6 +349,52 @@ fn targets_apply_unlisted_initiator_can_neither_log_in_nor_discover() {
     assert_eq!(st, Some(0), "{out}");
 }
 
+/// Finding T5 (attack-targets): a dry run (and a refused or failed one)
+/// created the state directory and its lock file.
+#[test]
+fn targets_apply_dry_or_failed_creates_nothing() {
+    let Some(s) = Setup::new() else { return };
+    let state = s.dir.path().join("state");
+    let o = s.apply(&["--dry-run"]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&format!("+ {}", s.iqn("lv_alpha"))), "{}", stdout(&o));
+    assert!(!state.exists(), "a dry run created {}", state.display());
+    // tgtd unreachable (a control port nobody serves): an error, nothing made.
+    let mut c = tool("targets");
+    c.args(["apply", "--node", "node1", "-C", "1"]).arg("--inventory").arg(&s.inventory);
+    c.arg("--state-dir").arg(&state);
+    let o = run(&mut c);
+    assert_eq!(code(&o), Some(2), "{}", stderr(&o));
+    assert!(!state.exists(), "a failed run created {}", state.display());
+    assert_eq!(s.writes(), Vec::<String>::new());
+    assert!(!s.tgtd.show().contains(&s.iqn("lv_alpha")));
+}
+
+/// Finding T6 (attack-targets): root's apply used a state directory
+/// another user could write: a record symlinked to any file was
+/// overwritten with the record, a lock symlink created its target.
+#[test]
+fn targets_apply_refuses_a_state_dir_others_control() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(s) = Setup::new() else { return };
+    let state = s.dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let victim = s.dir.path().join("victim");
+    std::fs::write(&victim, "{\"version\":1,\"targets\":{}}").unwrap();
+    std::os::unix::fs::symlink(&victim, state.join("tgt-last-applied.json")).unwrap();
+    std::os::unix::fs::symlink(s.dir.path().join("made"), state.join("tgt-apply.lock")).unwrap();
+    for (uid, mode) in [(65534, 0o755), (0, 0o777)] {
+        std::os::unix::fs::lchown(&state, Some(uid), None).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(mode)).unwrap();
+        let o = s.apply(&[]);
+        assert_eq!(code(&o), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("another user could plant files"), "{}", stderr(&o));
+        assert_eq!(s.writes(), Vec::<String>::new());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "{\"version\":1,\"targets\":{}}");
+        assert!(!s.dir.path().join("made").exists());
+    }
+}
+
 #[test]
 fn targets_apply_is_locked_against_a_concurrent_apply() {
     let Some(s) = Setup::new() else { return };

@@ -29,7 +29,7 @@ pub fn write_files(dir: &Path, files: &Files) -> std::io::Result<Vec<String>> {
     let mut written = Vec::new();
     for (name, bytes) in files {
         let p = dir.join(name);
-        if std::fs::read(&p).is_ok_and(|old| &old == bytes) {
+        if same_content(&p, bytes) {
             continue;
         }
         // Generated files hold CHAP secrets: owner-only, as rtslib does.
@@ -40,6 +40,21 @@ pub fn write_files(dir: &Path, files: &Files) -> std::io::Result<Vec<String>> {
         written.push(name.clone());
     }
     Ok(written)
+}
+
+/// Whether `p` is a regular file holding exactly `bytes`. Only a file of
+/// that length is read: a FIFO or `/dev/zero` in the output directory must
+/// not hang the run or fill memory (it is replaced like any other file).
+fn same_content(p: &Path, bytes: &[u8]) -> bool {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: opening a FIFO without a writer returns at once.
+    let Ok(f) = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(p) else { return false };
+    if !f.metadata().is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64) {
+        return false;
+    }
+    let mut old = Vec::with_capacity(bytes.len());
+    f.take(bytes.len() as u64 + 1).read_to_end(&mut old).is_ok() && old == bytes
 }
 
 #[cfg(test)]

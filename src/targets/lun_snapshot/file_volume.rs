@@ -41,7 +41,8 @@ fn open_volume(opts: &NodeOptions, given: &Path) -> anyhow::Result<Volume> {
     if path.components().any(|c| c.as_os_str() == DIR_NAME) {
         bail!("{} is inside a {DIR_NAME} directory (lun-snapshot's own files), not a volume", path.display());
     }
-    let file = File::open(&path).with_context(|| format!("opening volume {}", path.display()))?;
+    let file = crate::shared::block_device::open_nonblocking(&path)
+        .with_context(|| format!("opening volume {}", path.display()))?;
     let meta = file.metadata().with_context(|| format!("volume {}", path.display()))?;
     if !meta.is_file() {
         bail!("volume {} is not a regular file (LVM volumes are given as VG/LV)", path.display());
@@ -95,8 +96,26 @@ fn clone_error(e: std::io::Error, v: &Volume) -> anyhow::Error {
     anyhow::anyhow!("cloning {}: {e}{hint}", v.path.display())
 }
 
+/// Removes the state directory (and `.lun-snapshot` above it) when this run
+/// made them and was then refused: a volume whose file system cannot clone
+/// must be left as it was found. A run waiting for the lock file removed
+/// here is on the same file system and is refused the same way.
+fn forget_new_dirs(v: &Volume, made_dir: bool, made_parent: bool) {
+    if made_dir {
+        let _ = fs::remove_file(v.layout.dir.join("lock"));
+        let _ = fs::remove_dir(&v.layout.dir);
+        if made_parent {
+            if let Some(parent) = v.layout.dir.parent() {
+                let _ = fs::remove_dir(parent);
+            }
+        }
+    }
+}
+
 pub fn create(opts: &NodeOptions, given: &Path) -> anyhow::Result<Prepared> {
     let v = open_volume(opts, given)?;
+    let made_parent = v.layout.dir.parent().is_some_and(|p| !p.exists());
+    let made_dir = !v.layout.dir.exists();
     let _lock = v.layout.lock(opts.lock_wait, &v.path.display().to_string())?;
     let rec = state::load(&v.layout.record())?;
     clean_stale(opts, &v, rec.as_ref())?;
@@ -121,6 +140,7 @@ pub fn create(opts: &NodeOptions, given: &Path) -> anyhow::Result<Prepared> {
         .with_context(|| format!("creating {}", tmp.display()))?;
     if let Err(e) = clone_file(&v.file, &snap) {
         let _ = fs::remove_file(&tmp);
+        forget_new_dirs(&v, made_dir, made_parent);
         return Err(clone_error(e, &v));
     }
     snap.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;

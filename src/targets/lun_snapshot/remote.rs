@@ -14,9 +14,13 @@ use crate::shared::atomic_file::write_atomic;
 use crate::shared::change_map::words_for_volume;
 use crate::shared::command::{Command, SshTarget};
 use crate::shared::ddmap_file::{Ddmap, DDMAP_HEADER_SIZE};
+use crate::targets::model::check_target_iqn;
 
 /// Largest JSON answer accepted from the node.
 const MAX_ANSWER: usize = 64 * 1024;
+/// Largest volume whose change map is fetched (a 1 GiB map): the map is
+/// held in memory, and its size bound comes from the node's answer.
+const MAX_REMOTE_VOLUME: u64 = 1 << 47;
 
 #[derive(Clone, Debug)]
 pub struct Remote {
@@ -43,10 +47,27 @@ impl Remote {
     }
 }
 
+/// What this host takes from a node's `create` answer before acting on it.
+/// The export IQN names the map file written here: one with '/' or '..' (a
+/// compromised node's "../../x") would have this host write where the node
+/// says. The volume size bounds the map read into memory.
+fn check_answer(p: &Prepared, host: &str) -> anyhow::Result<()> {
+    check_target_iqn(&p.iqn)
+        .map_err(|e| anyhow::anyhow!("{host}: lun-snapshot create answered with export IQN {:?}, which {e}", p.iqn))?;
+    if p.ddmap.is_some() && p.size > MAX_REMOTE_VOLUME {
+        bail!(
+            "{host}: lun-snapshot create answered with a volume of {} bytes, more than this host takes a map for",
+            p.size
+        );
+    }
+    Ok(())
+}
+
 pub fn create(r: &Remote, volume: &str) -> anyhow::Result<Prepared> {
     let out = r.command("create", volume, &["--json"]).max_stdout(MAX_ANSWER).run()?;
     let mut p: Prepared = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("{}: lun-snapshot create printed no snapshot description", r.ssh.host))?;
+    check_answer(&p, &r.ssh.host)?;
     if p.ddmap.is_some() {
         let limit = DDMAP_HEADER_SIZE as u64 + 4 * words_for_volume(p.size);
         let out = r.command("map", volume, &[]).max_stdout(usize::try_from(limit)? + 1).run()?;
@@ -75,4 +96,30 @@ pub fn release(r: &Remote, volume: &str, outcome: Outcome) -> anyhow::Result<Rel
     let rel: Released = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("{}: lun-snapshot release printed no result", r.ssh.host))?;
     Ok(rel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Finding T17 (attack-targets): the map fetched from a node was written
+    /// to `map_dir/<iqn from the node's answer>.ddmap`: an answer with
+    /// "../../etc/x" or "/etc/x" as IQN wrote outside the map directory.
+    #[test]
+    fn a_nodes_answer_cannot_name_a_file_outside_the_map_dir() {
+        let answer = |iqn: &str, size: u64| -> Prepared {
+            serde_json::from_value(serde_json::json!({
+                "iqn": iqn, "token": iqn, "snapshot": "/srv/.lun-snapshot/v/snapshot.img", "size": size,
+                "ddmap": "/srv/.lun-snapshot/v/changes.ddmap", "ddmap_state": "CLEAN", "kind": "file",
+            }))
+            .unwrap()
+        };
+        for bad in ["../../etc/x", "/etc/x", "iqn.2024-01.org.santools.lun-snapshot/../../x", ""] {
+            let e = check_answer(&answer(bad, 1 << 20), "node1").unwrap_err().to_string();
+            assert!(e.contains("node1") && e.contains("export IQN"), "{bad}: {e}");
+        }
+        check_answer(&answer("iqn.2024-01.org.santools.lun-snapshot.v-img.1a2b3c4d", 1 << 20), "node1").unwrap();
+        let e = check_answer(&answer("iqn.2024-01.org.santools.lun-snapshot.v", u64::MAX), "n").unwrap_err();
+        assert!(e.to_string().contains("bytes"), "{e}");
+    }
 }

@@ -90,7 +90,16 @@ impl Layout {
     /// `wait` for another run; held while the returned file is open.
     pub fn lock(&self, wait: std::time::Duration, volume: &str) -> anyhow::Result<std::fs::File> {
         use crate::shared::file_lock::{lock_exclusive_within, open_or_create};
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        // The record, maps and lock live here: a directory another user can
+        // write (a volume directory they may write, a `.lun-snapshot` they
+        // made first) would let them plant symlinks for root to follow.
+        let me = crate::shared::owned_dir::euid();
+        crate::shared::owned_dir::ensure_owned_dir(&self.dir, me, 0o755)
+            .with_context(|| format!("preparing {}", self.dir.display()))?;
+        if let Some(parent) = self.dir.parent() {
+            crate::shared::owned_dir::check_owned_dir(parent, me)
+                .with_context(|| format!("preparing {}", self.dir.display()))?;
+        }
         let p = self.dir.join("lock");
         let f = open_or_create(&p).with_context(|| format!("opening {}", p.display()))?;
         lock_exclusive_within(&f, &p, wait)
