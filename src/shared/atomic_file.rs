@@ -17,7 +17,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::shared::failpoint;
-use crate::shared::file_identity::resolve_dangling;
+use crate::shared::file_identity::trusted_symlink_target;
 
 /// A file being written under a temporary name next to its destination.
 #[derive(Debug)]
@@ -45,7 +45,7 @@ impl AtomicFile {
     /// a symlink at `final_path` points to), mode 0644 or the mode and owner
     /// of the file it will replace, and flocks it.
     pub fn create(final_path: &Path) -> io::Result<Self> {
-        let final_path = trusted_destination(final_path)?;
+        let final_path = trusted_symlink_target(final_path)?;
         let name = final_path
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?
@@ -120,38 +120,6 @@ impl Drop for AtomicFile {
     }
 }
 
-/// Follows the symlinks at `path` to the file a replace should write, as
-/// [`resolve_dangling`] does, but only through links of this user or root.
-/// A link another user planted (`/tmp/counts -> /etc/shadow`, made before
-/// root's `--file /tmp/counts`) would otherwise have root replace the file
-/// it points to; the kernel's protected_symlinks does not help, since the
-/// link is read here, not followed by open(2).
-fn trusted_destination(path: &Path) -> io::Result<PathBuf> {
-    // SAFETY: geteuid has no side effects.
-    let me = unsafe { libc::geteuid() };
-    let mut p = path.to_path_buf();
-    for _ in 0..40 {
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_symlink() => {
-                if m.uid() != me && m.uid() != 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::PermissionDenied,
-                        format!(
-                            "{} is a symlink of uid {}, not of this user ({me}) or root: refusing to write through it",
-                            p.display(),
-                            m.uid()
-                        ),
-                    ));
-                }
-                let dest = fs::read_link(&p)?;
-                p = if dest.is_absolute() { dest } else { parent_dir(&p).join(dest) };
-            }
-            _ => return Ok(p),
-        }
-    }
-    Err(io::Error::from_raw_os_error(libc::ELOOP))
-}
-
 fn temp_name(name: &str, pid: u32, attempt: u32) -> String {
     format!(".{name}.tmp.{pid}.{attempt}")
 }
@@ -181,7 +149,7 @@ fn is_temp_of(candidate: &str, name: &str) -> bool {
 /// Returns the paths removed; problems are only logged.
 pub fn remove_stale_temps(final_path: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    let Ok(final_path) = resolve_dangling(final_path) else { return removed };
+    let Ok(final_path) = trusted_symlink_target(final_path) else { return removed };
     let Some(name) = final_path.file_name().map(|n| n.to_string_lossy().into_owned()) else { return removed };
     let dir = parent_dir(&final_path);
     let Ok(entries) = fs::read_dir(dir) else { return removed };
