@@ -14,7 +14,7 @@ use super::target::dir_writable;
 use crate::shared::checksum_file::{record_count, ChecksumFile};
 use crate::shared::checksum_record::ChecksumRecord;
 use crate::shared::failpoint;
-use crate::shared::file_identity::{resolve_dangling, trusted_symlink_target};
+use crate::shared::file_identity::trusted_symlink_target;
 use crate::shared::file_lock::{lock_exclusive, LockError, LockFile};
 
 /// True for `-c /dev/null` (no checksums).
@@ -57,8 +57,10 @@ fn parent_dir(path: &Path) -> PathBuf {
 pub(crate) fn check_writable(path: &Path, exists: bool) -> anyhow::Result<()> {
     // A name in a shared directory may be another user's symlink: refused
     // here, before the target is created (see trusted_symlink_target).
-    for p in [path.to_path_buf(), lock_path(path), crate::ddless::stats_file::stats_path(path)] {
-        trusted_symlink_target(&p).with_context(|| format!("checksum file {}; nothing was changed", path.display()))?;
+    let refused = || format!("checksum file {}; nothing was changed", path.display());
+    let resolved = trusted_symlink_target(path).with_context(refused)?;
+    for p in [lock_path(path), crate::ddless::stats_file::stats_path(path)] {
+        trusted_symlink_target(&p).with_context(refused)?;
     }
     if exists {
         OpenOptions::new()
@@ -67,7 +69,7 @@ pub(crate) fn check_writable(path: &Path, exists: bool) -> anyhow::Result<()> {
             .open(path)
             .with_context(|| format!("checksum file {} is not writable; nothing was changed", path.display()))?;
     }
-    let dir = parent_dir(&resolve_dangling(path).unwrap_or_else(|_| path.to_path_buf()));
+    let dir = parent_dir(&resolved);
     dir_writable(&dir).with_context(|| {
         format!(
             "checksum file {}: directory {} is not writable (the checksum file, its .stats and .lock live there); nothing was changed",

@@ -107,8 +107,7 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
 
 /// The lock file of `key` (identity@node) for the running user.
 fn lock_path(key: &str) -> io::Result<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
+    let euid = crate::shared::file_identity::euid();
     let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
     let dir = lock_dir_for(euid, runtime.as_deref());
     private_dir(&dir, euid)?;
@@ -159,8 +158,7 @@ mod tests {
     #[test]
     fn private_dir_is_made_0700_and_others_are_refused() {
         let d = tempfile::tempdir().unwrap();
-        // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
+        let me = crate::shared::file_identity::euid();
         let dir = d.path().join("a/b/locks");
         private_dir(&dir, me).unwrap();
         assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777, 0o700);

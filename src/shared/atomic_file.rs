@@ -17,7 +17,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::shared::failpoint;
-use crate::shared::file_identity::trusted_symlink_target;
+use crate::shared::file_identity::{euid, trusted_symlink_target};
 
 /// A file being written under a temporary name next to its destination.
 #[derive(Debug)]
@@ -153,8 +153,7 @@ pub fn remove_stale_temps(final_path: &Path) -> Vec<PathBuf> {
     let Some(name) = final_path.file_name().map(|n| n.to_string_lossy().into_owned()) else { return removed };
     let dir = parent_dir(&final_path);
     let Ok(entries) = fs::read_dir(dir) else { return removed };
-    // SAFETY: geteuid has no side effects.
-    let me = unsafe { libc::geteuid() };
+    let me = euid();
     for entry in entries.flatten() {
         let file_name = entry.file_name();
         if !is_temp_of(&file_name.to_string_lossy(), &name) {
@@ -229,8 +228,7 @@ mod tests {
     /// it pointed to (`session-top save --file /tmp/counts`).
     #[test]
     fn a_symlink_of_another_user_is_not_written_through() {
-        // SAFETY: geteuid has no side effects.
-        if unsafe { libc::geteuid() } != 0 {
+        if crate::shared::file_identity::euid() != 0 {
             eprintln!("skipped: giving a symlink to another user needs root");
             return;
         }

@@ -116,6 +116,12 @@ pub fn resolve_dangling(path: &Path) -> io::Result<PathBuf> {
     Err(io::Error::from_raw_os_error(libc::ELOOP))
 }
 
+/// The effective user id of this process: the owner of what it creates.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// Follows the symlinks at `path` like [`resolve_dangling`], but only links
 /// this user or root made. A link another user planted in a shared
 /// directory (`/tmp/sums.lock -> /etc/nologin`, made before root's run)
@@ -124,8 +130,7 @@ pub fn resolve_dangling(path: &Path) -> io::Result<PathBuf> {
 /// read ourselves. Open the result with O_NOFOLLOW, so that a link planted
 /// after this check is refused too.
 pub fn trusted_symlink_target(path: &Path) -> io::Result<PathBuf> {
-    // SAFETY: geteuid has no side effects.
-    let me = unsafe { libc::geteuid() };
+    let me = euid();
     let mut p = path.to_path_buf();
     for _ in 0..40 {
         match std::fs::symlink_metadata(&p) {

@@ -13,23 +13,18 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::Path;
 
+use crate::shared::file_identity::trusted_symlink_target;
+
 /// Why a directory cannot hold this user's state.
 fn refuse(why: String) -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, why)
 }
 
-/// Checks that `dir` (followed if it is a symlink of this user or root) is a
-/// directory of `euid` that neither group nor others may write.
+/// Checks that `dir` (followed if it is a symlink of this user or root:
+/// [`trusted_symlink_target`]) is a directory of `euid` that neither group
+/// nor others may write.
 pub fn check_owned_dir(dir: &Path, euid: u32) -> io::Result<()> {
-    let link = std::fs::symlink_metadata(dir)?;
-    if link.file_type().is_symlink() && link.uid() != euid && link.uid() != 0 {
-        return Err(refuse(format!(
-            "{} is a symlink of uid {}, not of this user ({euid}) or root: refusing to keep state through it",
-            dir.display(),
-            link.uid()
-        )));
-    }
-    let m = std::fs::metadata(dir)?;
+    let m = std::fs::metadata(trusted_symlink_target(dir)?)?;
     if !m.is_dir() {
         return Err(refuse(format!("{} is not a directory", dir.display())));
     }
@@ -61,15 +56,10 @@ pub fn ensure_owned_dir(dir: &Path, euid: u32, mode: u32) -> io::Result<()> {
     check_owned_dir(dir, euid)
 }
 
-/// The effective user id of this process.
-pub fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared::file_identity::euid;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -10,8 +10,9 @@ use anyhow::{bail, Context};
 
 use crate::shared::atomic_file::write_atomic;
 use crate::shared::block_device::size_of_path;
+use crate::shared::file_identity::euid;
 use crate::shared::file_lock::LockFile;
-use crate::shared::owned_dir::{check_owned_dir, ensure_owned_dir, euid};
+use crate::shared::owned_dir::{check_owned_dir, ensure_owned_dir};
 use crate::shared::text_file::{read_text, MAX_TEXT_BYTES};
 use crate::targets::live::tgt::{LiveState, Tgtadm};
 use crate::targets::model::NodeView;

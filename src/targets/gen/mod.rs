@@ -47,9 +47,8 @@ pub fn write_files(dir: &Path, files: &Files) -> std::io::Result<Vec<String>> {
 /// not hang the run or fill memory (it is replaced like any other file).
 fn same_content(p: &Path, bytes: &[u8]) -> bool {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    // O_NONBLOCK: opening a FIFO without a writer returns at once.
-    let Ok(f) = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(p) else { return false };
+    // Opening a FIFO without a writer returns at once.
+    let Ok(f) = crate::shared::block_device::open_nonblocking(p) else { return false };
     if !f.metadata().is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64) {
         return false;
     }

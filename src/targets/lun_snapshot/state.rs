@@ -93,7 +93,7 @@ impl Layout {
         // The record, maps and lock live here: a directory another user can
         // write (a volume directory they may write, a `.lun-snapshot` they
         // made first) would let them plant symlinks for root to follow.
-        let me = crate::shared::owned_dir::euid();
+        let me = crate::shared::file_identity::euid();
         crate::shared::owned_dir::ensure_owned_dir(&self.dir, me, 0o755)
             .with_context(|| format!("preparing {}", self.dir.display()))?;
         if let Some(parent) = self.dir.parent() {
